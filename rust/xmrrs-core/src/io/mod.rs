@@ -1,0 +1,3 @@
+//! Text formats of the field.
+
+pub mod xc;

@@ -1,0 +1,17 @@
+//! xmrrs-core: the pure-Rust heart of xmrrs (no Python types here).
+//!
+//! - [`sparse`]: CSR/CSC matrices (u32 indices, f32 values, 64-bit indptr), validation and
+//!   multithreaded kernels (transpose, row normalisation, products, gathers, top-k).
+//! - [`io`]: the Extreme Classification Repository and LIBSVM multilabel text formats.
+//! - [`simd`]: runtime-dispatched dense kernels (AVX2/FMA on x86-64, portable fallback).
+//! - [`parallel`]: thread-pool selection from an sklearn-style `n_jobs`.
+//!
+//! Every public entry point that sees user data returns [`Result`]; none panics on bad input.
+
+pub mod error;
+pub mod io;
+pub mod parallel;
+pub mod simd;
+pub mod sparse;
+
+pub use error::{Error, Result};
