@@ -130,3 +130,14 @@ mod tests {
         }
     }
 }
+
+/// The instruction set the dispatched kernels use on this CPU.
+pub fn level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            return "avx2+fma";
+        }
+    }
+    "portable"
+}

@@ -414,6 +414,13 @@ pub fn col_gather(a: &CsrView<'_>, cols: &[u32]) -> Result<Csr> {
     }))
 }
 
+/// Orders `(score, id)` pairs best first: higher score, then lower id. Scores compare
+/// numerically (`-0.0 == 0.0`); NaN (never present in validated input) ties with everything.
+#[inline]
+pub fn by_score_desc(x: (f32, u32), y: (f32, u32)) -> std::cmp::Ordering {
+    y.0.partial_cmp(&x.0).unwrap_or(std::cmp::Ordering::Equal).then(x.1.cmp(&y.1))
+}
+
 /// Per-row top-k of a score matrix, best first: ids (`-1` padding) and scores (`-inf`
 /// padding), each row-major `(n_rows, k)`. Ties go to the lower column index.
 pub fn topk(a: &CsrView<'_>, k: usize) -> (Vec<i64>, Vec<f32>) {
@@ -429,7 +436,7 @@ pub fn topk(a: &CsrView<'_>, k: usize) -> (Vec<i64>, Vec<f32>) {
             let (ri, rv) = a.row(i);
             buf.clear();
             buf.extend(rv.iter().copied().zip(ri.iter().copied()));
-            let better = |x: &(f32, u32), y: &(f32, u32)| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1));
+            let better = |x: &(f32, u32), y: &(f32, u32)| by_score_desc(*x, *y);
             if buf.len() > k {
                 buf.select_nth_unstable_by(k - 1, better);
                 buf.truncate(k);
@@ -461,7 +468,7 @@ pub fn topk_csr(a: &CsrView<'_>, k: usize) -> Csr {
             buf.clear();
             buf.extend(rv.iter().copied().zip(ri.iter().copied()));
             if k > 0 {
-                buf.select_nth_unstable_by(k - 1, |x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+                buf.select_nth_unstable_by(k - 1, |x, y| by_score_desc(*x, *y));
             }
             buf.truncate(k);
             buf.sort_unstable_by_key(|p| p.1);

@@ -1,0 +1,380 @@
+"""Seeded synthetic extreme multi-label (XMC) data with realistic structure.
+
+The generator :func:`make_xmc` produces a sparse tf-idf feature matrix ``X`` and a
+sparse 0/1 label matrix ``Y`` whose statistics resemble real XMC benchmarks:
+power-law label frequencies with a long tail of rare labels, a hidden topic
+hierarchy over the labels (so hierarchical label clustering is meaningful), and
+text-like features driven by the labels plus background noise.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Literal, overload
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+__all__ = ["XMCTree", "make_xmc"]
+
+# Internal constants of the generative process (documented in ``make_xmc``).
+_TOPIC_VOCAB_FACTOR = 2  # words per topic node = factor * words_per_label
+_OWN_WORD_FRACTION = 0.5  # probability that a signature slot is a label-specific word
+_LEVEL_DECAY = 0.5  # P(ancestor at height h+1) / P(ancestor at height h)
+_TOPIC_TOKEN_FRACTION = 0.25  # share of the non-noise tokens drawn from the sample's topic
+_COHERENCE = 0.6  # P(an extra label comes from the primary label's leaf cluster)
+_DOC_LENGTH_SHAPE = 2.0  # gamma shape of the document-length mixture (over-dispersion)
+_SLOT_POWER = 0.5  # within-signature slot weights ~ 1 / (slot + 1) ** _SLOT_POWER
+_BACKGROUND_POWER = 1.0  # Zipf exponent of the background word distribution
+_MAX_DUP_ROUNDS = 4
+_UNIFORM_MIX = 0.05  # re-draws of duplicate labels before dropping them
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class XMCTree:
+    """Hidden structure behind a :func:`make_xmc` data set.
+
+    Attributes
+    ----------
+    branching : int
+        Fan-out ``B`` of the hidden topic tree.
+    depth : int
+        Height of the tree: the smallest ``D >= 1`` with ``B ** D >= n_labels``.
+    ancestors : ndarray of shape (n_labels, depth), int64
+        ``ancestors[l, h - 1]`` is the index (within its level) of the ancestor of label
+        ``l`` at height ``h`` (``h = 1``: leaf cluster of at most ``B`` labels, ``h = depth``:
+        the root, always 0). Two labels share a topic at height ``h`` iff their entries in
+        column ``h - 1`` are equal.
+    label_topic : ndarray of shape (n_labels,), int64
+        The finest topic (leaf cluster) of each label, i.e. ``ancestors[:, 0]``.
+    label_weights : ndarray of shape (n_labels,), float64
+        Sampling probability of each label (sums to 1); expected label frequencies are
+        proportional to it.
+    primary_label : ndarray of shape (n_samples,), int64
+        The first label drawn for each sample; it fixes the sample's topic.
+    sample_topic : ndarray of shape (n_samples,), int64
+        Leaf cluster of each sample's primary label.
+    signatures : ndarray of shape (n_labels, words_per_label), int32
+        Word signature of each label (feature indices, possibly repeated).
+    """
+
+    branching: int
+    depth: int
+    ancestors: IntArray
+    label_topic: IntArray
+    label_weights: FloatArray
+    primary_label: IntArray
+    sample_topic: IntArray
+    signatures: npt.NDArray[np.int32]
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_float(name: str, value: object, low: float, high: float, *, low_open: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    ok = math.isfinite(v) and (v > low if low_open else v >= low) and v <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value!r}")
+    return v
+
+
+def _height_probs(n_heights: int) -> FloatArray:
+    """Geometrically decaying probabilities over heights ``1..n_heights``."""
+    w = _LEVEL_DECAY ** np.arange(n_heights, dtype=np.float64)
+    return np.asarray(w / w.sum(), dtype=np.float64)
+
+
+def _sample_cdf(cdf: FloatArray, u: FloatArray) -> IntArray:
+    """Inverse-cdf sampling: index ``i`` with ``cdf[i-1] <= u * cdf[-1] < cdf[i]``."""
+    idx = np.searchsorted(cdf, u * cdf[-1], side="right")
+    return np.minimum(idx, cdf.shape[0] - 1).astype(np.int64)
+
+
+def _label_weights(
+    rng: np.random.Generator, n_labels: int, branching: int, depth: int, power: float
+) -> FloatArray:
+    """Hierarchical Zipf weights: product over levels of ``(sibling rank + 1) ** -power``."""
+    pos = np.arange(n_labels, dtype=np.int64)
+    logw = np.zeros(n_labels, dtype=np.float64)
+    for h in range(depth):
+        stride = branching**h
+        n_nodes = -(-n_labels // stride)
+        n_parents = -(-n_nodes // branching)
+        keys = rng.random((n_parents, branching))
+        ranks = np.argsort(np.argsort(keys, axis=1), axis=1)
+        node_logw = (-power * np.log1p(ranks.astype(np.float64))).ravel()[:n_nodes]
+        logw += node_logw[pos // stride]
+    w = np.exp(logw - logw.max())
+    w /= w.sum()
+    w = (1.0 - _UNIFORM_MIX) * w + _UNIFORM_MIX / n_labels
+    return np.asarray(w / w.sum(), dtype=np.float64)
+
+
+def _draw_labels(
+    rng: np.random.Generator,
+    weights: FloatArray,
+    n_samples: int,
+    avg_labels: float,
+    branching: int,
+    depth: int,
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Draw the label sets in tree-position space.
+
+    Returns ``(primary, rows, pos)`` where ``(rows, pos)`` are the unique (sample, label
+    position) pairs sorted by sample then position.
+    """
+    n_labels = weights.shape[0]
+    cum = np.concatenate(([0.0], np.cumsum(weights)))
+    primary = _sample_cdf(cum[1:], rng.random(n_samples))
+
+    n_extra = np.minimum(rng.poisson(avg_labels - 1.0, n_samples), n_labels - 1)
+    owner = np.repeat(np.arange(n_samples, dtype=np.int64), n_extra)
+    # Height of the subtree (around the primary label) each extra label comes from:
+    # 1 = leaf cluster with probability _COHERENCE, then geometric decay up to the root.
+    hp = (1.0 - _COHERENCE) ** np.arange(depth, dtype=np.float64) * _COHERENCE
+    hp[-1] = 1.0 - hp[:-1].sum()
+    height = 1 + _sample_cdf(np.cumsum(hp), rng.random(owner.shape[0]))
+    strides = np.asarray([branching**h for h in range(depth + 1)], dtype=np.int64)
+    prim_owner = primary[owner]
+
+    def draw(idx: IntArray) -> IntArray:
+        s = strides[height[idx]]
+        lo = (prim_owner[idx] // s) * s
+        hi = np.minimum(lo + s, n_labels)
+        u = cum[lo] + rng.random(idx.shape[0]) * (cum[hi] - cum[lo])
+        p = np.searchsorted(cum, u, side="right") - 1
+        return np.clip(p, lo, hi - 1).astype(np.int64)
+
+    extra = draw(np.arange(owner.shape[0], dtype=np.int64))
+    rows = np.concatenate((np.arange(n_samples, dtype=np.int64), owner))
+    pos = np.concatenate((primary, extra))
+    for _ in range(_MAX_DUP_ROUNDS):
+        keys = rows * n_labels + pos
+        order = np.argsort(keys, kind="stable")  # primaries precede their duplicates
+        sk = keys[order]
+        dup = order[1:][sk[1:] == sk[:-1]]
+        if dup.shape[0] == 0:
+            break
+        idx = dup - n_samples  # duplicates are always extras
+        height[idx] = np.minimum(height[idx] + 1, depth)  # widen the subtree
+        pos[dup] = draw(idx)
+    keys = np.unique(rows * n_labels + pos)
+    return primary, keys // n_labels, keys % n_labels
+
+
+def _csr(
+    rows: IntArray, cols: IntArray, data: npt.NDArray[np.float32], shape: tuple[int, int]
+) -> sp.csr_matrix:
+    """Canonical CSR from entries already sorted by (row, col) without duplicates."""
+    idx_dtype = np.int32 if max(rows.shape[0], shape[1]) < 2**31 - 1 else np.int64
+    indptr = np.zeros(shape[0] + 1, dtype=idx_dtype)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    m = sp.csr_matrix((data, cols.astype(idx_dtype), indptr), shape=shape)
+    m.has_sorted_indices = True
+    m.has_canonical_format = True
+    return m
+
+
+@overload
+def make_xmc(
+    n_samples: int = ...,
+    n_features: int = ...,
+    n_labels: int = ...,
+    *,
+    avg_labels_per_sample: float = ...,
+    label_power: float = ...,
+    branching: int = ...,
+    words_per_label: int = ...,
+    avg_words_per_sample: float = ...,
+    noise: float = ...,
+    random_state: int | np.random.Generator | None = ...,
+    return_tree: Literal[False] = ...,
+) -> tuple[sp.csr_matrix, sp.csr_matrix]: ...
+
+
+@overload
+def make_xmc(
+    n_samples: int = ...,
+    n_features: int = ...,
+    n_labels: int = ...,
+    *,
+    avg_labels_per_sample: float = ...,
+    label_power: float = ...,
+    branching: int = ...,
+    words_per_label: int = ...,
+    avg_words_per_sample: float = ...,
+    noise: float = ...,
+    random_state: int | np.random.Generator | None = ...,
+    return_tree: Literal[True],
+) -> tuple[sp.csr_matrix, sp.csr_matrix, XMCTree]: ...
+
+
+def make_xmc(
+    n_samples: int = 10000,
+    n_features: int = 20000,
+    n_labels: int = 2000,
+    *,
+    avg_labels_per_sample: float = 3.0,
+    label_power: float = 1.5,
+    branching: int = 16,
+    words_per_label: int = 12,
+    avg_words_per_sample: float = 40.0,
+    noise: float = 0.4,
+    random_state: int | np.random.Generator | None = None,
+    return_tree: bool = False,
+) -> tuple[sp.csr_matrix, sp.csr_matrix] | tuple[sp.csr_matrix, sp.csr_matrix, XMCTree]:
+    """Generate a synthetic extreme multi-label data set.
+
+    TODO docstring.
+    """
+    n_samples = _check_int("n_samples", n_samples, 1)
+    n_features = _check_int("n_features", n_features, 1)
+    n_labels = _check_int("n_labels", n_labels, 1)
+    branching = _check_int("branching", branching, 2)
+    words_per_label = _check_int("words_per_label", words_per_label, 1)
+    avg_labels = _check_float(
+        "avg_labels_per_sample", avg_labels_per_sample, 1.0, float(n_labels), low_open=False
+    )
+    power = _check_float("label_power", label_power, 0.0, math.inf, low_open=False)
+    avg_words = _check_float(
+        "avg_words_per_sample", avg_words_per_sample, 1.0, math.inf, low_open=False
+    )
+    noise = _check_float("noise", noise, 0.0, 1.0, low_open=False)
+    if n_features < 2 * words_per_label:
+        raise ValueError(
+            f"n_features ({n_features}) must be >= 2 * words_per_label "
+            f"({2 * words_per_label}) so that label signatures fit in the vocabulary"
+        )
+    if not (
+        random_state is None
+        or isinstance(random_state, np.random.Generator)
+        or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool))
+    ):
+        raise ValueError(
+            f"random_state must be None, an int or a numpy Generator, got {random_state!r}"
+        )
+    if isinstance(random_state, numbers.Integral) and int(random_state) < 0:
+        raise ValueError(f"random_state must be non-negative, got {random_state!r}")
+    rng = np.random.default_rng(random_state)
+
+    # ---- hidden tree -------------------------------------------------------------
+    depth = 1
+    while branching**depth < n_labels:
+        depth += 1
+    strides = [branching**h for h in range(depth + 1)]
+    pos_all = np.arange(n_labels, dtype=np.int64)
+
+    # ---- labels --------------------------------------------------------------------
+    weights = _label_weights(rng, n_labels, branching, depth, power)
+    label_of_pos = rng.permutation(n_labels).astype(np.int64)
+    primary, lab_rows, lab_pos = _draw_labels(
+        rng, weights, n_samples, avg_labels, branching, depth
+    )
+    lab_indptr = np.zeros(n_samples + 1, dtype=np.int64)
+    np.cumsum(np.bincount(lab_rows, minlength=n_samples), out=lab_indptr[1:])
+
+    # ---- vocabularies --------------------------------------------------------------
+    # Topic heights carrying vocabulary: 1 .. depth-1 (the root is the background),
+    # or just the root when the tree has a single level.
+    topic_heights = list(range(1, max(depth - 1, 1) + 1))
+    n_topic_words = _TOPIC_VOCAB_FACTOR * words_per_label
+    level_nodes = [-(-n_labels // strides[h]) for h in topic_heights]
+    level_offset = np.concatenate(([0], np.cumsum(level_nodes))).astype(np.int64)
+    vocab = rng.integers(0, n_features, size=(int(level_offset[-1]), n_topic_words))
+    height_p = np.cumsum(_height_probs(len(topic_heights)))
+    strides_t = np.asarray([strides[h] for h in topic_heights], dtype=np.int64)
+
+    def topic_word(label_pos: IntArray) -> IntArray:
+        lvl = _sample_cdf(height_p, rng.random(label_pos.shape[0]))
+        node = level_offset[lvl] + label_pos // strides_t[lvl]
+        col = rng.integers(0, n_topic_words, size=label_pos.shape[0])
+        return np.asarray(vocab[node, col], dtype=np.int64)
+
+    # Label signatures: own words or words of an ancestor topic.
+    n_slots = n_labels * words_per_label
+    sig_pos = np.repeat(pos_all, words_per_label)
+    own = rng.random(n_slots) < _OWN_WORD_FRACTION
+    sig = topic_word(sig_pos)
+    sig[own] = rng.integers(0, n_features, size=int(own.sum()))
+    signatures = sig.reshape(n_labels, words_per_label).astype(np.int32)
+    del sig_pos, own, sig
+    slot_cdf = np.cumsum(1.0 / np.arange(1, words_per_label + 1) ** _SLOT_POWER)
+
+    bg_perm = rng.permutation(n_features).astype(np.int64)
+    bg_cdf = np.cumsum(1.0 / np.arange(1, n_features + 1) ** _BACKGROUND_POWER)
+
+    # ---- tokens ----------------------------------------------------------------------
+    lam = rng.gamma(_DOC_LENGTH_SHAPE, (avg_words - 1.0) / _DOC_LENGTH_SHAPE, n_samples)
+    n_tok = 1 + rng.poisson(lam)
+    tok_row = np.repeat(np.arange(n_samples, dtype=np.int64), n_tok)
+    n_total = tok_row.shape[0]
+    src = rng.random(n_total)
+    is_noise = src < noise
+    is_topic = ~is_noise & (src < noise + (1.0 - noise) * _TOPIC_TOKEN_FRACTION)
+    is_label = ~(is_noise | is_topic)
+    del src
+    word = np.empty(n_total, dtype=np.int64)
+    word[is_noise] = bg_perm[_sample_cdf(bg_cdf, rng.random(int(is_noise.sum())))]
+    word[is_topic] = topic_word(primary[tok_row[is_topic]])
+    r = tok_row[is_label]
+    deg = lab_indptr[r + 1] - lab_indptr[r]
+    j = lab_indptr[r] + (rng.random(r.shape[0]) * deg).astype(np.int64)
+    slot = _sample_cdf(slot_cdf, rng.random(r.shape[0]))
+    word[is_label] = signatures[lab_pos[j], slot]
+    del r, deg, j, slot, is_noise, is_topic, is_label
+
+    # ---- tf-idf ------------------------------------------------------------------------
+    keys, counts = np.unique(tok_row * n_features + word, return_counts=True)
+    del tok_row, word
+    x_rows = keys // n_features
+    x_cols = keys % n_features
+    del keys
+    df = np.bincount(x_cols, minlength=n_features)
+    idf = np.log((1.0 + n_samples) / (1.0 + df)) + 1.0
+    data = (1.0 + np.log(counts)) * idf[x_cols]
+    norms = np.sqrt(np.bincount(x_rows, weights=data * data, minlength=n_samples))
+    data /= norms[x_rows]
+    X = _csr(x_rows, x_cols, data.astype(np.float32), (n_samples, n_features))
+    del x_rows, x_cols, data
+
+    # ---- Y ---------------------------------------------------------------------------------
+    y_keys = np.sort(lab_rows * n_labels + label_of_pos[lab_pos])
+    y_rows = y_keys // n_labels
+    y_cols = y_keys % n_labels
+    Y = _csr(y_rows, y_cols, np.ones(y_keys.shape[0], dtype=np.float32), (n_samples, n_labels))
+    if not return_tree:
+        return X, Y
+
+    ancestors_pos = np.stack([pos_all // strides[h] for h in range(1, depth + 1)], axis=1)
+    ancestors = np.empty_like(ancestors_pos)
+    ancestors[label_of_pos] = ancestors_pos
+    sig_by_label = np.empty_like(signatures)
+    sig_by_label[label_of_pos] = signatures
+    w_by_label = np.empty_like(weights)
+    w_by_label[label_of_pos] = weights
+    tree = XMCTree(
+        branching=branching,
+        depth=depth,
+        ancestors=ancestors,
+        label_topic=ancestors[:, 0].copy(),
+        label_weights=w_by_label,
+        primary_label=label_of_pos[primary],
+        sample_topic=primary // branching,
+        signatures=sig_by_label,
+    )
+    return X, Y, tree
