@@ -32,15 +32,17 @@ def ref_truth(triplets: Triplets, n: int) -> list[set[int]]:
     return [set(row) for row in ref_sum_triplets(triplets, n)]
 
 
+def ref_rank_row(scores: dict[int, float]) -> list[int]:
+    """Label ids by score descending, ties by lower id."""
+    return sorted(scores, key=lambda c: (-scores[c], c))
+
+
 def ref_rank_sparse(triplets: Triplets, n: int) -> list[list[int]]:
-    return [
-        sorted(row, key=lambda c, row=row: (-row[c], c))  # type: ignore[misc]
-        for row in ref_sum_triplets(triplets, n)
-    ]
+    return [ref_rank_row(row) for row in ref_sum_triplets(triplets, n)]
 
 
 def ref_rank_dense(scores: list[list[float]]) -> list[list[int]]:
-    return [sorted(range(len(row)), key=lambda c, row=row: (-row[c], c)) for row in scores]
+    return [ref_rank_row(dict(enumerate(row))) for row in scores]
 
 
 def ref_propensity(y_train: list[set[int]], n_labels: int, a: float, b: float) -> list[float]:
@@ -156,6 +158,7 @@ class Case:
 
 
 SCORE_VALUES = [-1.5, -1.0, 0.0, 0.5, 1.0, 2.0]  # few values: many ties; exact sums
+MODES: tuple[Any, ...] = ("zero", "skip")
 SPARSE_FORMATS = ["coo", "csr", "csc", "csr_array", "noncanonical"]
 
 
@@ -193,8 +196,8 @@ def cases(draw: st.DrawFn) -> Case:
             if draw(st.booleans()):  # sometimes move an empty slot into the middle
                 row = draw(st.permutations(row))
             rows.append(row)
-        dtype = draw(st.sampled_from([np.int64, np.int32, np.int16]))
-        pred = np.array(rows, dtype=dtype).reshape(n, width)
+        int_dtype = draw(st.sampled_from([np.int64, np.int32, np.int16]))
+        pred = np.array(rows, dtype=int_dtype).reshape(n, width)
         ranked = rows
     k = draw(st.integers(1, n_labels + 3))
     weights_src = draw(
@@ -413,12 +416,12 @@ def test_empty_rows_modes() -> None:
     assert M.ndcg_at_k(y_true, ids, 1, empty_rows="skip") == 0.5
     prop = np.array([0.5, 0.25, 1.0])
     # ratio of means: numerator 2, denominator 2 + 4 whichever mode
-    for mode in ("zero", "skip"):
+    for mode in MODES:
         psp = M.psprecision_at_k(y_true, ids, 1, propensity=prop, empty_rows=mode)
         assert psp == pytest.approx(1 / 3)
     # every row empty
     empty = np.zeros((2, 3))
-    for mode in ("zero", "skip"):
+    for mode in MODES:
         assert M.precision_at_k(empty, ids[:2], 1, empty_rows=mode) == 0.0
         assert M.ndcg_at_k(empty, ids[:2], 1, empty_rows=mode) == 0.0
         assert M.psndcg_at_k(empty, ids[:2], 1, propensity=prop, empty_rows=mode) == 0.0
@@ -507,6 +510,7 @@ def test_other_validation_errors() -> None:
         M.psndcg_at_k(Y_HAND, IDS_HAND, 1, propensity=np.ones((5, 4)))
     with pytest.raises(ValueError, match="at least one"):
         M.ranking_report(Y_HAND, IDS_HAND, ks=())
+    assert M.ranking_report(Y_HAND, IDS_HAND, ks=3) == M.ranking_report(Y_HAND, IDS_HAND, [3, 3])
     with pytest.raises(ValueError, match="2-D"):
         M.precision_at_k(np.array([1, 0, 1]), IDS_HAND)
     with pytest.raises(ValueError, match="at least 3 training rows"):
@@ -614,11 +618,13 @@ def test_scorer_in_sklearn_model_selection() -> None:
             return ids, np.take_along_axis(scores, ids, axis=1)
 
     X, Y_sparse = _scorer_data()
-    Y = Y_sparse.toarray()  # scikit-learn's model selection wants a dense y
+    Y = Y_sparse.toarray()  # cross_val_score (scikit-learn 1.9) rejects a sparse y
     cv = KFold(n_splits=2)
     got = cross_val_score(Model(), X, Y, scoring=M.precision_at_1_scorer, cv=cv)
     expected = [M.precision_at_k(Y[test], X[test], 1) for _, test in cv.split(X)]
     np.testing.assert_allclose(got, expected)
     search = GridSearchCV(Model(), {"flip": [True, False]}, scoring=M.ndcg_at_5_scorer, cv=cv)
-    search.fit(X, Y)
+    search.fit(X, Y_sparse)  # GridSearchCV passes a sparse Y through
     assert search.best_params_ == {"flip": False}
+    folds = [M.ndcg_at_k(Y_sparse[test], X[test], 5) for _, test in cv.split(X)]
+    assert search.best_score_ == pytest.approx(np.mean(folds))

@@ -8,7 +8,6 @@ import scipy.sparse as sp
 from conftest import dense, raw_csr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from xmrrs import _xmrrs
 from xmrrs import sparse as xs
 
@@ -74,9 +73,7 @@ def test_matmul_dense_and_dot_rows(data: st.DataObject) -> None:
     rng = np.random.default_rng(data.draw(st.integers(0, 100)))
     b = rng.standard_normal((a.shape[1], k)).astype(np.float32)
     np.testing.assert_allclose(xs.matmul_dense(a, b), dense(a) @ b, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(
-        xs.dot_dense_rows(a, b.T.copy()), dense(a) @ b, rtol=1e-4, atol=1e-4
-    )
+    np.testing.assert_allclose(xs.dot_dense_rows(a, b.T.copy()), dense(a) @ b, rtol=1e-4, atol=1e-4)
 
 
 @SET
@@ -101,7 +98,10 @@ def reference_topk(a: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     scores = np.full((c.shape[0], k), -np.inf, dtype=np.float32)
     for i in range(c.shape[0]):
         sl = slice(c.indptr[i], c.indptr[i + 1])
-        pairs = sorted(zip(c.data[sl].tolist(), c.indices[sl].tolist()), key=lambda p: (-p[0], p[1]))
+        pairs = sorted(
+            zip(c.data[sl].tolist(), c.indices[sl].tolist(), strict=True),
+            key=lambda p: (-p[0], p[1]),
+        )
         for t, (s, j) in enumerate(pairs[:k]):
             ids[i, t] = j
             scores[i, t] = s

@@ -30,7 +30,9 @@ _DOC_LENGTH_SHAPE = 2.0  # gamma shape of the document-length mixture (over-disp
 _SLOT_POWER = 0.5  # within-signature slot weights ~ 1 / (slot + 1) ** _SLOT_POWER
 _BACKGROUND_POWER = 1.0  # Zipf exponent of the background word distribution
 _MAX_DUP_ROUNDS = 4
-_UNIFORM_MIX = 0.05  # re-draws of duplicate labels before dropping them
+_UNIFORM_MIX = 0.05
+_CONFUSER_FRACTION = 0.0
+_OWN_WORD_POWER = 0.0  # re-draws of duplicate labels before dropping them
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -310,13 +312,13 @@ def make_xmc(
     sig_pos = np.repeat(pos_all, words_per_label)
     own = rng.random(n_slots) < _OWN_WORD_FRACTION
     sig = topic_word(sig_pos)
-    sig[own] = rng.integers(0, n_features, size=int(own.sum()))
+    bg_perm = rng.permutation(n_features).astype(np.int64)
+    bg_cdf = np.cumsum(1.0 / np.arange(1, n_features + 1) ** _BACKGROUND_POWER)
+    own_cdf = np.cumsum(1.0 / np.arange(1, n_features + 1) ** _OWN_WORD_POWER)
+    sig[own] = bg_perm[_sample_cdf(own_cdf, rng.random(int(own.sum())))]
     signatures = sig.reshape(n_labels, words_per_label).astype(np.int32)
     del sig_pos, own, sig
     slot_cdf = np.cumsum(1.0 / np.arange(1, words_per_label + 1) ** _SLOT_POWER)
-
-    bg_perm = rng.permutation(n_features).astype(np.int64)
-    bg_cdf = np.cumsum(1.0 / np.arange(1, n_features + 1) ** _BACKGROUND_POWER)
 
     # ---- tokens ----------------------------------------------------------------------
     lam = rng.gamma(_DOC_LENGTH_SHAPE, (avg_words - 1.0) / _DOC_LENGTH_SHAPE, n_samples)
@@ -335,7 +337,12 @@ def make_xmc(
     deg = lab_indptr[r + 1] - lab_indptr[r]
     j = lab_indptr[r] + (rng.random(r.shape[0]) * deg).astype(np.int64)
     slot = _sample_cdf(slot_cdf, rng.random(r.shape[0]))
-    word[is_label] = signatures[lab_pos[j], slot]
+    emit = lab_pos[j]
+    conf = rng.random(r.shape[0]) < _CONFUSER_FRACTION
+    lo = (emit[conf] // branching) * branching
+    hi = np.minimum(lo + branching, n_labels)
+    emit[conf] = lo + (rng.random(lo.shape[0]) * (hi - lo)).astype(np.int64)
+    word[is_label] = signatures[emit, slot]
     del r, deg, j, slot, is_noise, is_topic, is_label
 
     # ---- tf-idf ------------------------------------------------------------------------

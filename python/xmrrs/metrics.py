@@ -3,7 +3,7 @@
 All metrics follow the definitions used by the Extreme Classification Repository
 (Jain, Prabhu and Varma, KDD 2016) and are fully vectorised with numpy: there is no
 Python loop over rows, so a million test rows against a million labels is evaluated in
-seconds, dominated by one sort of the (at most ``k``) predicted labels of each row.
+seconds, the cost being dominated by a per-row partial sort of the stored predictions.
 
 Inputs
 ------
@@ -198,7 +198,7 @@ def _topk_positions(keys: npt.NDArray[np.floating[Any]], k: int) -> _I64:
     equal = keys == kth
     need = k - np.count_nonzero(less, axis=1, keepdims=True)
     # Among keys equal to the k-th smallest, keep the leftmost `need` ones.
-    chosen = less | (equal & (np.cumsum(equal[:, ::-1], axis=1)[:, ::-1] <= need))
+    chosen = less | (equal & (np.cumsum(equal, axis=1) <= need))
     pos = np.nonzero(chosen)[1].reshape(m, k).astype(np.int64, copy=False)
     order = np.argsort(np.take_along_axis(keys, pos, axis=1), axis=1, kind="stable")
     return np.take_along_axis(pos, order, axis=1)
@@ -767,7 +767,7 @@ def propensity(y_train: MatrixLike, A: float = 0.55, B: float = 1.5) -> _F64:
 def ranking_report(
     y_true: MatrixLike,
     y_pred: Any,
-    ks: Iterable[int] = (1, 3, 5),
+    ks: Iterable[int] | int = (1, 3, 5),
     *,
     propensity: MatrixLike | None = None,
     A: float = 0.55,
@@ -782,7 +782,7 @@ def ranking_report(
         Ground truth; every nonzero entry is a relevant label.
     y_pred : sparse matrix, float array of shape (n, L), or int array of shape (n, k')
         Scores or ranked label ids; see :func:`precision_at_k`.
-    ks : iterable of int, default (1, 3, 5)
+    ks : int or iterable of int, default (1, 3, 5)
         Cut-offs (positive integers; duplicates are ignored, order is kept).
     propensity : array of shape (L,), or training label matrix of shape (N, L), optional
         If given, ``PSP@k`` and ``PSnDCG@k`` are reported as well; see
@@ -803,7 +803,8 @@ def ranking_report(
     ValueError
         If ``ks`` is empty or holds a non-positive value, or on invalid input.
     """
-    cutoffs = list(dict.fromkeys(_check_k(k, "every k in ks") for k in ks))
+    ks_list: list[object] = [ks] if isinstance(ks, (int, np.integer)) else list(ks)
+    cutoffs = list(dict.fromkeys(_check_k(k, "every k in ks") for k in ks_list))
     if not cutoffs:
         raise ValueError("ks must contain at least one cut-off")
     mode = _check_empty_rows(empty_rows)
@@ -941,6 +942,12 @@ def make_ranking_scorer(
     RankingScorer
         Callable ``scorer(estimator, X, Y) -> float``; see :class:`RankingScorer` for how
         predictions are obtained.
+
+    Notes
+    -----
+    The scorer itself accepts sparse or dense ``Y``. ``GridSearchCV`` passes a sparse
+    ``Y`` through, but ``cross_val_score``/``cross_validate`` (scikit-learn 1.9)
+    validate ``y`` as array-like and reject sparse matrices there.
 
     Raises
     ------

@@ -12,7 +12,7 @@ duplicates are summed, as scipy does. Results are canonical CSR float32 matrices
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,7 +35,7 @@ __all__ = [
     "transpose",
 ]
 
-Sparse = sp.csr_matrix | sp.csr_array
+Sparse: TypeAlias = sp.csr_matrix | sp.csr_array
 
 
 def effective_n_jobs(n_jobs: int | None = None) -> int:

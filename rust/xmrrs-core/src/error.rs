@@ -11,7 +11,11 @@ pub enum Error {
     Shape(String),
     /// A text file is malformed; `line` is 1-based.
     #[error("{path}: line {line}: {msg}")]
-    Parse { path: String, line: usize, msg: String },
+    Parse {
+        path: String,
+        line: usize,
+        msg: String,
+    },
     /// The operating system refused a read or a write.
     #[error("{path}: {source}")]
     Io {

@@ -15,7 +15,9 @@ pub fn resolve_n_jobs(n_jobs: Option<i64>) -> Result<usize> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
     match n_jobs {
         None => Ok(cores as usize),
-        Some(0) => Err(Error::invalid("n_jobs == 0 is not allowed; use None, -1 or a positive count")),
+        Some(0) => Err(Error::invalid(
+            "n_jobs == 0 is not allowed; use None, -1 or a positive count",
+        )),
         Some(k) if k > 0 => Ok(k as usize),
         Some(k) => Ok((cores + 1 + k).max(1) as usize),
     }
@@ -28,13 +30,20 @@ struct PoolCache {
 
 fn cache() -> &'static Mutex<PoolCache> {
     static CACHE: OnceLock<Mutex<PoolCache>> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(PoolCache { pid: std::process::id(), pools: HashMap::new() }))
+    CACHE.get_or_init(|| {
+        Mutex::new(PoolCache {
+            pid: std::process::id(),
+            pools: HashMap::new(),
+        })
+    })
 }
 
 /// Returns a shared pool with `threads` workers, building it on first use.
 pub fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
     let threads = threads.max(1);
-    let mut guard = cache().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut guard = cache()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let pid = std::process::id();
     if guard.pid != pid {
         // After fork the parent's worker threads are gone: forget (and leak) the old pools.

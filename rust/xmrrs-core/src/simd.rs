@@ -41,7 +41,10 @@ pub mod reference {
     }
     /// Dot product accumulated in f64 (the accuracy reference).
     pub fn dot(x: &[f32], y: &[f32]) -> f64 {
-        x.iter().zip(y).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum()
+        x.iter()
+            .zip(y)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum()
     }
 }
 
@@ -90,6 +93,17 @@ unsafe fn dot_avx2(x: &[f32], y: &[f32]) -> f32 {
     dot_body(x, y)
 }
 
+/// The instruction set the dispatched kernels use on this CPU.
+pub fn level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            return "avx2+fma";
+        }
+    }
+    "portable"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,15 +143,4 @@ mod tests {
             assert!((f64::from(dot(&x, &y)) - r).abs() < 1e-4 * (1.0 + r.abs()));
         }
     }
-}
-
-/// The instruction set the dispatched kernels use on this CPU.
-pub fn level() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx2() {
-            return "avx2+fma";
-        }
-    }
-    "portable"
 }

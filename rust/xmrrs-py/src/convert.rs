@@ -37,11 +37,14 @@ fn type_err(what: &str, obj: &Bound<'_, PyAny>) -> PyErr {
         .getattr("dtype")
         .map(|d| d.to_string())
         .unwrap_or_else(|_| obj.get_type().to_string());
-    PyTypeError::new_err(format!("{what} must be a contiguous 1-D numpy array, got {t}"))
+    PyTypeError::new_err(format!(
+        "{what} must be a contiguous 1-D numpy array, got {t}"
+    ))
 }
 
 fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>, what: &str) -> PyResult<&'a [T]> {
-    a.as_slice().map_err(|_| PyTypeError::new_err(format!("{what} must be C-contiguous")))
+    a.as_slice()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be C-contiguous")))
 }
 
 impl<'py> CsrArg<'py> {
@@ -59,7 +62,10 @@ impl<'py> CsrArg<'py> {
         } else if let Ok(a) = indptr.cast::<PyArray1<i64>>() {
             sparse::convert_indptr(slice(&a.readonly(), "indptr")?)
         } else {
-            return Err(type_err(&format!("{what}.indptr (int32 or int64)"), &indptr));
+            return Err(type_err(
+                &format!("{what}.indptr (int32 or int64)"),
+                &indptr,
+            ));
         }
         .map_err(|e| to_py(prefix(what, e)))?;
         let indices = if let Ok(a) = indices.cast::<PyArray1<i32>>() {
@@ -67,8 +73,11 @@ impl<'py> CsrArg<'py> {
             let s = slice(&r, "indices")?;
             if n_cols > i32::MAX as usize {
                 Idx::Owned(
-                    sparse::convert_indices_i64(&s.iter().map(|&v| i64::from(v)).collect::<Vec<_>>(), n_cols)
-                        .map_err(|e| to_py(prefix(what, e)))?,
+                    sparse::convert_indices_i64(
+                        &s.iter().map(|&v| i64::from(v)).collect::<Vec<_>>(),
+                        n_cols,
+                    )
+                    .map_err(|e| to_py(prefix(what, e)))?,
                 )
             } else {
                 Idx::Borrowed(r)
@@ -79,7 +88,10 @@ impl<'py> CsrArg<'py> {
                     .map_err(|e| to_py(prefix(what, e)))?,
             )
         } else {
-            return Err(type_err(&format!("{what}.indices (int32 or int64)"), &indices));
+            return Err(type_err(
+                &format!("{what}.indices (int32 or int64)"),
+                &indices,
+            ));
         };
         let data = if let Ok(a) = data.cast::<PyArray1<f32>>() {
             Vals::Borrowed(a.readonly())
@@ -87,9 +99,18 @@ impl<'py> CsrArg<'py> {
             let r = a.readonly();
             Vals::Owned(slice(&r, "data")?.iter().map(|&v| v as f32).collect())
         } else {
-            return Err(type_err(&format!("{what}.data (float32 or float64)"), &data));
+            return Err(type_err(
+                &format!("{what}.data (float32 or float64)"),
+                &data,
+            ));
         };
-        let arg = CsrArg { n_rows, n_cols, indptr, indices, data };
+        let arg = CsrArg {
+            n_rows,
+            n_cols,
+            indptr,
+            indices,
+            data,
+        };
         let v = arg.view()?;
         sparse::check_finite(v.data(), what).map_err(to_py)?;
         Ok(arg)
@@ -134,18 +155,36 @@ pub fn with_canonical<R>(v: CsrView<'_>, f: impl FnOnce(CsrView<'_>) -> Result<R
 }
 
 /// The CSR tuple handed back to Python: `(n_rows, n_cols, indptr, indices, data)`.
-pub type CsrOut<'py> = (usize, usize, Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>);
+pub type CsrOut<'py> = (
+    usize,
+    usize,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+);
 
 /// Moves an owned matrix into numpy arrays (indices as int32 when they fit, without a copy).
 pub fn csr_out(py: Python<'_>, m: Csr) -> CsrOut<'_> {
-    let Csr { n_rows, n_cols, indptr, indices, data } = m;
+    let Csr {
+        n_rows,
+        n_cols,
+        indptr,
+        indices,
+        data,
+    } = m;
     let indptr: Vec<i64> = indptr.into_iter().map(|v| v as i64).collect();
     let indices = if n_cols <= i32::MAX as usize {
         PyArray1::from_vec(py, u32_to_i32(indices)).into_any()
     } else {
         PyArray1::from_vec(py, indices.into_iter().map(i64::from).collect()).into_any()
     };
-    (n_rows, n_cols, PyArray1::from_vec(py, indptr).into_any(), indices, PyArray1::from_vec(py, data).into_any())
+    (
+        n_rows,
+        n_cols,
+        PyArray1::from_vec(py, indptr).into_any(),
+        indices,
+        PyArray1::from_vec(py, data).into_any(),
+    )
 }
 
 /// Reinterprets a vector of u32 (all < 2^31) as i32 without copying.

@@ -9,7 +9,9 @@ mod errors;
 
 use std::path::PathBuf;
 
-use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use xmrrs_core::io::xc;
@@ -17,6 +19,9 @@ use xmrrs_core::{parallel, sparse};
 
 use convert::{csr_out, prefix, with_canonical, CsrArg, CsrOut};
 use errors::guard;
+
+/// Top-k ids and scores, each `(n_rows, k)`.
+type TopK<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
 
 /// Runs `f` without the GIL inside the pool for `n_jobs`, mapping errors and panics.
 fn run<T: Send>(
@@ -32,14 +37,23 @@ fn dense_slice<'a>(a: &'a PyReadonlyArray2<'_, f32>, what: &str) -> PyResult<&'a
         .map_err(|_| PyValueError::new_err(format!("{what} must be a C-contiguous float32 array")))
 }
 
-fn out2<'py>(py: Python<'py>, v: Vec<f32>, n: usize, k: usize) -> PyResult<Bound<'py, PyArray2<f32>>> {
+fn out2<'py>(
+    py: Python<'py>,
+    v: Vec<f32>,
+    n: usize,
+    k: usize,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
     PyArray1::from_vec(py, v).reshape([n, k])
 }
 
 /// Sorts each row's indices and sums duplicates.
 #[pyfunction]
 #[pyo3(signature = (a, n_jobs=None))]
-fn csr_canonicalize<'py>(py: Python<'py>, a: &Bound<'py, PyAny>, n_jobs: Option<i64>) -> PyResult<CsrOut<'py>> {
+fn csr_canonicalize<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    n_jobs: Option<i64>,
+) -> PyResult<CsrOut<'py>> {
     let a = CsrArg::extract(a, "A")?;
     let v = a.view()?;
     let m = run(py, n_jobs, || Ok(v.canonicalize()))?;
@@ -49,17 +63,27 @@ fn csr_canonicalize<'py>(py: Python<'py>, a: &Bound<'py, PyAny>, n_jobs: Option<
 /// The transpose in CSR form (the CSC form of the input).
 #[pyfunction]
 #[pyo3(signature = (a, n_jobs=None))]
-fn csr_transpose<'py>(py: Python<'py>, a: &Bound<'py, PyAny>, n_jobs: Option<i64>) -> PyResult<CsrOut<'py>> {
+fn csr_transpose<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    n_jobs: Option<i64>,
+) -> PyResult<CsrOut<'py>> {
     let a = CsrArg::extract(a, "A")?;
     let v = a.view()?;
-    let m = run(py, n_jobs, || with_canonical(v, |v| Ok(sparse::transpose(&v))))?;
+    let m = run(py, n_jobs, || {
+        with_canonical(v, |v| Ok(sparse::transpose(&v)))
+    })?;
     Ok(csr_out(py, m))
 }
 
 /// Rows scaled to unit L2 norm (zero rows unchanged); the result is canonical.
 #[pyfunction]
 #[pyo3(signature = (a, n_jobs=None))]
-fn csr_normalize_rows<'py>(py: Python<'py>, a: &Bound<'py, PyAny>, n_jobs: Option<i64>) -> PyResult<CsrOut<'py>> {
+fn csr_normalize_rows<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    n_jobs: Option<i64>,
+) -> PyResult<CsrOut<'py>> {
     let a = CsrArg::extract(a, "A")?;
     let v = a.view()?;
     let m = run(py, n_jobs, || {
@@ -84,7 +108,9 @@ fn csr_spgemm<'py>(
     let a = CsrArg::extract(a, "A")?;
     let b = CsrArg::extract(b, "B")?;
     let (va, vb) = (a.view()?, b.view()?);
-    let m = run(py, n_jobs, || with_canonical(va, |va| with_canonical(vb, |vb| sparse::spgemm(&va, &vb))))?;
+    let m = run(py, n_jobs, || {
+        with_canonical(va, |va| with_canonical(vb, |vb| sparse::spgemm(&va, &vb)))
+    })?;
     Ok(csr_out(py, m))
 }
 
@@ -145,10 +171,15 @@ fn csr_row_gather<'py>(
 ) -> PyResult<CsrOut<'py>> {
     let a = CsrArg::extract(a, "A")?;
     let v = a.view()?;
-    let rows = rows.as_slice().map_err(|_| PyValueError::new_err("rows must be contiguous"))?;
+    let rows = rows
+        .as_slice()
+        .map_err(|_| PyValueError::new_err("rows must be contiguous"))?;
     let rows: Vec<usize> = rows
         .iter()
-        .map(|&r| usize::try_from(r).map_err(|_| PyValueError::new_err(format!("row index {r} is negative"))))
+        .map(|&r| {
+            usize::try_from(r)
+                .map_err(|_| PyValueError::new_err(format!("row index {r} is negative")))
+        })
         .collect::<PyResult<_>>()?;
     let m = run(py, n_jobs, || sparse::row_gather(&v, &rows))?;
     Ok(csr_out(py, m))
@@ -165,14 +196,19 @@ fn csr_col_gather<'py>(
 ) -> PyResult<CsrOut<'py>> {
     let a = CsrArg::extract(a, "A")?;
     let v = a.view()?;
-    let cols = cols.as_slice().map_err(|_| PyValueError::new_err("cols must be contiguous"))?;
+    let cols = cols
+        .as_slice()
+        .map_err(|_| PyValueError::new_err("cols must be contiguous"))?;
     let cols: Vec<u32> = cols
         .iter()
         .map(|&c| {
-            u32::try_from(c).map_err(|_| PyValueError::new_err(format!("column index {c} is out of range")))
+            u32::try_from(c)
+                .map_err(|_| PyValueError::new_err(format!("column index {c} is out of range")))
         })
         .collect::<PyResult<_>>()?;
-    let m = run(py, n_jobs, || with_canonical(v, |v| sparse::col_gather(&v, &cols)))?;
+    let m = run(py, n_jobs, || {
+        with_canonical(v, |v| sparse::col_gather(&v, &cols))
+    })?;
     Ok(csr_out(py, m))
 }
 
@@ -184,21 +220,33 @@ fn csr_topk<'py>(
     a: &Bound<'py, PyAny>,
     k: usize,
     n_jobs: Option<i64>,
-) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>)> {
+) -> PyResult<TopK<'py>> {
     let a = CsrArg::extract(a, "A")?;
     let v = a.view()?;
     let n = v.n_rows();
-    let (ids, sc) = run(py, n_jobs, || with_canonical(v, |v| Ok(sparse::topk(&v, k))))?;
-    Ok((PyArray1::from_vec(py, ids).reshape([n, k])?, out2(py, sc, n, k)?))
+    let (ids, sc) = run(py, n_jobs, || {
+        with_canonical(v, |v| Ok(sparse::topk(&v, k)))
+    })?;
+    Ok((
+        PyArray1::from_vec(py, ids).reshape([n, k])?,
+        out2(py, sc, n, k)?,
+    ))
 }
 
 /// Keeps the k largest entries of each row, as CSR.
 #[pyfunction]
 #[pyo3(signature = (a, k, n_jobs=None))]
-fn csr_topk_csr<'py>(py: Python<'py>, a: &Bound<'py, PyAny>, k: usize, n_jobs: Option<i64>) -> PyResult<CsrOut<'py>> {
+fn csr_topk_csr<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    k: usize,
+    n_jobs: Option<i64>,
+) -> PyResult<CsrOut<'py>> {
     let a = CsrArg::extract(a, "A")?;
     let v = a.view()?;
-    let m = run(py, n_jobs, || with_canonical(v, |v| Ok(sparse::topk_csr(&v, k))))?;
+    let m = run(py, n_jobs, || {
+        with_canonical(v, |v| Ok(sparse::topk_csr(&v, k)))
+    })?;
     Ok(csr_out(py, m))
 }
 
@@ -214,7 +262,12 @@ fn read_xc<'py>(
     n_labels: Option<usize>,
     n_jobs: Option<i64>,
 ) -> PyResult<(CsrOut<'py>, CsrOut<'py>)> {
-    let opts = xc::ReadOptions { header, zero_based, n_features, n_labels };
+    let opts = xc::ReadOptions {
+        header,
+        zero_based,
+        n_features,
+        n_labels,
+    };
     let d = run(py, n_jobs, || xc::read_file(&path, &opts))?;
     Ok((csr_out(py, d.x), csr_out(py, d.y)))
 }
@@ -234,7 +287,9 @@ fn write_xc<'py>(
     let y = CsrArg::extract(y, "Y")?;
     let (vx, vy) = (x.view()?, y.view()?);
     run(py, n_jobs, || {
-        with_canonical(vx, |vx| with_canonical(vy, |vy| xc::write_file(&path, &vx, &vy, header)))
+        with_canonical(vx, |vx| {
+            with_canonical(vy, |vy| xc::write_file(&path, &vx, &vy, header))
+        })
     })
 }
 
@@ -256,7 +311,9 @@ fn effective_n_jobs(n_jobs: Option<i64>) -> PyResult<usize> {
 fn _test_panic(py: Python<'_>) -> PyResult<()> {
     run(py, Some(2), || {
         use rayon::prelude::*;
-        (0..4).into_par_iter().for_each(|i| assert!(i < 3, "deliberate test panic"));
+        (0..4)
+            .into_par_iter()
+            .for_each(|i| assert!(i < 3, "deliberate test panic"));
         Ok(())
     })
 }

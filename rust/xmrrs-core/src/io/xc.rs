@@ -44,7 +44,10 @@ pub struct XcData {
 /// Reads a file (memory-mapped) in the XC or LIBSVM format.
 pub fn read_file(path: &Path, opts: &ReadOptions) -> Result<XcData> {
     let name = path.display().to_string();
-    let io_err = |source| Error::Io { path: name.clone(), source };
+    let io_err = |source| Error::Io {
+        path: name.clone(),
+        source,
+    };
     let file = File::open(path).map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len();
     if len == 0 {
@@ -58,6 +61,8 @@ pub fn read_file(path: &Path, opts: &ReadOptions) -> Result<XcData> {
 
 struct Chunk {
     rows: usize,
+    /// Line of each row, counted from the chunk's first line (blank lines may be skipped).
+    row_line: Vec<u32>,
     x_len: Vec<u64>,
     x_idx: Vec<u64>,
     x_val: Vec<f32>,
@@ -71,11 +76,18 @@ struct ChunkError(usize, String);
 
 /// Parses a whole file's bytes; `name` is used in error messages.
 pub fn parse(bytes: &[u8], name: &str, opts: &ReadOptions) -> Result<XcData> {
-    let err = |line: usize, msg: String| Error::Parse { path: name.to_string(), line, msg };
+    let err = |line: usize, msg: String| Error::Parse {
+        path: name.to_string(),
+        line,
+        msg,
+    };
     let (header, body_start) = if opts.header {
         let end = memchr::memchr(b'\n', bytes).map_or(bytes.len(), |p| p + 1);
         let text = std::str::from_utf8(&bytes[..end]).unwrap_or("");
-        let nums: Vec<Option<usize>> = text.split_ascii_whitespace().map(|t| t.parse().ok()).collect();
+        let nums: Vec<Option<usize>> = text
+            .split_ascii_whitespace()
+            .map(|t| t.parse().ok())
+            .collect();
         match nums.as_slice() {
             [Some(n), Some(d), Some(l)] => (Some((*n, *d, *l)), end),
             _ => {
@@ -152,40 +164,66 @@ pub fn parse(bytes: &[u8], name: &str, opts: &ReadOptions) -> Result<XcData> {
             (hd, hl)
         }
         None => (
-            opts.n_features.unwrap_or_else(|| max_feat.map_or(0, |m| (m + 1 - shift) as usize)),
-            opts.n_labels.unwrap_or_else(|| max_label.map_or(0, |m| m as usize + 1)),
+            opts.n_features
+                .unwrap_or_else(|| max_feat.map_or(0, |m| (m + 1 - shift) as usize)),
+            opts.n_labels
+                .unwrap_or_else(|| max_label.map_or(0, |m| m as usize + 1)),
         ),
     };
     // Range checks, reported with the line of the first offender.
-    let check = |what: &str, limit: usize, sel: &dyn Fn(&Chunk) -> (&Vec<u64>, &Vec<u64>), shift: u64| -> Result<()> {
-        let mut row0 = 0usize;
-        for c in &parsed {
-            let (lens, ids) = sel(c);
-            if let Some(p) = ids.iter().position(|&v| v - shift >= limit as u64) {
-                let mut acc = 0u64;
-                let r = lens.iter().position(|&l| {
-                    acc += l;
-                    acc > p as u64
-                });
-                let row = row0 + r.unwrap_or(0);
-                return Err(err(
-                    first_line + row,
-                    format!("{what} id {} is out of range for {limit} {what}s", ids[p] - shift),
-                ));
-            }
-            row0 += c.rows;
+    for (features, limit, sh) in [(true, n_features, shift), (false, n_labels, 0)] {
+        if let Some((ci, row, id)) = first_out_of_range(&parsed, features, limit, sh) {
+            let start = cuts[ci];
+            let line = line_of(start) + parsed[ci].row_line[row] as usize;
+            let what = if features { "feature" } else { "label" };
+            return Err(err(
+                line,
+                format!("{what} id {id} is out of range for {limit} {what}s"),
+            ));
         }
-        Ok(())
-    };
-    // Row numbers equal line numbers only without skipped blank lines; with a header none are skipped.
-    check("feature", n_features, &|c| (&c.x_len, &c.x_idx), shift)?;
-    check("label", n_labels, &|c| (&c.y_len, &c.y_idx), 0)?;
-    if n_features > u32::MAX as usize || n_labels > u32::MAX as usize {
-        return Err(Error::invalid(format!("{name}: dimensions exceed the u32 index range")));
     }
-    let x = assemble(n, n_features, &parsed, |c| (&c.x_len, &c.x_idx, Some(&c.x_val)), shift);
+    if n_features > u32::MAX as usize || n_labels > u32::MAX as usize {
+        return Err(Error::invalid(format!(
+            "{name}: dimensions exceed the u32 index range"
+        )));
+    }
+    let x = assemble(
+        n,
+        n_features,
+        &parsed,
+        |c| (&c.x_len, &c.x_idx, Some(&c.x_val)),
+        shift,
+    );
     let y = assemble(n, n_labels, &parsed, |c| (&c.y_len, &c.y_idx, None), 0);
     Ok(XcData { x, y })
+}
+
+/// The first id at or above `limit` (after subtracting `shift`): (chunk, row in chunk, id).
+fn first_out_of_range(
+    parsed: &[Chunk],
+    features: bool,
+    limit: usize,
+    shift: u64,
+) -> Option<(usize, usize, u64)> {
+    for (ci, c) in parsed.iter().enumerate() {
+        let (lens, ids) = if features {
+            (&c.x_len, &c.x_idx)
+        } else {
+            (&c.y_len, &c.y_idx)
+        };
+        if let Some(p) = ids.iter().position(|&v| v - shift >= limit as u64) {
+            let mut acc = 0u64;
+            let row = lens
+                .iter()
+                .position(|&l| {
+                    acc += l;
+                    acc > p as u64
+                })
+                .unwrap_or(0);
+            return Some((ci, row, ids[p] - shift));
+        }
+    }
+    None
 }
 
 fn assemble(
@@ -213,7 +251,13 @@ fn assemble(
             None => data.resize(indices.len(), 1.0),
         }
     }
-    Csr { n_rows: n, n_cols: m, indptr, indices, data }
+    Csr {
+        n_rows: n,
+        n_cols: m,
+        indptr,
+        indices,
+        data,
+    }
 }
 
 fn is_space(b: u8) -> bool {
@@ -239,9 +283,15 @@ fn show(tok: &[u8]) -> String {
     String::from_utf8_lossy(&tok[..tok.len().min(40)]).into_owned()
 }
 
-fn parse_chunk(body: &[u8], start: usize, end: usize, skip_blank: bool) -> std::result::Result<Chunk, ChunkError> {
+fn parse_chunk(
+    body: &[u8],
+    start: usize,
+    end: usize,
+    skip_blank: bool,
+) -> std::result::Result<Chunk, ChunkError> {
     let mut c = Chunk {
         rows: 0,
+        row_line: vec![],
         x_len: vec![],
         x_idx: vec![],
         x_val: vec![],
@@ -251,7 +301,9 @@ fn parse_chunk(body: &[u8], start: usize, end: usize, skip_blank: bool) -> std::
     };
     let mut pairs: Vec<(u64, f32)> = Vec::new();
     let mut pos = start;
+    let mut line_no = 0u32;
     while pos < end {
+        line_no += 1;
         let line_end = memchr::memchr(b'\n', &body[pos..end]).map_or(end, |q| pos + q);
         let mut line = &body[pos..line_end];
         let line_start = pos;
@@ -311,14 +363,24 @@ fn parse_chunk(body: &[u8], start: usize, end: usize, skip_blank: bool) -> std::
             if i >= line.len() {
                 break;
             }
-            let tok_end = line[i..].iter().position(|&b| is_space(b)).map_or(line.len(), |q| i + q);
+            let tok_end = line[i..]
+                .iter()
+                .position(|&b| is_space(b))
+                .map_or(line.len(), |q| i + q);
             let tok = &line[i..tok_end];
             i = tok_end;
             let colon = tok.iter().position(|&b| b == b':');
             let bad = || format!("malformed feature {:?} (expected index:value)", show(tok));
-            let Some(colon) = colon else { return Err(fail(bad())) };
-            let Some(f) = parse_uint(&tok[..colon]) else { return Err(fail(bad())) };
-            let v: f32 = match std::str::from_utf8(&tok[colon + 1..]).ok().and_then(|s| s.parse().ok()) {
+            let Some(colon) = colon else {
+                return Err(fail(bad()));
+            };
+            let Some(f) = parse_uint(&tok[..colon]) else {
+                return Err(fail(bad()));
+            };
+            let v: f32 = match std::str::from_utf8(&tok[colon + 1..])
+                .ok()
+                .and_then(|s| s.parse().ok())
+            {
                 Some(v) => v,
                 None => return Err(fail(bad())),
             };
@@ -334,7 +396,12 @@ fn parse_chunk(body: &[u8], start: usize, end: usize, skip_blank: bool) -> std::
         }
         if !sorted {
             pairs.clear();
-            pairs.extend(c.x_idx[x0..].iter().copied().zip(c.x_val[x0..].iter().copied()));
+            pairs.extend(
+                c.x_idx[x0..]
+                    .iter()
+                    .copied()
+                    .zip(c.x_val[x0..].iter().copied()),
+            );
             pairs.sort_by_key(|p| p.0);
             if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
                 return Err(fail(format!("feature id {} appears twice", w[0].0)));
@@ -345,6 +412,7 @@ fn parse_chunk(body: &[u8], start: usize, end: usize, skip_blank: bool) -> std::
             }
         }
         c.x_len.push((c.x_idx.len() - x0) as u64);
+        c.row_line.push(line_no - 1);
         c.rows += 1;
     }
     Ok(c)
@@ -386,7 +454,10 @@ pub fn write_file(path: &Path, x: &CsrView<'_>, y: &CsrView<'_>, header: bool) -
         })
         .collect();
     let tmp = path.with_extension("xmrrs-tmp");
-    let io_err = |source| Error::Io { path: name.clone(), source };
+    let io_err = |source| Error::Io {
+        path: name.clone(),
+        source,
+    };
     let mut f = std::io::BufWriter::new(File::create(&tmp).map_err(io_err)?);
     if header {
         writeln!(f, "{} {} {}", x.n_rows(), x.n_cols(), y.n_cols()).map_err(io_err)?;
@@ -394,7 +465,10 @@ pub fn write_file(path: &Path, x: &CsrView<'_>, y: &CsrView<'_>, header: bool) -
     for p in &pieces {
         f.write_all(p).map_err(io_err)?;
     }
-    f.into_inner().map_err(|e| io_err(e.into_error()))?.sync_all().map_err(io_err)?;
+    f.into_inner()
+        .map_err(|e| io_err(e.into_error()))?
+        .sync_all()
+        .map_err(io_err)?;
     std::fs::rename(&tmp, path).map_err(io_err)?;
     Ok(())
 }
@@ -404,7 +478,14 @@ mod tests {
     use super::*;
 
     fn xc(text: &str) -> Result<XcData> {
-        parse(text.as_bytes(), "t.txt", &ReadOptions { header: true, ..Default::default() })
+        parse(
+            text.as_bytes(),
+            "t.txt",
+            &ReadOptions {
+                header: true,
+                ..Default::default()
+            },
+        )
     }
 
     #[test]
@@ -442,12 +523,26 @@ mod tests {
         ];
         for (text, line, msg) in cases {
             match xc(text) {
-                Err(Error::Parse { line: l, msg: m, .. }) => {
+                Err(Error::Parse {
+                    line: l, msg: m, ..
+                }) => {
                     assert_eq!(l, line, "{text:?}: {m}");
                     assert!(m.contains(msg), "{text:?}: {m}");
                 }
                 other => panic!("{text:?}: expected a parse error, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn range_errors_count_skipped_lines() {
+        let opts = ReadOptions {
+            n_features: Some(3),
+            ..Default::default()
+        };
+        match parse(b"1 1:1\n\n# c\n0 5:1\n", "t", &opts) {
+            Err(Error::Parse { line, .. }) => assert_eq!(line, 4),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -469,7 +564,14 @@ mod tests {
         let p = dir.join("a.txt");
         let d = xc("4 6 3\n0,2 1:0.1 3:1e-7\n \n2 5:123456.79\n 0:3.25\n").unwrap();
         write_file(&p, &d.x.view(), &d.y.view(), true).unwrap();
-        let back = read_file(&p, &ReadOptions { header: true, ..Default::default() }).unwrap();
+        let back = read_file(
+            &p,
+            &ReadOptions {
+                header: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(back, d);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -478,10 +580,21 @@ mod tests {
     fn many_chunks_same_result() {
         let mut text = String::from("2000 50 20\n");
         for i in 0..2000 {
-            text.push_str(&format!("{},{} {}:{} {}:0.5\n", i % 20, (i * 7) % 20, i % 25, i, 25 + i % 25));
+            text.push_str(&format!(
+                "{},{} {}:{} {}:0.5\n",
+                i % 20,
+                (i * 7) % 20,
+                i % 25,
+                i,
+                25 + i % 25
+            ));
         }
-        let a = crate::parallel::install(Some(1), || xc(&text)).unwrap().unwrap();
-        let b = crate::parallel::install(Some(4), || xc(&text)).unwrap().unwrap();
+        let a = crate::parallel::install(Some(1), || xc(&text))
+            .unwrap()
+            .unwrap();
+        let b = crate::parallel::install(Some(4), || xc(&text))
+            .unwrap()
+            .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.x.n_rows, 2000);
     }

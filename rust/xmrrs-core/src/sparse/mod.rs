@@ -62,7 +62,13 @@ impl<'a> CsrView<'a> {
         data: &'a [f32],
     ) -> Result<Self> {
         validate::check_structure(n_rows, n_cols, indptr, indices, data)?;
-        Ok(Self { n_rows, n_cols, indptr, indices, data })
+        Ok(Self {
+            n_rows,
+            n_cols,
+            indptr,
+            indices,
+            data,
+        })
     }
 
     /// Number of rows.
@@ -103,10 +109,13 @@ impl<'a> CsrView<'a> {
     /// True when every row's indices are strictly increasing.
     pub fn is_canonical(&self) -> bool {
         use rayon::prelude::*;
-        (0..self.n_rows).into_par_iter().with_min_len(4096).all(|i| {
-            let (idx, _) = self.row(i);
-            idx.windows(2).all(|w| w[0] < w[1])
-        })
+        (0..self.n_rows)
+            .into_par_iter()
+            .with_min_len(4096)
+            .all(|i| {
+                let (idx, _) = self.row(i);
+                idx.windows(2).all(|w| w[0] < w[1])
+            })
     }
     /// A canonical copy: each row sorted by column, duplicates summed (explicit zeros kept).
     pub fn canonicalize(&self) -> Csr {
@@ -127,7 +136,13 @@ impl<'a> CsrView<'a> {
 impl Csr {
     /// An all-zero matrix of the given shape.
     pub fn zeros(n_rows: usize, n_cols: usize) -> Self {
-        Csr { n_rows, n_cols, indptr: vec![0; n_rows + 1], indices: vec![], data: vec![] }
+        Csr {
+            n_rows,
+            n_cols,
+            indptr: vec![0; n_rows + 1],
+            indices: vec![],
+            data: vec![],
+        }
     }
 
     /// Builds an owned matrix after the same checks as [`CsrView::new`].
@@ -139,7 +154,13 @@ impl Csr {
         data: Vec<f32>,
     ) -> Result<Self> {
         validate::check_structure(n_rows, n_cols, &indptr, &indices, &data)?;
-        Ok(Csr { n_rows, n_cols, indptr, indices, data })
+        Ok(Csr {
+            n_rows,
+            n_cols,
+            indptr,
+            indices,
+            data,
+        })
     }
 
     /// Builds a canonical matrix from `(row, col, value)` triplets (duplicates summed).
@@ -169,7 +190,13 @@ impl Csr {
             data[p] = v;
             next[r as usize] += 1;
         }
-        let m = Csr { n_rows, n_cols, indptr: counts, indices, data };
+        let m = Csr {
+            n_rows,
+            n_cols,
+            indptr: counts,
+            indices,
+            data,
+        };
         Ok(m.view().canonicalize())
     }
 

@@ -88,7 +88,13 @@ where
         data.extend_from_slice(&b.data);
     }
     debug_assert_eq!(indptr.len(), n_rows + 1);
-    Csr { n_rows, n_cols, indptr, indices, data }
+    Csr {
+        n_rows,
+        n_cols,
+        indptr,
+        indices,
+        data,
+    }
 }
 
 /// Sorts each row by column and sums duplicates (explicit zeros are kept).
@@ -132,8 +138,16 @@ unsafe impl<T: Send> Sync for SharedMut<T> {}
 pub fn transpose(a: &CsrView<'_>) -> Csr {
     let (n, m, nnz) = (a.n_rows(), a.n_cols(), a.nnz());
     let threads = rayon::current_num_threads();
-    let parts = if nnz < (1 << 15) { 1 } else { threads.min((nnz / m.max(1)).max(1)) };
-    let ranges = if n == 0 { vec![] } else { balanced_ranges(a.indptr(), parts) };
+    let parts = if nnz < (1 << 15) {
+        1
+    } else {
+        threads.min((nnz / m.max(1)).max(1))
+    };
+    let ranges = if n == 0 {
+        vec![]
+    } else {
+        balanced_ranges(a.indptr(), parts)
+    };
     // Per-part column counts, turned into per-part write cursors.
     let mut cursors: Vec<Vec<u64>> = ranges
         .par_iter()
@@ -159,24 +173,36 @@ pub fn transpose(a: &CsrView<'_>) -> Csr {
     indptr[m] = acc;
     let mut indices = vec![0u32; nnz];
     let mut data = vec![0f32; nnz];
-    let (pi, pd) = (SharedMut(indices.as_mut_ptr()), SharedMut(data.as_mut_ptr()));
-    ranges.par_iter().zip(cursors.par_iter_mut()).for_each(move |(r, cur)| {
-        let (pi, pd) = (pi, pd);
-        for i in r.clone() {
-            let (ri, rv) = a.row(i);
-            for (&j, &v) in ri.iter().zip(rv) {
-                let p = cur[j as usize] as usize;
-                cur[j as usize] += 1;
-                // SAFETY: `p` lies in column j's slot range reserved for this part alone
-                // (cursors were laid out as disjoint per-part sub-ranges), and p < nnz.
-                unsafe {
-                    *pi.0.add(p) = i as u32;
-                    *pd.0.add(p) = v;
+    let (pi, pd) = (
+        SharedMut(indices.as_mut_ptr()),
+        SharedMut(data.as_mut_ptr()),
+    );
+    ranges
+        .par_iter()
+        .zip(cursors.par_iter_mut())
+        .for_each(move |(r, cur)| {
+            let (pi, pd) = (pi, pd);
+            for i in r.clone() {
+                let (ri, rv) = a.row(i);
+                for (&j, &v) in ri.iter().zip(rv) {
+                    let p = cur[j as usize] as usize;
+                    cur[j as usize] += 1;
+                    // SAFETY: `p` lies in column j's slot range reserved for this part alone
+                    // (cursors were laid out as disjoint per-part sub-ranges), and p < nnz.
+                    unsafe {
+                        *pi.0.add(p) = i as u32;
+                        *pd.0.add(p) = v;
+                    }
                 }
             }
-        }
-    });
-    Csr { n_rows: m, n_cols: n, indptr, indices, data }
+        });
+    Csr {
+        n_rows: m,
+        n_cols: n,
+        indptr,
+        indices,
+        data,
+    }
 }
 
 /// Scales each row to unit L2 norm in place; all-zero rows are left as they are.
@@ -221,7 +247,13 @@ pub fn spgemm(a: &CsrView<'_>, b: &CsrView<'_>) -> Result<Csr> {
     let work: Vec<u64> = (0..a.n_rows())
         .into_par_iter()
         .with_min_len(1024)
-        .map(|i| a.row(i).0.iter().map(|&k| b.indptr()[k as usize + 1] - b.indptr()[k as usize]).sum())
+        .map(|i| {
+            a.row(i)
+                .0
+                .iter()
+                .map(|&k| b.indptr()[k as usize + 1] - b.indptr()[k as usize])
+                .sum()
+        })
         .collect();
     let mut prefix = Vec::with_capacity(work.len() + 1);
     prefix.push(0u64);
@@ -288,13 +320,16 @@ pub fn csr_dense(a: &CsrView<'_>, b: &[f32], k: usize) -> Result<Vec<f32>> {
     if k == 0 {
         return Ok(out);
     }
-    out.par_chunks_mut(k).with_min_len(64).enumerate().for_each(|(i, o)| {
-        let (ri, rv) = a.row(i);
-        for (&j, &v) in ri.iter().zip(rv) {
-            let j = j as usize;
-            simd::axpy(v, &b[j * k..(j + 1) * k], o);
-        }
-    });
+    out.par_chunks_mut(k)
+        .with_min_len(64)
+        .enumerate()
+        .for_each(|(i, o)| {
+            let (ri, rv) = a.row(i);
+            for (&j, &v) in ri.iter().zip(rv) {
+                let j = j as usize;
+                simd::axpy(v, &b[j * k..(j + 1) * k], o);
+            }
+        });
     Ok(out)
 }
 
@@ -312,24 +347,27 @@ pub fn csr_dot_dense_rows(a: &CsrView<'_>, w: &[f32], m: usize) -> Result<Vec<f3
     if m == 0 {
         return Ok(out);
     }
-    out.par_chunks_mut(m).with_min_len(16).enumerate().for_each(|(i, o)| {
-        let (ri, rv) = a.row(i);
-        for (r, slot) in o.iter_mut().enumerate() {
-            let wr = &w[r * d..(r + 1) * d];
-            let mut s = [0f32; 4];
-            let mut ci = ri.chunks_exact(4);
-            let mut cv = rv.chunks_exact(4);
-            for (jj, vv) in (&mut ci).zip(&mut cv) {
-                for l in 0..4 {
-                    s[l] += vv[l] * wr[jj[l] as usize];
+    out.par_chunks_mut(m)
+        .with_min_len(16)
+        .enumerate()
+        .for_each(|(i, o)| {
+            let (ri, rv) = a.row(i);
+            for (r, slot) in o.iter_mut().enumerate() {
+                let wr = &w[r * d..(r + 1) * d];
+                let mut s = [0f32; 4];
+                let mut ci = ri.chunks_exact(4);
+                let mut cv = rv.chunks_exact(4);
+                for (jj, vv) in (&mut ci).zip(&mut cv) {
+                    for l in 0..4 {
+                        s[l] += vv[l] * wr[jj[l] as usize];
+                    }
                 }
+                for (&j, &v) in ci.remainder().iter().zip(cv.remainder()) {
+                    s[0] += v * wr[j as usize];
+                }
+                *slot = (s[0] + s[2]) + (s[1] + s[3]);
             }
-            for (&j, &v) in ci.remainder().iter().zip(cv.remainder()) {
-                s[0] += v * wr[j as usize];
-            }
-            *slot = (s[0] + s[2]) + (s[1] + s[3]);
-        }
-    });
+        });
     Ok(out)
 }
 
@@ -347,14 +385,19 @@ pub fn row_gather(a: &CsrView<'_>, rows: &[usize]) -> Result<Csr> {
         prefix.push(prefix.last().copied().unwrap_or(0) + a.row_range(r).len() as u64);
     }
     let ranges = balanced_ranges(&prefix, default_parts(rows.len()));
-    Ok(build_rows(rows.len(), a.n_cols(), ranges, |r, lens, idx, val| {
-        for &src in &rows[r] {
-            let (ri, rv) = a.row(src);
-            idx.extend_from_slice(ri);
-            val.extend_from_slice(rv);
-            lens.push(ri.len() as u64);
-        }
-    }))
+    Ok(build_rows(
+        rows.len(),
+        a.n_cols(),
+        ranges,
+        |r, lens, idx, val| {
+            for &src in &rows[r] {
+                let (ri, rv) = a.row(src);
+                idx.extend_from_slice(ri);
+                val.extend_from_slice(rv);
+                lens.push(ri.len() as u64);
+            }
+        },
+    ))
 }
 
 /// Columns `cols` of `A` (repeats allowed), in that order: output column `t` is input column
@@ -362,7 +405,9 @@ pub fn row_gather(a: &CsrView<'_>, rows: &[usize]) -> Result<Csr> {
 pub fn col_gather(a: &CsrView<'_>, cols: &[u32]) -> Result<Csr> {
     let m = a.n_cols();
     if let Some(&bad) = cols.iter().find(|&&c| c as usize >= m) {
-        return Err(Error::invalid(format!("column index {bad} is out of range for {m} columns")));
+        return Err(Error::invalid(format!(
+            "column index {bad} is out of range for {m} columns"
+        )));
     }
     if cols.len() > u32::MAX as usize {
         return Err(Error::invalid("too many columns requested"));
@@ -383,42 +428,51 @@ pub fn col_gather(a: &CsrView<'_>, cols: &[u32]) -> Result<Csr> {
     }
     let ordered = cols.windows(2).all(|w| w[0] < w[1]);
     let ranges = balanced_ranges(a.indptr(), default_parts(a.n_rows()));
-    Ok(build_rows(a.n_rows(), cols.len(), ranges, |r, lens, idx, val| {
-        let mut pairs: Vec<(u32, f32)> = Vec::new();
-        for i in r {
-            let (ri, rv) = a.row(i);
-            let before = idx.len();
-            if ordered {
-                for (&j, &v) in ri.iter().zip(rv) {
-                    let s = start[j as usize] as usize;
-                    if start[j as usize + 1] as usize > s {
-                        idx.push(newpos[s]);
+    Ok(build_rows(
+        a.n_rows(),
+        cols.len(),
+        ranges,
+        |r, lens, idx, val| {
+            let mut pairs: Vec<(u32, f32)> = Vec::new();
+            for i in r {
+                let (ri, rv) = a.row(i);
+                let before = idx.len();
+                if ordered {
+                    for (&j, &v) in ri.iter().zip(rv) {
+                        let s = start[j as usize] as usize;
+                        if start[j as usize + 1] as usize > s {
+                            idx.push(newpos[s]);
+                            val.push(v);
+                        }
+                    }
+                } else {
+                    pairs.clear();
+                    for (&j, &v) in ri.iter().zip(rv) {
+                        for &t in
+                            &newpos[start[j as usize] as usize..start[j as usize + 1] as usize]
+                        {
+                            pairs.push((t, v));
+                        }
+                    }
+                    pairs.sort_by_key(|p| p.0);
+                    for &(t, v) in &pairs {
+                        idx.push(t);
                         val.push(v);
                     }
                 }
-            } else {
-                pairs.clear();
-                for (&j, &v) in ri.iter().zip(rv) {
-                    for &t in &newpos[start[j as usize] as usize..start[j as usize + 1] as usize] {
-                        pairs.push((t, v));
-                    }
-                }
-                pairs.sort_by_key(|p| p.0);
-                for &(t, v) in &pairs {
-                    idx.push(t);
-                    val.push(v);
-                }
+                lens.push((idx.len() - before) as u64);
             }
-            lens.push((idx.len() - before) as u64);
-        }
-    }))
+        },
+    ))
 }
 
 /// Orders `(score, id)` pairs best first: higher score, then lower id. Scores compare
 /// numerically (`-0.0 == 0.0`); NaN (never present in validated input) ties with everything.
 #[inline]
 pub fn by_score_desc(x: (f32, u32), y: (f32, u32)) -> std::cmp::Ordering {
-    y.0.partial_cmp(&x.0).unwrap_or(std::cmp::Ordering::Equal).then(x.1.cmp(&y.1))
+    y.0.partial_cmp(&x.0)
+        .unwrap_or(std::cmp::Ordering::Equal)
+        .then(x.1.cmp(&y.1))
 }
 
 /// Per-row top-k of a score matrix, best first: ids (`-1` padding) and scores (`-inf`
@@ -430,9 +484,11 @@ pub fn topk(a: &CsrView<'_>, k: usize) -> (Vec<i64>, Vec<f32>) {
     if k == 0 {
         return (ids, scores);
     }
-    ids.par_chunks_mut(k).zip(scores.par_chunks_mut(k)).enumerate().with_min_len(64).for_each_init(
-        Vec::new,
-        |buf: &mut Vec<(f32, u32)>, (i, (oid, osc))| {
+    ids.par_chunks_mut(k)
+        .zip(scores.par_chunks_mut(k))
+        .enumerate()
+        .with_min_len(64)
+        .for_each_init(Vec::new, |buf: &mut Vec<(f32, u32)>, (i, (oid, osc))| {
             let (ri, rv) = a.row(i);
             buf.clear();
             buf.extend(rv.iter().copied().zip(ri.iter().copied()));
@@ -446,8 +502,7 @@ pub fn topk(a: &CsrView<'_>, k: usize) -> (Vec<i64>, Vec<f32>) {
                 oid[t] = i64::from(j);
                 osc[t] = s;
             }
-        },
-    );
+        });
     (ids, scores)
 }
 
@@ -488,7 +543,9 @@ mod tests {
 
     /// A small deterministic pseudo-random sparse matrix (may contain duplicates if `dups`).
     fn random_csr(n: usize, m: usize, density: f64, seed: u64, dups: bool) -> Csr {
-        let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let mut s = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         let mut next = || {
             s ^= s << 13;
             s ^= s >> 7;
@@ -499,7 +556,9 @@ mod tests {
         let mut indices = vec![];
         let mut data = vec![];
         for _ in 0..n {
-            let mut row: Vec<u32> = (0..m as u32).filter(|_| (next() % 1000) as f64 / 1000.0 < density).collect();
+            let mut row: Vec<u32> = (0..m as u32)
+                .filter(|_| (next() % 1000) as f64 / 1000.0 < density)
+                .collect();
             if dups && !row.is_empty() && next() % 3 == 0 {
                 row.push(row[0]);
                 row.reverse();
@@ -558,7 +617,14 @@ mod tests {
     fn canonicalize_sums_duplicates() {
         let a = Csr::new(2, 4, vec![0, 3, 4], vec![3, 1, 3], vec![1.0, 2.0, 4.0, 5.0]);
         assert!(a.is_err()); // indices/data lengths differ
-        let a = Csr::new(2, 4, vec![0, 3, 4], vec![3, 1, 3, 0], vec![1.0, 2.0, 4.0, 5.0]).unwrap();
+        let a = Csr::new(
+            2,
+            4,
+            vec![0, 3, 4],
+            vec![3, 1, 3, 0],
+            vec![1.0, 2.0, 4.0, 5.0],
+        )
+        .unwrap();
         assert!(!a.view().is_canonical());
         let c = a.view().canonicalize();
         assert_eq!(c.indptr, vec![0, 2, 3]);
@@ -573,7 +639,9 @@ mod tests {
     fn spgemm_matches_dense() {
         let a = random_csr(37, 23, 0.2, 1, false);
         let b = random_csr(23, 41, 0.25, 2, false);
-        let c = install(Some(2), || spgemm(&a.view(), &b.view())).unwrap().unwrap();
+        let c = install(Some(2), || spgemm(&a.view(), &b.view()))
+            .unwrap()
+            .unwrap();
         assert!(c.view().is_canonical());
         let want = dense_mul(&a, &b);
         for (x, y) in c.to_dense().iter().zip(&want) {
@@ -634,8 +702,14 @@ mod tests {
 
     #[test]
     fn topk_orders_and_pads() {
-        let a = Csr::new(3, 5, vec![0, 4, 4, 6], vec![0, 1, 2, 4, 1, 3], vec![0.5, 2.0, 0.5, 1.0, -1.0, -2.0])
-            .unwrap();
+        let a = Csr::new(
+            3,
+            5,
+            vec![0, 4, 4, 6],
+            vec![0, 1, 2, 4, 1, 3],
+            vec![0.5, 2.0, 0.5, 1.0, -1.0, -2.0],
+        )
+        .unwrap();
         let (ids, sc) = topk(&a.view(), 3);
         assert_eq!(ids, vec![1, 4, 0, -1, -1, -1, 1, 3, -1]);
         assert_eq!(&sc[..3], &[2.0, 1.0, 0.5]);

@@ -12,7 +12,9 @@ pub(crate) fn check_structure(
     data: &[f32],
 ) -> Result<()> {
     if n_cols > u32::MAX as usize {
-        return Err(Error::invalid(format!("{n_cols} columns exceed the u32 index range")));
+        return Err(Error::invalid(format!(
+            "{n_cols} columns exceed the u32 index range"
+        )));
     }
     if indptr.len() != n_rows + 1 {
         return Err(Error::shape(format!(
@@ -29,7 +31,10 @@ pub(crate) fn check_structure(
         )));
     }
     if indptr[0] != 0 {
-        return Err(Error::invalid(format!("indptr[0] must be 0, got {}", indptr[0])));
+        return Err(Error::invalid(format!(
+            "indptr[0] must be 0, got {}",
+            indptr[0]
+        )));
     }
     if indptr[n_rows] != indices.len() as u64 {
         return Err(Error::invalid(format!(
@@ -48,7 +53,11 @@ pub(crate) fn check_structure(
         )));
     }
     let n = n_cols as u32;
-    if let Some(p) = indices.par_iter().with_min_len(1 << 16).position_any(|&j| j >= n) {
+    if let Some(p) = indices
+        .par_iter()
+        .with_min_len(1 << 16)
+        .position_any(|&j| j >= n)
+    {
         let p = first_bad(indices, |&j| j >= n).unwrap_or(p);
         let row = indptr.partition_point(|&s| s <= p as u64) - 1;
         return Err(Error::invalid(format!(
@@ -61,7 +70,11 @@ pub(crate) fn check_structure(
 
 /// Errors unless every value is finite (no NaN, no infinity).
 pub fn check_finite(data: &[f32], what: &str) -> Result<()> {
-    if data.par_iter().with_min_len(1 << 16).any(|v| !v.is_finite()) {
+    if data
+        .par_iter()
+        .with_min_len(1 << 16)
+        .any(|v| !v.is_finite())
+    {
         let p = first_bad(data, |v| !v.is_finite()).unwrap_or(0);
         return Err(Error::invalid(format!(
             "{what} contains a non-finite value ({}) at stored entry {p}",
@@ -92,7 +105,11 @@ pub fn convert_indices_i64(indices: &[i64], n_cols: usize) -> Result<Vec<u32>> {
             indices[p]
         )));
     }
-    Ok(indices.par_iter().with_min_len(1 << 16).map(|&j| j as u32).collect())
+    Ok(indices
+        .par_iter()
+        .with_min_len(1 << 16)
+        .map(|&j| j as u32)
+        .collect())
 }
 
 fn first_bad<T: Sync>(xs: &[T], bad: impl Fn(&T) -> bool + Sync + Send) -> Option<usize> {

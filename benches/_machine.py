@@ -1,0 +1,33 @@
+"""Machine description and load check shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import os
+import platform
+import warnings
+
+
+def machine() -> dict[str, object]:
+    """Cores, CPU model, load average and library versions, for the result tables."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    cores = os.cpu_count() or 1
+    if load[0] > 0.5 * cores:
+        warnings.warn(
+            f"machine busy: load average {load[0]:.2f} on {cores} cores; timings are noisy",
+            stacklevel=2,
+        )
+    return {
+        "cores": cores,
+        "cpu": cpu,
+        "load1": round(load[0], 2),
+        "python": platform.python_version(),
+    }

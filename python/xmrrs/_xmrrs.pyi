@@ -1,0 +1,54 @@
+"""Type stubs of the compiled core ``xmrrs._xmrrs`` (kept in sync by tests/test_stubs.py).
+
+A CSR matrix crosses the boundary as ``(n_rows, n_cols, indptr, indices, data)``; see
+``xmrrs._validation.csr_parts`` and ``to_scipy``.
+"""
+
+import os
+
+import numpy as np
+import numpy.typing as npt
+
+CsrParts = tuple[int, int, npt.NDArray[np.integer], npt.NDArray[np.integer], npt.NDArray[np.floating]]
+CsrOut = tuple[int, int, npt.NDArray[np.int64], npt.NDArray[np.integer], npt.NDArray[np.float32]]
+
+__version__: str
+
+def csr_canonicalize(a: CsrParts, n_jobs: int | None = None) -> CsrOut: ...
+def csr_transpose(a: CsrParts, n_jobs: int | None = None) -> CsrOut: ...
+def csr_normalize_rows(a: CsrParts, n_jobs: int | None = None) -> CsrOut: ...
+def csr_spgemm(a: CsrParts, b: CsrParts, n_jobs: int | None = None) -> CsrOut: ...
+def csr_dense(
+    a: CsrParts, b: npt.NDArray[np.float32], n_jobs: int | None = None
+) -> npt.NDArray[np.float32]: ...
+def csr_dot_dense_rows(
+    a: CsrParts, w: npt.NDArray[np.float32], n_jobs: int | None = None
+) -> npt.NDArray[np.float32]: ...
+def csr_row_gather(
+    a: CsrParts, rows: npt.NDArray[np.int64], n_jobs: int | None = None
+) -> CsrOut: ...
+def csr_col_gather(
+    a: CsrParts, cols: npt.NDArray[np.int64], n_jobs: int | None = None
+) -> CsrOut: ...
+def csr_topk(
+    a: CsrParts, k: int, n_jobs: int | None = None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
+def csr_topk_csr(a: CsrParts, k: int, n_jobs: int | None = None) -> CsrOut: ...
+def read_xc(
+    path: str | os.PathLike[str],
+    header: bool = True,
+    zero_based: bool | None = None,
+    n_features: int | None = None,
+    n_labels: int | None = None,
+    n_jobs: int | None = None,
+) -> tuple[CsrOut, CsrOut]: ...
+def write_xc(
+    path: str | os.PathLike[str],
+    x: CsrParts,
+    y: CsrParts,
+    header: bool = True,
+    n_jobs: int | None = None,
+) -> None: ...
+def simd_level() -> str: ...
+def effective_n_jobs(n_jobs: int | None = None) -> int: ...
+def _test_panic() -> None: ...
