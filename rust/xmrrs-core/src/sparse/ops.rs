@@ -291,7 +291,7 @@ pub fn spgemm(a: &CsrView<'_>, b: &CsrView<'_>) -> Result<Csr> {
                     }
                 }
             } else {
-                touched.sort_unstable();
+                touched.sort(); // stable sort merges the sorted runs that rows of B leave
                 for &j in &touched {
                     let v = acc[j as usize];
                     if v != 0.0 {
