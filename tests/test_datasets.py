@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.datasets import load_svmlight_file
+
 from xmrrs import datasets as xd
 
 SET = settings(

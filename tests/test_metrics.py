@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import xmrrs.metrics as M
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import xmrrs.metrics as M
 
 # --------------------------------------------------------------------------------------
 # Reference implementation: plain Python, one row at a time, sets and sorted().

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import dense, raw_csr
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from conftest import dense, raw_csr
 from xmrrs import _xmrrs
 from xmrrs import sparse as xs
 

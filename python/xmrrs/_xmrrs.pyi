@@ -9,7 +9,9 @@ import os
 import numpy as np
 import numpy.typing as npt
 
-CsrParts = tuple[int, int, npt.NDArray[np.integer], npt.NDArray[np.integer], npt.NDArray[np.floating]]
+CsrParts = tuple[
+    int, int, npt.NDArray[np.integer], npt.NDArray[np.integer], npt.NDArray[np.floating]
+]
 CsrOut = tuple[int, int, npt.NDArray[np.int64], npt.NDArray[np.integer], npt.NDArray[np.float32]]
 
 __version__: str

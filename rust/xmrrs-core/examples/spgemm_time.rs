@@ -25,6 +25,13 @@ fn main() -> xmrrs_core::Result<()> {
             let t = Instant::now();
             let z = sparse::spgemm(&yt.view(), &x.view())?;
             println!("spgemm {:.4} s nnz {}", t.elapsed().as_secs_f64(), z.nnz());
+            let t = Instant::now();
+            let zt = sparse::transpose(&z.view());
+            println!(
+                "transpose of the product {:.4} s nnz {}",
+                t.elapsed().as_secs_f64(),
+                zt.nnz()
+            );
         }
         Ok(())
     })?
