@@ -5,6 +5,7 @@ Submodules are imported on first use (PEP 562), so ``import xmrrs`` stays cheap:
 - :mod:`xmrrs.datasets`: XC-repository / LIBSVM / npz IO and the ``make_xmc`` generator.
 - :mod:`xmrrs.metrics`: precision@k, recall@k, nDCG@k and propensity-scored variants.
 - :mod:`xmrrs.sparse`: multithreaded sparse kernels of the Rust core, returning scipy matrices.
+- :mod:`xmrrs.indexing`: label representations (PIFA...) and the hierarchical k-means label tree.
 - :mod:`xmrrs.baseline`: a label-centroid baseline (not the XR-Linear model).
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["baseline", "datasets", "metrics", "sparse"]
+__all__ = ["baseline", "datasets", "indexing", "metrics", "sparse"]
 
 _SUBMODULES = frozenset(__all__)
 

@@ -14,6 +14,8 @@ CsrParts = tuple[
 ]
 CsrOut = tuple[int, int, npt.NDArray[np.int64], npt.NDArray[np.integer], npt.NDArray[np.float32]]
 
+TreeParts = tuple[list[npt.NDArray[np.uint32]], npt.NDArray[np.uint32], npt.NDArray[np.uint32]]
+
 __version__: str
 
 def csr_canonicalize(a: CsrParts, n_jobs: int | None = None) -> CsrOut: ...
@@ -54,3 +56,19 @@ def write_xc(
 def simd_level() -> str: ...
 def effective_n_jobs(n_jobs: int | None = None) -> int: ...
 def _test_panic() -> None: ...
+def hierarchical_kmeans(
+    z: CsrParts | npt.NDArray[np.float32],
+    branching: int = 16,
+    max_leaf_size: int = 100,
+    spherical: bool = True,
+    balanced: bool = True,
+    max_iter: int = 20,
+    seed: int = 0,
+    n_jobs: int | None = None,
+) -> TreeParts: ...
+def cluster_tree_from_parts(
+    child_ptrs: list[npt.NDArray[np.int64]],
+    leaf_ptr: npt.NDArray[np.int64],
+    labels: npt.NDArray[np.int64],
+) -> TreeParts: ...
+def cluster_tree_from_assignments(assignments: list[npt.NDArray[np.int64]]) -> TreeParts: ...

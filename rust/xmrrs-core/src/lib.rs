@@ -8,6 +8,7 @@
 //!
 //! Every public entry point that sees user data returns [`Result`]; none panics on bad input.
 
+pub mod cluster;
 pub mod error;
 pub mod io;
 pub mod parallel;

@@ -6,6 +6,7 @@
 
 mod convert;
 mod errors;
+mod indexing;
 
 use std::path::PathBuf;
 
@@ -337,5 +338,11 @@ fn _xmrrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(simd_level, m)?)?;
     m.add_function(wrap_pyfunction!(effective_n_jobs, m)?)?;
     m.add_function(wrap_pyfunction!(_test_panic, m)?)?;
+    m.add_function(wrap_pyfunction!(indexing::hierarchical_kmeans, m)?)?;
+    m.add_function(wrap_pyfunction!(indexing::cluster_tree_from_parts, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        indexing::cluster_tree_from_assignments,
+        m
+    )?)?;
     Ok(())
 }

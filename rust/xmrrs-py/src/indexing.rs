@@ -1,0 +1,139 @@
+//! Label indexing: hierarchical k-means and the cluster tree's validation.
+//!
+//! A tree crosses the boundary as `(child_ptrs, leaf_ptr, labels)`: a list of uint32 arrays
+//! (one per internal level, root first), then two uint32 arrays (see
+//! `xmrrs_core::cluster::ClusterTree`).
+
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use xmrrs_core::cluster::{self, ClusterTree, KMeansParams, ZView};
+
+use crate::convert::{with_canonical, CsrArg};
+use crate::run;
+
+/// A tree as numpy arrays: `(child_ptrs, leaf_ptr, labels)`.
+type TreeOut<'py> = (
+    Vec<Bound<'py, PyArray1<u32>>>,
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<u32>>,
+);
+
+fn tree_out(py: Python<'_>, t: ClusterTree) -> TreeOut<'_> {
+    let ptrs = t
+        .child_ptrs()
+        .iter()
+        .map(|p| PyArray1::from_slice(py, p))
+        .collect();
+    (
+        ptrs,
+        PyArray1::from_slice(py, t.leaf_ptr()),
+        PyArray1::from_slice(py, t.labels()),
+    )
+}
+
+fn to_u32(a: &PyReadonlyArray1<'_, i64>, what: &str) -> PyResult<Vec<u32>> {
+    let s = a
+        .as_slice()
+        .map_err(|_| PyValueError::new_err(format!("{what} must be contiguous")))?;
+    s.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            u32::try_from(v).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "{what}[{i}] = {v} is out of range (ids must be in 0..2^32)"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn positive(v: i64, what: &str, min: i64) -> PyResult<usize> {
+    if v < min {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be >= {min}, got {v}"
+        )));
+    }
+    usize::try_from(v).map_err(|_| PyValueError::new_err(format!("{what} is too large: {v}")))
+}
+
+/// Hierarchical B-ary k-means of label representations `z` (a CSR tuple or a C-contiguous
+/// float32 2-D array, one row per label): the tree's `(child_ptrs, leaf_ptr, labels)`.
+#[pyfunction]
+#[pyo3(signature = (z, branching=16, max_leaf_size=100, spherical=true, balanced=true, max_iter=20, seed=0, n_jobs=None))]
+pub fn hierarchical_kmeans<'py>(
+    py: Python<'py>,
+    z: &Bound<'py, PyAny>,
+    branching: i64,
+    max_leaf_size: i64,
+    spherical: bool,
+    balanced: bool,
+    max_iter: i64,
+    seed: u64,
+    n_jobs: Option<i64>,
+) -> PyResult<TreeOut<'py>> {
+    let params = KMeansParams {
+        branching: positive(branching, "branching", 2)?,
+        max_leaf_size: positive(max_leaf_size, "max_leaf_size", 1)?,
+        spherical,
+        balanced,
+        max_iter: positive(max_iter, "max_iter", 0)?,
+        seed,
+    };
+    let tree = if let Ok(a) = z.cast::<numpy::PyArray2<f32>>() {
+        let r: PyReadonlyArray2<'py, f32> = a.readonly();
+        let (n_rows, dim) = (r.shape()[0], r.shape()[1]);
+        let data = r
+            .as_slice()
+            .map_err(|_| PyValueError::new_err("Z must be a C-contiguous float32 array"))?;
+        run(py, n_jobs, || {
+            cluster::hierarchical_kmeans(ZView::Dense { data, n_rows, dim }, &params)
+        })?
+    } else {
+        let a = CsrArg::extract(z, "Z")?;
+        let v = a.view()?;
+        run(py, n_jobs, || {
+            with_canonical(v, |v| {
+                cluster::hierarchical_kmeans(ZView::Sparse(v), &params)
+            })
+        })?
+    };
+    Ok(tree_out(py, tree))
+}
+
+/// Validates a tree's raw arrays (int64) and returns them as uint32.
+#[pyfunction]
+pub fn cluster_tree_from_parts<'py>(
+    py: Python<'py>,
+    child_ptrs: Vec<PyReadonlyArray1<'py, i64>>,
+    leaf_ptr: PyReadonlyArray1<'py, i64>,
+    labels: PyReadonlyArray1<'py, i64>,
+) -> PyResult<TreeOut<'py>> {
+    let ptrs = child_ptrs
+        .iter()
+        .enumerate()
+        .map(|(t, p)| to_u32(p, &format!("child_ptr[{t}]")))
+        .collect::<PyResult<Vec<_>>>()?;
+    let leaf_ptr = to_u32(&leaf_ptr, "leaf_ptr")?;
+    let labels = to_u32(&labels, "labels")?;
+    let t = run(py, Some(1), || {
+        ClusterTree::from_parts(ptrs, leaf_ptr, labels)
+    })?;
+    Ok(tree_out(py, t))
+}
+
+/// Builds a tree from per-level parent assignments (int64 arrays, top level first; the last
+/// gives the leaf of each label).
+#[pyfunction]
+pub fn cluster_tree_from_assignments<'py>(
+    py: Python<'py>,
+    assignments: Vec<PyReadonlyArray1<'py, i64>>,
+) -> PyResult<TreeOut<'py>> {
+    let levels = assignments
+        .iter()
+        .enumerate()
+        .map(|(k, a)| to_u32(a, &format!("assignments[{k}]")))
+        .collect::<PyResult<Vec<_>>>()?;
+    let t = run(py, Some(1), || ClusterTree::from_assignments(&levels))?;
+    Ok(tree_out(py, t))
+}
