@@ -358,7 +358,7 @@ trait Rows: Sync {
 /// `out[l] = sum over (j, v) of v * wt[j * c + l]`, entries summed in iteration order.
 /// Specialised for `c <= 16` (accumulators in registers); every variant performs the same
 /// operations in the same order, so results do not depend on which one runs.
-#[inline]
+#[inline(always)]
 fn scores_dispatch<I: Iterator<Item = (usize, f32)>>(entries: I, wt: &[f32], out: &mut [f32]) {
     macro_rules! fixed {
         ($($n:literal),*) => {
@@ -396,7 +396,7 @@ struct SparseRows<'a> {
 }
 
 impl SparseRows<'_> {
-    #[inline]
+    #[inline(always)]
     fn row(&self, k: usize) -> (&[u32], &[f32]) {
         self.z.row(self.members.map_or(k, |m| m[k] as usize))
     }
@@ -415,7 +415,7 @@ impl Rows for SparseRows<'_> {
             Some(m) => m.iter().map(|&l| self.z.row_range(l as usize).len()).sum(),
         }
     }
-    #[inline]
+    #[inline(always)]
     fn scores_t(&self, k: usize, wt: &[f32], out: &mut [f32]) {
         let (ri, rv) = self.row(k);
         scores_dispatch(
@@ -451,7 +451,7 @@ struct DenseRows<'a> {
 }
 
 impl DenseRows<'_> {
-    #[inline]
+    #[inline(always)]
     fn row(&self, k: usize) -> &[f32] {
         let l = self.members[k] as usize;
         &self.data[l * self.dim..(l + 1) * self.dim]
@@ -468,7 +468,7 @@ impl Rows for DenseRows<'_> {
     fn work(&self) -> usize {
         self.members.len() * self.dim
     }
-    #[inline]
+    #[inline(always)]
     fn scores_t(&self, k: usize, wt: &[f32], out: &mut [f32]) {
         scores_dispatch(self.row(k).iter().copied().enumerate(), wt, out);
     }
@@ -618,7 +618,12 @@ fn finish_centroids(
                 cj.iter_mut().for_each(|v| *v *= inv);
             }
         }
-        cnorm2[j] = cj.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() as f32;
+        // only the Euclidean scores use |mu|^2 (a serial f64 pass over c x d: skip it)
+        cnorm2[j] = if spherical {
+            0.0
+        } else {
+            cj.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() as f32
+        };
     }
     if d == 0 {
         return;
@@ -645,12 +650,13 @@ fn compute_scores<R: Rows>(
     c: usize,
     min_len: usize,
 ) {
+    let wide = wide_simd();
     scores
         .par_chunks_mut(c)
         .with_min_len(min_len)
         .enumerate()
         .for_each(|(k, out)| {
-            rows.scores_t(k, cent_t, out);
+            score_row(rows, k, cent_t, out, wide);
             if spherical {
                 if norms[k] > 0.0 {
                     let inv = 1.0 / norms[k];
@@ -662,6 +668,42 @@ fn compute_scores<R: Rows>(
                 }
             }
         });
+}
+
+/// Whether [`score_row`] may use its AVX2 copy (checked once per call site).
+#[inline]
+fn wide_simd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `rows.scores_t`, through a copy compiled with AVX2 when `wide` (from [`wide_simd`]). Both
+/// copies perform the same multiplications and additions in the same order (AVX2 only, no
+/// FMA contraction), so the scores are bit-identical whichever runs.
+#[inline]
+fn score_row<R: Rows>(rows: &R, k: usize, wt: &[f32], out: &mut [f32], wide: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if wide {
+            // SAFETY: `wide` comes from `wide_simd`, which checked that the CPU has AVX2.
+            unsafe { score_row_avx2(rows, k, wt, out) };
+            return;
+        }
+    }
+    let _ = wide;
+    rows.scores_t(k, wt, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn score_row_avx2<R: Rows>(rows: &R, k: usize, wt: &[f32], out: &mut [f32]) {
+    rows.scores_t(k, wt, out);
 }
 
 /// Greedy-by-margin assignment under per-cluster capacities `hi` (sum >= n); with
