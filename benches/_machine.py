@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import warnings
+from pathlib import Path
+from typing import Any
 
 
 def machine() -> dict[str, object]:
@@ -31,3 +34,15 @@ def machine() -> dict[str, object]:
         "load1": round(load[0], 2),
         "python": platform.python_version(),
     }
+
+
+def write_results(out: str | Path, lines: list[str], records: list[dict[str, Any]]) -> None:
+    """Write the Markdown table to ``out``, append the records as JSON lines beside it, and
+    print the table."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    with open(path.with_suffix(".jsonl"), "a") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    print("\n".join(lines))

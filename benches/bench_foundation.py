@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from sklearn.preprocessing import normalize
 
 sys.path.insert(0, str(Path(__file__).parent))
 import xmrrs
-from _machine import machine
+from _machine import machine, write_results
 from xmrrs import datasets as xd
 from xmrrs import sparse as xs
 
@@ -118,13 +117,7 @@ def main() -> None:
             for r in rows
         ),
     ]
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    with open(out.with_suffix(".jsonl"), "a") as f:
-        for r in rows:
-            f.write(json.dumps({"date": stamp, "data": a.data, **info, **r}) + "\n")
-    print("\n".join(lines))
+    write_results(a.out, lines, [{"date": stamp, "data": a.data, **info, **r} for r in rows])
 
 
 if __name__ == "__main__":

@@ -257,7 +257,7 @@ def main() -> None:
 
     sys.path.insert(0, str(HERE))
     import xmrrs
-    from _machine import machine
+    from _machine import machine, write_results
     from xmrrs import sparse as xs
     from xmrrs.indexing import label_representation
 
@@ -370,13 +370,7 @@ def main() -> None:
             for r in rows
         ),
     ]
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    with open(out.with_suffix(".jsonl"), "a") as f:
-        for r in rows:
-            f.write(json.dumps({"date": stamp, **info, "n_jobs": a.n_jobs, **r}) + "\n")
-    print("\n".join(lines))
+    write_results(a.out, lines, [{"date": stamp, **info, "n_jobs": a.n_jobs, **r} for r in rows])
 
 
 if __name__ == "__main__":

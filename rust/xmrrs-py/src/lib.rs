@@ -161,6 +161,22 @@ fn csr_dot_dense_rows<'py>(
     out2(py, out, v.n_rows(), m)
 }
 
+/// Converts int64 ids to an unsigned index type, rejecting negative or too large ids.
+fn ids<T: TryFrom<i64>>(a: &PyReadonlyArray1<'_, i64>, what: &str) -> PyResult<Vec<T>> {
+    let s = a
+        .as_slice()
+        .map_err(|_| PyValueError::new_err(format!("{what} ids must be contiguous")))?;
+    s.iter()
+        .map(|&v| {
+            T::try_from(v).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "{what} index {v} is out of range (negative or too large)"
+                ))
+            })
+        })
+        .collect()
+}
+
 /// Rows of `A` by index (int64, repeats allowed).
 #[pyfunction]
 #[pyo3(signature = (a, rows, n_jobs=None))]
@@ -172,16 +188,7 @@ fn csr_row_gather<'py>(
 ) -> PyResult<CsrOut<'py>> {
     let a = CsrArg::extract(a, "A")?;
     let v = a.view()?;
-    let rows = rows
-        .as_slice()
-        .map_err(|_| PyValueError::new_err("rows must be contiguous"))?;
-    let rows: Vec<usize> = rows
-        .iter()
-        .map(|&r| {
-            usize::try_from(r)
-                .map_err(|_| PyValueError::new_err(format!("row index {r} is negative")))
-        })
-        .collect::<PyResult<_>>()?;
+    let rows: Vec<usize> = ids(&rows, "row")?;
     let m = run(py, n_jobs, || sparse::row_gather(&v, &rows))?;
     Ok(csr_out(py, m))
 }
@@ -197,16 +204,7 @@ fn csr_col_gather<'py>(
 ) -> PyResult<CsrOut<'py>> {
     let a = CsrArg::extract(a, "A")?;
     let v = a.view()?;
-    let cols = cols
-        .as_slice()
-        .map_err(|_| PyValueError::new_err("cols must be contiguous"))?;
-    let cols: Vec<u32> = cols
-        .iter()
-        .map(|&c| {
-            u32::try_from(c)
-                .map_err(|_| PyValueError::new_err(format!("column index {c} is out of range")))
-        })
-        .collect::<PyResult<_>>()?;
+    let cols: Vec<u32> = ids(&cols, "column")?;
     let m = run(py, n_jobs, || {
         with_canonical(v, |v| sparse::col_gather(&v, &cols))
     })?;
