@@ -151,11 +151,16 @@ pub fn fanout_schedule(n_labels: usize, branching: usize, max_leaf_size: usize) 
 /// position) from children with more than one member.
 ///
 /// **k-means.** Seeds: k-means++ (D^2 sampling, from the node's own seeded stream) over
-/// distinct members. Scores: spherical: cosine `x.mu / |x|` with `mu` the L2-normalised sum
-/// of the members (a zero sum gives a zero centroid); Euclidean: `x.mu - |mu|^2 / 2` with `mu`
-/// the mean (the argmax of which is the nearest centroid). At most `max_iter` Lloyd rounds,
-/// stopping early when the assignment no longer changes. Children are ordered by cluster
-/// index and the labels within a child by id.
+/// distinct members; a node of more than `max(64 c, 2048)` members seeds from a uniform
+/// sample (without replacement, from the same stream) of that many members. Scores:
+/// spherical: cosine `x.mu / |x|` with `mu` the L2-normalised sum of the members (a zero sum
+/// gives a zero centroid); Euclidean: `x.mu - |mu|^2 / 2` with `mu` the mean (the argmax of
+/// which is the nearest centroid). At most `max_iter` Lloyd rounds, stopping early once a
+/// round moves at most 1% of the members (rounded down) to another cluster, or, from the
+/// fifth round on, improves the objective (the sum, in f64 and member order, of each
+/// member's score in its cluster) by at most `1e-4` of its magnitude; the last round's
+/// assignment is kept either way. Children are ordered by cluster index and the labels
+/// within a child by id.
 ///
 /// **Determinism.** Every node draws from its own stream derived from `(seed, level, node
 /// index)`, and every sum runs in a fixed order (centroid entries over members in id order;
@@ -314,12 +319,22 @@ fn split_node(
 /// The node's member rows with their columns renumbered to `0..u` (u distinct columns, in
 /// increasing order, so rows stay canonical).
 fn compact_rows(v: &CsrView<'_>, members: &[u32], nnz: usize) -> Csr {
-    let mut cols: Vec<u32> = Vec::with_capacity(nnz);
+    // `id[j]`: 0 for an unseen column, else 1 + its rank among the distinct columns (a zeroed
+    // allocation, so only the pages the node touches are ever written)
+    let mut id = vec![0u32; v.n_cols()];
+    let mut cols: Vec<u32> = Vec::new();
     for &l in members {
-        cols.extend_from_slice(v.row(l as usize).0);
+        for &j in v.row(l as usize).0 {
+            if id[j as usize] == 0 {
+                id[j as usize] = 1;
+                cols.push(j);
+            }
+        }
     }
     cols.sort_unstable();
-    cols.dedup();
+    for (r, &j) in cols.iter().enumerate() {
+        id[j as usize] = r as u32 + 1;
+    }
     let mut indptr = Vec::with_capacity(members.len() + 1);
     indptr.push(0u64);
     let mut indices = Vec::with_capacity(nnz);
@@ -327,7 +342,7 @@ fn compact_rows(v: &CsrView<'_>, members: &[u32], nnz: usize) -> Csr {
     for &l in members {
         let (ri, rv) = v.row(l as usize);
         for &j in ri {
-            indices.push(cols.partition_point(|&c| c < j) as u32);
+            indices.push(id[j as usize] - 1);
         }
         data.extend_from_slice(rv);
         indptr.push(indices.len() as u64);
@@ -490,6 +505,19 @@ const COMPACT_RATIO: usize = 8;
 const MIN_ROWS_PER_TASK: usize = 256;
 /// Below this much work (stored values), a node runs on one thread.
 const PAR_WORK: usize = 1 << 16;
+/// A node's Lloyd loop stops once a round moves at most this fraction of its members to
+/// another cluster (the balanced greedy assignment keeps flipping a few members near the
+/// cut long after the centroids have settled).
+const CONVERGE_TOL: f32 = 0.01;
+/// ... or, from round `OBJ_MIN_ROUNDS` on, once a round improves the objective (sum of member
+/// scores in their clusters) by at most this fraction of its magnitude (the objective is noisy
+/// in the first rounds, hence the floor).
+const OBJ_REL_TOL: f32 = 1e-4;
+const OBJ_MIN_ROUNDS: usize = 5;
+/// k-means++ seeding runs on at most `max(SEED_SAMPLE_PER_CLUSTER * c, SEED_SAMPLE_MIN)`
+/// members, drawn without replacement from the node's stream.
+const SEED_SAMPLE_PER_CLUSTER: usize = 64;
+const SEED_SAMPLE_MIN: usize = 2048;
 
 /// Runs k-means on one node; returns the child (cluster index) of each member.
 fn kmeans_node<R: Rows>(
@@ -512,7 +540,23 @@ fn kmeans_node<R: Rows>(
     let mut cent = vec![0f32; c * d];
     let mut cent_t = vec![0f32; c * d];
     let mut cnorm2 = vec![0f32; c];
-    let seeds = kmeanspp(rows, c, &norms, params.spherical, min_len, rng);
+    let sample_cap = (SEED_SAMPLE_PER_CLUSTER * c).max(SEED_SAMPLE_MIN);
+    let seeds = if n <= sample_cap {
+        kmeanspp(rows, c, &norms, params.spherical, min_len, rng)
+    } else {
+        let idx = sample_positions(n, sample_cap, rng);
+        let sub = SubRows { rows, idx: &idx };
+        let sub_norms: Vec<f32> = idx.iter().map(|&k| norms[k]).collect();
+        let sub_min = if sub.work() >= PAR_WORK {
+            MIN_ROWS_PER_TASK
+        } else {
+            usize::MAX
+        };
+        kmeanspp(&sub, c, &sub_norms, params.spherical, sub_min, rng)
+            .into_iter()
+            .map(|k| idx[k])
+            .collect()
+    };
     for (j, &k) in seeds.iter().enumerate() {
         rows.add_to(k, 0..d, &mut cent[j * d..(j + 1) * d]);
     }
@@ -537,8 +581,11 @@ fn kmeans_node<R: Rows>(
         min_len,
     );
     let mut assign = assign_capacity(&scores, n, c, hi, !params.balanced, min_len);
+    let mut obj = objective(&scores, &assign, c);
     let mut members: Vec<Vec<u32>> = vec![Vec::new(); c];
-    for _ in 0..params.max_iter {
+    // members whose cluster may change in a round without another round being run
+    let max_moved = (f64::from(CONVERGE_TOL) * n as f64).floor() as usize;
+    for it in 0..params.max_iter {
         for m in members.iter_mut() {
             m.clear();
         }
@@ -585,12 +632,27 @@ fn kmeans_node<R: Rows>(
             min_len,
         );
         let next = assign_capacity(&scores, n, c, hi, !params.balanced, min_len);
-        if next == assign {
+        let moved = next.iter().zip(&assign).filter(|(a, b)| a != b).count();
+        let next_obj = objective(&scores, &next, c);
+        let gain = next_obj - obj;
+        assign = next;
+        obj = next_obj;
+        if moved <= max_moved
+            || (it + 1 >= OBJ_MIN_ROUNDS && gain <= f64::from(OBJ_REL_TOL) * obj.abs())
+        {
             break;
         }
-        assign = next;
     }
     assign
+}
+
+/// Sum, in member order (f64), of each member's score in its assigned cluster.
+fn objective(scores: &[f32], assign: &[u16], c: usize) -> f64 {
+    assign
+        .iter()
+        .enumerate()
+        .map(|(k, &a)| f64::from(scores[k * c + a as usize]))
+        .sum()
 }
 
 /// Normalises (spherical) or averages (Euclidean, with `counts`) the centroid sums, then
@@ -783,6 +845,49 @@ fn assign_capacity(
         }
     }
     assign
+}
+
+/// `m < n` distinct positions of `0..n`, drawn uniformly (partial Fisher-Yates on `rng`),
+/// in increasing order.
+fn sample_positions(n: usize, m: usize, rng: &mut SplitMix64) -> Vec<usize> {
+    let mut pos: Vec<usize> = (0..n).collect();
+    for i in 0..m {
+        let j = i + rng.below((n - i) as u64) as usize;
+        pos.swap(i, j);
+    }
+    pos.truncate(m);
+    pos.sort_unstable();
+    pos
+}
+
+/// A subset of a node's members (positions `idx` of `rows`).
+struct SubRows<'a, R: Rows> {
+    rows: &'a R,
+    idx: &'a [usize],
+}
+
+impl<R: Rows> Rows for SubRows<'_, R> {
+    fn len(&self) -> usize {
+        self.idx.len()
+    }
+    fn dim(&self) -> usize {
+        self.rows.dim()
+    }
+    fn work(&self) -> usize {
+        let n = self.rows.len().max(1);
+        // estimate: the node's work scaled to the subset
+        (self.rows.work() as u128 * self.idx.len() as u128 / n as u128) as usize
+    }
+    #[inline(always)]
+    fn scores_t(&self, k: usize, wt: &[f32], out: &mut [f32]) {
+        self.rows.scores_t(self.idx[k], wt, out);
+    }
+    fn add_to(&self, k: usize, cols: Range<usize>, out: &mut [f32]) {
+        self.rows.add_to(self.idx[k], cols, out);
+    }
+    fn norm2(&self, k: usize) -> f32 {
+        self.rows.norm2(self.idx[k])
+    }
 }
 
 /// k-means++ seeding: `c` distinct member positions.
@@ -1024,6 +1129,16 @@ mod tests {
             "purity {}",
             hits as f64 / 4000.0
         );
+    }
+
+    #[test]
+    fn seed_sample_is_distinct_sorted_and_reproducible() {
+        let mut r1 = SplitMix64::new(9);
+        let mut r2 = SplitMix64::new(9);
+        let a = sample_positions(5000, 2048, &mut r1);
+        assert_eq!(a, sample_positions(5000, 2048, &mut r2));
+        assert_eq!(a.len(), 2048);
+        assert!(a.windows(2).all(|w| w[0] < w[1]) && *a.last().unwrap() < 5000);
     }
 
     #[test]
