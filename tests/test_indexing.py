@@ -399,3 +399,18 @@ def test_end_to_end_on_synthetic_data() -> None:
     assert not np.isnan(Z.data).any()
     tree = HierarchicalKMeans(branching=4, max_leaf_size=20, n_jobs=2).fit(Z).tree_
     check_tree(tree, 300, 4, 20, True)
+
+
+def test_tol_is_a_validated_parameter() -> None:
+    rng = np.random.default_rng(3)
+    Z = rng.standard_normal((300, 8)).astype(np.float32)
+    strict = HierarchicalKMeans(branching=4, max_leaf_size=20, tol=0.0, n_jobs=1).fit(Z)
+    loose = HierarchicalKMeans(branching=4, max_leaf_size=20, tol=0.5, n_jobs=1).fit(Z)
+    for tree in (strict.tree_, loose.tree_):
+        assert tree.n_labels == 300
+        sizes = np.bincount(tree.leaf_of_label)
+        assert sizes.sum() == 300 and sizes.max() <= 20
+    assert HierarchicalKMeans().get_params()["tol"] == 0.01
+    for bad in (-0.1, 1.0, float("nan"), "x", True):
+        with pytest.raises(ValueError, match="tol"):
+            HierarchicalKMeans(tol=bad).fit(Z)  # type: ignore[arg-type]

@@ -63,6 +63,7 @@ def hierarchical_kmeans(
     spherical: bool = True,
     balanced: bool = True,
     max_iter: int = 20,
+    tol: float = 0.01,
     seed: int = 0,
     n_jobs: int | None = None,
 ) -> TreeParts: ...

@@ -576,7 +576,11 @@ class HierarchicalKMeans:
     balanced : bool, default=True
         Sibling sizes differ by at most one (greedy-by-margin assignment).
     max_iter : int, default=20
-        Largest number of Lloyd iterations per node (>= 0); stops early on convergence.
+        Largest number of Lloyd iterations per node (>= 0).
+    tol : float, default=0.01
+        A node stops iterating once a round moves at most this fraction of its members
+        (``0 <= tol < 1``; 0 waits until nothing moves). From the fifth round on, a node also
+        stops when the round improves its objective by less than 1e-4 (relative).
     random_state : int, optional
         Seed (None means 0). Seeds are k-means++ draws from a stream per node derived from
         (seed, level, node), so the tree does not depend on ``n_jobs``.
@@ -589,7 +593,7 @@ class HierarchicalKMeans:
         The fitted tree.
     """
 
-    _PARAMS = ("branching", "max_leaf_size", "spherical", "balanced", "max_iter")
+    _PARAMS = ("branching", "max_leaf_size", "spherical", "balanced", "max_iter", "tol")
 
     def __init__(
         self,
@@ -600,12 +604,14 @@ class HierarchicalKMeans:
         max_iter: int = 20,
         random_state: int | None = 0,
         n_jobs: int | None = None,
+        tol: float = 0.01,
     ) -> None:
         self.branching = branching
         self.max_leaf_size = max_leaf_size
         self.spherical = spherical
         self.balanced = balanced
         self.max_iter = max_iter
+        self.tol = tol
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -637,6 +643,10 @@ class HierarchicalKMeans:
         branching = _check_int(self.branching, "branching", 2)
         max_leaf_size = _check_int(self.max_leaf_size, "max_leaf_size", 1)
         max_iter = _check_int(self.max_iter, "max_iter", 0)
+        if isinstance(self.tol, bool) or not isinstance(self.tol, int | float | np.number):
+            raise ValueError(f"tol must be a number in [0, 1), got {self.tol!r}")
+        if not 0.0 <= float(self.tol) < 1.0:
+            raise ValueError(f"tol must be in [0, 1), got {self.tol!r}")
         for name in ("spherical", "balanced"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -654,6 +664,7 @@ class HierarchicalKMeans:
             bool(self.spherical),
             bool(self.balanced),
             max_iter,
+            float(self.tol),
             seed,
             self.n_jobs,
         )

@@ -60,7 +60,7 @@ fn positive(v: i64, what: &str, min: i64) -> PyResult<usize> {
 /// Hierarchical B-ary k-means of label representations `z` (a CSR tuple or a C-contiguous
 /// float32 2-D array, one row per label): the tree's `(child_ptrs, leaf_ptr, labels)`.
 #[pyfunction]
-#[pyo3(signature = (z, branching=16, max_leaf_size=100, spherical=true, balanced=true, max_iter=20, seed=0, n_jobs=None))]
+#[pyo3(signature = (z, branching=16, max_leaf_size=100, spherical=true, balanced=true, max_iter=20, tol=0.01, seed=0, n_jobs=None))]
 pub fn hierarchical_kmeans<'py>(
     py: Python<'py>,
     z: &Bound<'py, PyAny>,
@@ -69,6 +69,7 @@ pub fn hierarchical_kmeans<'py>(
     spherical: bool,
     balanced: bool,
     max_iter: i64,
+    tol: f32,
     seed: u64,
     n_jobs: Option<i64>,
 ) -> PyResult<TreeOut<'py>> {
@@ -78,6 +79,13 @@ pub fn hierarchical_kmeans<'py>(
         spherical,
         balanced,
         max_iter: positive(max_iter, "max_iter", 0)?,
+        tol: if (0.0..1.0).contains(&tol) {
+            tol
+        } else {
+            return Err(PyValueError::new_err(format!(
+                "tol must be in [0, 1), got {tol}"
+            )));
+        },
         seed,
     };
     let tree = if let Ok(a) = z.cast::<numpy::PyArray2<f32>>() {

@@ -36,7 +36,7 @@ impl ZView<'_> {
 }
 
 /// Parameters of [`hierarchical_kmeans`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct KMeansParams {
     /// Largest number of children of a node (`B >= 2`).
     pub branching: usize,
@@ -48,6 +48,9 @@ pub struct KMeansParams {
     pub balanced: bool,
     /// Largest number of Lloyd iterations per node (0: assign to the initial seeds only).
     pub max_iter: usize,
+    /// A node's Lloyd loop stops once a round moves at most this fraction of its members
+    /// (`0 <= tol < 1`; 0 runs until nothing moves or `max_iter`).
+    pub tol: f32,
     /// Seed of every random choice.
     pub seed: u64,
 }
@@ -60,6 +63,7 @@ impl Default for KMeansParams {
             spherical: true,
             balanced: true,
             max_iter: 20,
+            tol: CONVERGE_TOL,
             seed: 0,
         }
     }
@@ -505,8 +509,8 @@ const COMPACT_RATIO: usize = 8;
 const MIN_ROWS_PER_TASK: usize = 256;
 /// Below this much work (stored values), a node runs on one thread.
 const PAR_WORK: usize = 1 << 16;
-/// A node's Lloyd loop stops once a round moves at most this fraction of its members to
-/// another cluster (the balanced greedy assignment keeps flipping a few members near the
+/// Default of [`KMeansParams::tol`]: a node's Lloyd loop stops once a round moves at most
+/// this fraction of its members to another cluster (the balanced greedy assignment keeps flipping a few members near the
 /// cut long after the centroids have settled).
 const CONVERGE_TOL: f32 = 0.01;
 /// ... or, from round `OBJ_MIN_ROUNDS` on, once a round improves the objective (sum of member
@@ -584,7 +588,7 @@ fn kmeans_node<R: Rows>(
     let mut obj = objective(&scores, &assign, c);
     let mut members: Vec<Vec<u32>> = vec![Vec::new(); c];
     // members whose cluster may change in a round without another round being run
-    let max_moved = (f64::from(CONVERGE_TOL) * n as f64).floor() as usize;
+    let max_moved = (f64::from(params.tol) * n as f64).floor() as usize;
     for it in 0..params.max_iter {
         for m in members.iter_mut() {
             m.clear();
