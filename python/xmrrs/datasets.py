@@ -85,12 +85,12 @@ def dump_xc(path: PathLike, X: Any, Y: Any, *, n_jobs: int | None = None) -> Non
     The file is written under a temporary name and renamed, so a failure never leaves a
     half-written file at ``path``.
     """
-    _xmrrs.write_xc(os.fspath(path), csr_parts(X, "X"), _labels(Y), True, n_jobs)
+    _xmrrs.write_xc(os.fspath(path), csr_parts(X, "X"), csr_parts(Y, "Y"), True, n_jobs)
 
 
 def dump_libsvm(path: PathLike, X: Any, Y: Any, *, n_jobs: int | None = None) -> None:
     """Write ``X`` and ``Y`` as LIBSVM multilabel text with 0-based ids (no header)."""
-    _xmrrs.write_xc(os.fspath(path), csr_parts(X, "X"), _labels(Y), False, n_jobs)
+    _xmrrs.write_xc(os.fspath(path), csr_parts(X, "X"), csr_parts(Y, "Y"), False, n_jobs)
 
 
 def load_npz(x_path: PathLike, y_path: PathLike) -> Pair:
@@ -121,8 +121,3 @@ def load_split(folder: PathLike, *, n_jobs: int | None = None) -> tuple[Pair, Pa
     """
     root = Path(folder)
     return load_xc(root / "train.txt", n_jobs=n_jobs), load_xc(root / "test.txt", n_jobs=n_jobs)
-
-
-def _labels(Y: Any) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
-    parts = csr_parts(Y, "Y")
-    return parts
