@@ -14,5 +14,6 @@ pub mod io;
 pub mod parallel;
 pub mod simd;
 pub mod sparse;
+pub mod xr;
 
 pub use error::{Error, Result};
