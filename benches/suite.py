@@ -766,7 +766,8 @@ def main() -> None:
                     rec["metrics"] = score(ids, y_test, prop)
                     t, pr, mt = rec["train"], rec["predict"], rec["metrics"]
                     print(
-                        f"  {lib.name}: train {t['train_s']:.2f} s, {t['train_peak_mb']:.0f} MB, "
+                        f"  {lib.name}: train {t['train_s']:.2f} s "
+                        f"(stage CPU {t['train_stage_cpu_s']:.1f} s), {t['train_peak_mb']:.0f} MB, "
                         f"model {t['model_mb']:.1f} MB; predict {pr['pred_s']:.2f} s, "
                         f"{pr['pred_peak_mb']:.0f} MB; 1q {pr['q_median_ms']:.3f} ms "
                         f"(1t {pr['q1_median_ms']:.3f} ms); P@1 {mt['P@1']:.4f} "
