@@ -146,6 +146,8 @@ def plot(records: list[dict[str, Any]], out: Path) -> None:
             ax.plot(xs, ys, marker="o", label=f"{lib} (slope {suite.fmt(b, '.2f')})")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        suite.plain_log_ticks(ax, "x")
+        suite.plain_log_ticks(ax, "y")
         ax.set_xlabel("labels L")
         ax.set_title(label, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)

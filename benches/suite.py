@@ -167,7 +167,7 @@ def prepare_data(spec: str, cache: Path, n_jobs: int) -> DataSet:
         n_labels, n_train, n_test, n_features = synthetic_sizes(spec.split(":", 1)[1])
         name = f"synthetic {_label_count(n_labels)} labels"
         slug = f"synthetic-{_label_count(n_labels)}"
-        if (n_labels, n_train, n_test, n_features) != (n_labels, *synthetic_sizes(str(n_labels))):
+        if (n_labels, n_train, n_test, n_features) != synthetic_sizes(str(n_labels)):
             slug += f"-{n_train}-{n_test}-{n_features}"
         key = {
             "source": "make_xmc",
@@ -496,6 +496,20 @@ def _latest_runs(path: Path) -> dict[str, list[dict[str, Any]]]:
     return {slug: runs[max(runs)] for slug, runs in by_set.items()}
 
 
+def plain_log_ticks(ax: Any, axis: str = "x") -> None:
+    """Log-scale tick labels as plain numbers (0.2, 1, 30) instead of powers of ten; the
+    minor ticks are labelled only when the axis spans less than two decades. Call it after
+    plotting."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    f = FuncFormatter(lambda v, _: f"{v:g}")
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
+    target.set_major_formatter(f)
+    target.set_minor_formatter(f if lo > 0 and hi / lo < 100 else NullFormatter())
+    ax.tick_params(axis=axis, which="minor", labelsize=7)
+
+
 def plot_set(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """P@1 against training time and against single-query latency (log x), and P@k for
     k = 1..10; returns the PNG paths."""
@@ -534,6 +548,7 @@ def plot_set(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
                 zorder=3,
             )
         ax.set_xscale("log")
+        plain_log_ticks(ax)
         ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("P@1")
