@@ -157,6 +157,7 @@ def stage_predict(runner: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     k, n_jobs = int(cfg["k"]), int(cfg["n_jobs"])
     X = data.load_test_x()
     n = X.shape[0]
+    runner.probe(cfg["params"])  # imports the library, so load_s times loading alone
     rss_data = rss_mb()
     t = time.perf_counter()
     pred = runner.load(Path(cfg["model_dir"]), cfg["params"], n_jobs)
