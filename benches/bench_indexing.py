@@ -36,7 +36,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,9 @@ import numpy as np
 import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _machine import peak_rss_mb, rss_mb, ru_maxrss_mb  # noqa: E402
+
 PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
 INDEXERS = ("xmrrs", "pecos")
 
@@ -55,35 +57,6 @@ INDEXERS = ("xmrrs", "pecos")
 # --------------------------------------------------------------------------------------------
 # worker: one indexer, in its own process
 # --------------------------------------------------------------------------------------------
-
-
-def _status_mb(key: str) -> float:
-    """A ``/proc/self/status`` memory field of this process (MB)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def rss_mb() -> float:
-    """Current resident set size of this process (MB)."""
-    return _status_mb("VmRSS")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process's own address space so far (MB): VmHWM.
-
-    ``getrusage(RUSAGE_SELF).ru_maxrss`` is also recorded, but Linux carries it over
-    ``fork``/``execve`` (the child starts with the parent's high-water mark), so in a worker
-    started by a big parent it reports the parent's peak, not the worker's.
-    """
-    return _status_mb("VmHWM")
-
-
-def ru_maxrss_mb() -> float:
-    """``ru_maxrss`` in MB (KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_xmrrs(z: sp.csr_matrix, cfg: dict[str, int]) -> tuple[Any, list[np.ndarray]]:
@@ -255,7 +228,6 @@ def main() -> None:
         worker(a.worker, a.z, a.tmp, json.loads(a.cfg))
         return
 
-    sys.path.insert(0, str(HERE))
     import xmrrs
     from _machine import machine, write_results
     from xmrrs import sparse as xs
