@@ -159,13 +159,17 @@ fn synth_model(n_labels: usize, d: usize, seed: u64) -> Synth {
 }
 
 fn synth_queries(s: &Synth, n: usize, d: usize, seed: u64) -> Csr {
+    synth_queries_nnz(s, n, d, seed, 40.0)
+}
+
+fn synth_queries_nnz(s: &Synth, n: usize, d: usize, seed: u64, mean_nnz: f64) -> Csr {
     let mut rng = SplitMix64::new(seed);
     let mut trip = Vec::new();
     for i in 0..n as u32 {
         let leaf = rng.below(s.topics.len() as u64) as usize;
-        let nnz = (40.0 * (0.5 * normal(&mut rng)).exp())
+        let nnz = (mean_nnz * (0.5 * normal(&mut rng)).exp())
             .round()
-            .clamp(3.0, 400.0) as usize;
+            .clamp(3.0, 10.0 * mean_nnz) as usize;
         for _ in 0..nnz {
             let f = if rng.below(2) == 0 {
                 let t = &s.topics[leaf];
@@ -368,7 +372,7 @@ fn main() {
             ),
         ];
         for (name, lp) in layouts {
-            let m = XrModel::with_layout(&s.tree, s.layers.clone(), d, &lp).unwrap();
+            let m = XrModel::with_layout(&s.tree, &s.layers, d, &lp).unwrap();
             let (sec, cpu) = time_batch(&m, &x, &base, 1, reps);
             let mut lat = latencies(&m, &x, &base, 1000);
             println!(
@@ -384,10 +388,53 @@ fn main() {
     if what == "layers" {
         // cumulative cost of the first m layers (partial models), 1 thread
         for m in 1..=s.layers.len() {
-            let part = XrModel::new_partial(&s.tree, s.layers[..m].to_vec(), d).unwrap();
+            let part = XrModel::new_partial(&s.tree, &s.layers[..m], d).unwrap();
             let (sec, cpu) = time_batch(&part, &x, &base, 1, reps);
             println!(
                 "first {m} layer(s): {sec:.3} s wall, {cpu:.2} s CPU (load {})",
+                uptime()
+            );
+        }
+    }
+
+    if what == "all" || what == "sweep" {
+        // which kernel wins when: query density against this model's chunks
+        for nnz in [5.0, 40.0, 160.0, 640.0, 2560.0] {
+            let xq = synth_queries_nnz(&s, 2000, d, 5, nnz);
+            let mut line = format!(
+                "queries of {:.0} non-zeros (2000 rows), batch 1 thread CPU s / single query median us:",
+                xq.nnz() as f64 / xq.n_rows as f64
+            );
+            for kernel in [Kernel::Auto, Kernel::Lookup, Kernel::Merge, Kernel::Scan] {
+                let p = PredictParams { kernel, ..base };
+                let (_, cpu) = time_batch(&model, &xq, &p, 1, reps.min(3));
+                let mut lat = latencies(&model, &xq, &p, 300);
+                line += &format!(" {kernel:?} {cpu:.2}/{:.0}", median(&mut lat) * 1e6);
+            }
+            println!("{line} (load {})", uptime());
+        }
+    }
+
+    if what == "all" || what == "paths" {
+        // chunk-major blocks vs one searcher per thread, by batch size (1 thread)
+        let pool = xmrrs_core::parallel::pool(1).unwrap();
+        for size in [1usize, 31, 256, 2048, x.n_rows] {
+            let mut cpus = Vec::new();
+            for _ in 0..reps.min(3) {
+                let c0 = cpu_secs();
+                let mut i = 0;
+                while i < x.n_rows {
+                    let rows: Vec<usize> = (i..(i + size).min(x.n_rows)).collect();
+                    let sub = xmrrs_core::sparse::row_gather(&x.view(), &rows).unwrap();
+                    pool.install(|| predict(&model, &sub.view(), &base).unwrap());
+                    i += size;
+                }
+                cpus.push(cpu_secs() - c0);
+            }
+            println!(
+                "batches of {size} rows: {:.2} s CPU for {} queries (load {})",
+                median(&mut cpus),
+                x.n_rows,
                 uptime()
             );
         }

@@ -169,7 +169,14 @@ fn check_query(model: &XrModel, indices: &[u32], values: &[f32]) -> Result<()> {
             )));
         }
     }
-    check_finite(values, "query values")
+    // sequential on purpose: the real-time path must not touch a thread pool
+    if let Some(p) = values.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!(
+            "query values contain a non-finite value ({}) at position {p}",
+            values[p]
+        )));
+    }
+    Ok(())
 }
 
 /// Dense scatter of one query, zero outside it.
@@ -511,6 +518,7 @@ pub fn predict(
         .clamp(1, n)
         .min(u32::MAX as usize / cap.max(1));
     let mut start = 0;
+    let mut marg = Vec::new();
     while start < n {
         let end = (start + block).min(n);
         run_block(
@@ -518,6 +526,7 @@ pub fn predict(
             &x,
             start..end,
             params,
+            &mut marg,
             &mut ids[start * k..end * k],
             &mut scores[start * k..end * k],
         )?;
@@ -538,6 +547,7 @@ fn run_block(
     x: &CsrView<'_>,
     rows: Range<usize>,
     params: &PredictParams,
+    marg: &mut Vec<f32>,
     out_ids: &mut [i64],
     out_scores: &mut [f32],
 ) -> Result<()> {
@@ -560,8 +570,8 @@ fn run_block(
             n_features: model.n_features(),
         };
         let r = match layer.view() {
-            LayerRef::U16(v) => ctx.layer(&v, &mut beams, labels, out_ids, out_scores),
-            LayerRef::U32(v) => ctx.layer(&v, &mut beams, labels, out_ids, out_scores),
+            LayerRef::U16(v) => ctx.layer(&v, &mut beams, labels, marg, out_ids, out_scores),
+            LayerRef::U32(v) => ctx.layer(&v, &mut beams, labels, marg, out_ids, out_scores),
         };
         r.map_err(corrupt)?;
     }
@@ -594,36 +604,39 @@ impl BlockCtx<'_, '_> {
         v: &LayerView<'_, C>,
         beams: &mut Beams,
         labels: Option<&[u32]>,
+        marg: &mut Vec<f32>,
         out_ids: &mut [i64],
         out_scores: &mut [f32],
     ) -> std::result::Result<(), Corrupt> {
         let cap = self.cap;
         let nq = beams.len.len();
-        let (tasks, index, marg) = if v.whole {
+        let (tasks, index) = if v.whole {
             // one task per query: the whole layer
             let w = v.chunk(0)?.width();
             let tasks: Vec<(u32, u32)> = (0..nq as u32).map(|q| (q, 0)).collect();
             let off = (0..=nq as u64).map(|q| q * w as u64).collect();
             let task_of = (0..nq * cap).map(|t| (t / cap) as u32).collect();
-            let index = MarginIndex { off, task_of };
-            let marg = vec![0f32; nq * w];
-            (tasks, index, marg)
+            (tasks, MarginIndex { off, task_of })
         } else {
             self.chunk_tasks(v, beams)?
         };
-        let mut marg = marg;
-        self.margins_phase(v, &tasks, &index.off, &mut marg)?;
-        self.select_phase(v, beams, labels, &index, &marg, out_ids, out_scores)
+        // every slot is written by its task: the buffer is only zeroed when it grows
+        let n = *index.off.last().unwrap_or(&0) as usize;
+        if marg.len() < n {
+            marg.resize(n, 0.0);
+        }
+        let marg = &mut marg[..n];
+        self.margins_phase(v, &tasks, &index.off, marg)?;
+        self.select_phase(v, beams, labels, &index, marg, out_ids, out_scores)
     }
 
     /// Tasks (query, chunk) of a per-parent layer, bucketed by chunk with a counting sort
     /// (stable: queries stay in order within a chunk).
-    #[allow(clippy::type_complexity)]
     fn chunk_tasks<C: Col>(
         &self,
         v: &LayerView<'_, C>,
         beams: &Beams,
-    ) -> std::result::Result<(Vec<(u32, u32)>, MarginIndex, Vec<f32>), Corrupt> {
+    ) -> std::result::Result<(Vec<(u32, u32)>, MarginIndex), Corrupt> {
         let cap = self.cap;
         let nq = beams.len.len();
         let n_chunks = v.n_chunks();
@@ -654,8 +667,7 @@ impl BlockCtx<'_, '_> {
             let w = v.children(p as usize)?.len();
             off[pos + 1] = off[pos] + w as u64;
         }
-        let marg = vec![0f32; off[n_tasks] as usize];
-        Ok((tasks, MarginIndex { off, task_of }, marg))
+        Ok((tasks, MarginIndex { off, task_of }))
     }
 
     /// Margins of every task into `marg` (task `i` at `off[i]..off[i + 1]`), in parallel
@@ -989,7 +1001,7 @@ mod tests {
                     merge_max_children: 0,
                     ..LayoutParams::default()
                 };
-                let per_parent = XrModel::with_layout(&tree, layers.clone(), d, &lp).unwrap();
+                let per_parent = XrModel::with_layout(&tree, &layers, d, &lp).unwrap();
                 let x = random_queries(45, d, 12, seed + 100);
                 let beam = widest_level(&tree);
                 for (model, pp) in [&merged, &per_parent]
@@ -1051,7 +1063,7 @@ mod tests {
                 .chain(
                     layouts
                         .iter()
-                        .map(|lp| XrModel::with_layout(&tree, layers.clone(), d, lp).unwrap()),
+                        .map(|lp| XrModel::with_layout(&tree, &layers, d, lp).unwrap()),
                 )
                 .collect();
             for pp in PPS {
@@ -1226,7 +1238,7 @@ mod tests {
         let (tree, layers, d) = setup(3, 21);
         let x = random_queries(50, d, 10, 22);
         for m in 1..=tree.depth() {
-            let part = XrModel::new_partial(&tree, layers[..m].to_vec(), d).unwrap();
+            let part = XrModel::new_partial(&tree, &layers[..m], d).unwrap();
             assert!(part.is_partial());
             assert_eq!(part.n_labels(), tree.n_nodes(m));
             let beam = widest_level(&tree);

@@ -398,15 +398,15 @@ impl XrModel {
                 layers.len()
             )));
         }
-        Self::with_layout(tree, layers, n_features, &LayoutParams::default())
+        Self::with_layout(tree, &layers, n_features, &LayoutParams::default())
     }
 
     /// Builds the model of the first `layers.len()` layers of `tree` (between 1 and
-    /// `tree.depth() + 1`). With fewer layers than the tree needs, the model's outputs are
-    /// the node ids of tree level `layers.len()`.
+    /// `tree.depth() + 1`; the weights are read, not kept). With fewer layers than the tree
+    /// needs, the model's outputs are the node ids of tree level `layers.len()`.
     pub fn new_partial(
         tree: &ClusterTree,
-        layers: Vec<LayerWeights>,
+        layers: &[LayerWeights],
         n_features: usize,
     ) -> Result<Self> {
         Self::with_layout(tree, layers, n_features, &LayoutParams::default())
@@ -415,7 +415,7 @@ impl XrModel {
     /// [`XrModel::new_partial`] with explicit layout knobs.
     pub fn with_layout(
         tree: &ClusterTree,
-        layers: Vec<LayerWeights>,
+        layers: &[LayerWeights],
         n_features: usize,
         layout: &LayoutParams,
     ) -> Result<Self> {
@@ -1195,12 +1195,12 @@ mod tests {
         let mut bad = layers.clone();
         bad[1].bias.pop();
         assert!(XrModel::new(&tree, bad, 30).is_err());
-        assert!(XrModel::new_partial(&tree, vec![], 30).is_err());
+        assert!(XrModel::new_partial(&tree, &[], 30).is_err());
         let lp = LayoutParams {
             rows_per_bucket: 0,
             ..LayoutParams::default()
         };
-        assert!(XrModel::with_layout(&tree, layers, 30, &lp).is_err());
+        assert!(XrModel::with_layout(&tree, &layers, 30, &lp).is_err());
     }
 
     #[test]
@@ -1290,7 +1290,7 @@ mod tests {
             predict(&model, &x.view(), &p).unwrap(),
             predict(&back, &x.view(), &p).unwrap()
         );
-        let part = XrModel::new_partial(&tree, layers[..1].to_vec(), 10).unwrap();
+        let part = XrModel::new_partial(&tree, &layers[..1], 10).unwrap();
         let back = XrModel::from_bytes(&part.to_bytes().unwrap()).unwrap();
         assert!(back.is_partial());
         assert_eq!(back.labels(), &[0, 1]);
