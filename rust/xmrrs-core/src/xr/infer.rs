@@ -1,9 +1,13 @@
 //! Beam search over an [`XrModel`].
 //!
 //! For each layer, every node in a query's beam expands to its children; the margins
-//! `w·x + b` of exactly those children are computed (one chunk per beam node, see
-//! [`super::kernel`]), turned into scores with the post-processor and combined with the
-//! parent's path score, and the best `beam_size` survive (`topk` on the last layer). As in
+//! `w·x + b` of those children are computed (one chunk per beam node, or the one chunk of a
+//! merged small layer, see `kernel.rs`), turned into scores with the post-processor and
+//! combined with the parent's path score, and the best `beam_size` survive (`topk` on the
+//! last layer). Selection is branch-and-bound but exact: beams are kept sorted, a node whose
+//! path score is below the current `k`-th best is skipped (children never exceed their
+//! parent, except with `noop`), and a child whose margin is provably too low is not
+//! transformed (see `kernel::margin_floor`). As in
 //! PECOS, inner layers keep `beam_size` nodes even when `topk` is larger: the last layer
 //! then picks `topk` among the children of `beam_size` nodes, and rows are padded with id
 //! `-1` and score `-inf` when fewer labels are reachable. Raise `beam_size` for more.

@@ -4,27 +4,32 @@
 //!
 //! Layer `m` scores the nodes of tree level `m + 1` (the labels, in leaf order, for the last
 //! layer). Its weights are cut into one *chunk* per parent: the block of the parent's
-//! children, stored row-major over features (see [`super::kernel`]):
+//! children, stored row-major over features (see `kernel.rs`). A small layer (at most
+//! [`LayoutParams::merge_max_children`] children, typically the top levels, which the beam
+//! covers wholly or largely) is instead one chunk holding every child, so a query looks each
+//! of its features up once per layer rather than once per beam node. Arrays per layer:
 //!
 //! | array | dtype | length | meaning |
 //! |---|---|---|---|
 //! | `child_ptr` | u32 | parents + 1 | children of parent `j`: `child_ptr[j]..child_ptr[j+1]` |
 //! | `bias` | f32 | children | additive term per child |
-//! | `chunk_rows` | u64 | parents + 1 | rows of chunk `j` in `row_feat` |
-//! | `chunk_ents` | u64 | parents + 1 | entries of chunk `j` in `cols`/`vals` |
-//! | `chunk_bkts` | u64 | parents + 1 | bucket pointers of chunk `j` in `bkt` |
-//! | `chunk_shift` | u8 | parents | bucket of feature `f` is `f >> shift` |
+//! | `chunk_rows` | u64 | chunks + 1 | rows of chunk `j` in `row_feat` |
+//! | `chunk_ents` | u64 | chunks + 1 | entries of chunk `j` in `cols`/`vals` |
+//! | `chunk_bkts` | u64 | chunks + 1 | bucket pointers of chunk `j` in `bkt` |
+//! | `chunk_shift` | u8 | chunks | bucket of feature `f` is `f >> shift` |
 //! | `row_feat` | u32 | rows | feature id of each row, increasing within a chunk |
-//! | `row_ptr` | u32 | rows + parents | per chunk, `rows + 1` entry offsets relative to the chunk |
-//! | `bkt` | u32 | buckets + parents | per chunk, `n_buckets + 1` row offsets relative to the chunk |
-//! | `cols` | u16 or u32 | entries | local column (child offset) of each entry |
+//! | `row_ptr` | u32 | rows + chunks | per chunk, `rows + 1` entry offsets relative to the chunk |
+//! | `bkt` | u32 | buckets | per chunk, `n_buckets + 1` row offsets relative to the chunk |
+//! | `cols` | u16 or u32 | entries | local column (child offset in the chunk) of each entry |
 //! | `vals` | f32 | entries | weight of each entry |
 //!
 //! A row whose share of non-zero children is at least [`LayoutParams::dense_min_fill`] is
 //! stored densely (every child, zeros included, columns `0..width`); the kernels recognise
 //! it by its length and accumulate it with one SIMD axpy. Local columns are `u16` when no
-//! chunk has more than 65536 children, else `u32`. Plus one global array, `labels` (u32,
-//! leaf-order position → label id).
+//! chunk has more than 65536 children, else `u32` (measured: no speed difference, u16 is
+//! 20% smaller). `chunks` is `parents` or 1. Plus one global array, `labels` (u32,
+//! leaf-order position → label id). The defaults of [`LayoutParams`] were chosen with
+//! `examples/xr_predict_bench.rs --what kernels`.
 //!
 //! # Files
 //!
