@@ -13,8 +13,12 @@
 //! [`model`] (the chunked inference layout and its storage), [`infer`] (beam search).
 
 pub mod infer;
+mod kernel;
 pub mod model;
 pub mod solver;
+mod store;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod train;
 
 use crate::sparse::Csr;
