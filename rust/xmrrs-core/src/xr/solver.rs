@@ -1144,3 +1144,525 @@ fn finish_row(
     indices.extend(pairs.iter().map(|p| p.0));
     values.extend(pairs.iter().map(|p| p.1));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sparse::Csr;
+
+    /// A random sparse problem: `n` rows over `d` features (about `per_row` entries each,
+    /// values in (0, 1]), rows L2-normalised; signs from a hidden linear rule with `flip`
+    /// label noise.
+    fn problem(n: usize, d: usize, per_row: usize, flip: f64, seed: u64) -> (Csr, Vec<bool>) {
+        let mut rng = SplitMix64::new(seed);
+        let truth: Vec<f64> = (0..d).map(|_| rng.next_f64() * 2.0 - 1.0).collect();
+        let mut trip = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..n {
+            let mut score = 0.0;
+            for _ in 0..per_row {
+                let j = rng.below(d as u64) as usize;
+                let v = 0.05 + rng.next_f64() as f32;
+                trip.push((i as u32, j as u32, v));
+                score += truth[j] * f64::from(v);
+            }
+            let noisy = rng.next_f64() < flip;
+            y.push((score > 0.0) != noisy);
+        }
+        let mut x = Csr::from_triplets(n, d, &trip).unwrap();
+        crate::sparse::normalize_rows_l2(&mut x);
+        (x, y)
+    }
+
+    fn local_all(x: &Csr) -> LocalCsr {
+        let rows: Vec<u32> = (0..x.n_rows as u32).collect();
+        LocalCsr::gather(&x.view(), &rows, &mut FeatureMap::new(x.n_cols)).unwrap()
+    }
+
+    fn params(loss: Loss, tol: f32, max_iter: u32) -> SolverParams {
+        SolverParams {
+            loss,
+            tol,
+            max_iter,
+            threshold: 0.0,
+            ..SolverParams::default()
+        }
+    }
+
+    /// Dense rows with the bias feature appended (global feature order).
+    fn dense_rows(x: &Csr, bias: f64) -> Vec<Vec<f64>> {
+        let dense = x.to_dense();
+        (0..x.n_rows)
+            .map(|i| {
+                let mut r: Vec<f64> = dense[i * x.n_cols..(i + 1) * x.n_cols]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect();
+                r.push(bias);
+                r
+            })
+            .collect()
+    }
+
+    fn dotf(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(p, q)| p * q).sum()
+    }
+
+    /// Primal objective at `w` (bias weight last).
+    fn primal(loss: Loss, w: &[f64], rows: &[Vec<f64>], y: &[f64], c: &[f64]) -> f64 {
+        let mut p = 0.5 * dotf(w, w);
+        for ((r, &yi), &ci) in rows.iter().zip(y).zip(c) {
+            let m = yi * dotf(w, r);
+            p += ci
+                * match loss {
+                    Loss::SquaredHinge => (1.0 - m).max(0.0).powi(2),
+                    Loss::Hinge => (1.0 - m).max(0.0),
+                    Loss::Logistic => (-m).exp().ln_1p(),
+                };
+        }
+        p
+    }
+
+    /// The dense weights (global feature order, bias weight last) of a scalar solve.
+    fn solver_w(s: &Solver, local: &LocalCsr, d: usize) -> Vec<f64> {
+        let mut w = vec![0f64; d + 1];
+        for (k, &f) in local.features().iter().enumerate() {
+            w[f as usize] = f64::from(s.w[k]);
+        }
+        w[d] = s.wb;
+        w
+    }
+
+    /// SVM dual objective `½|Σ y α x̃|² + ½ Σ D α² − Σ α` and the projected-gradient gap,
+    /// recomputed in f64 from the duals.
+    fn svm_dual(
+        s: &Solver,
+        rows: &[Vec<f64>],
+        y: &[f64],
+        c: &[f64],
+        squared: bool,
+    ) -> (f64, f64, Vec<f64>) {
+        let dim = rows[0].len();
+        let mut w = vec![0f64; dim];
+        let mut alpha = vec![0f64; rows.len()];
+        for v in &s.vars {
+            alpha[v.row as usize] = v.alpha;
+        }
+        for (i, r) in rows.iter().enumerate() {
+            for (wk, rk) in w.iter_mut().zip(r) {
+                *wk += y[i] * alpha[i] * rk;
+            }
+        }
+        let mut obj = 0.5 * dotf(&w, &w);
+        let (mut pgmax, mut pgmin) = (f64::NEG_INFINITY, f64::INFINITY);
+        for (i, r) in rows.iter().enumerate() {
+            let (diag, upper) = if squared {
+                (0.5 / c[i], f64::INFINITY)
+            } else {
+                (0.0, c[i])
+            };
+            obj += 0.5 * diag * alpha[i] * alpha[i] - alpha[i];
+            let g = y[i] * dotf(&w, r) - 1.0 + diag * alpha[i];
+            let pg = if alpha[i] == 0.0 {
+                g.min(0.0)
+            } else if alpha[i] >= upper {
+                g.max(0.0)
+            } else {
+                g
+            };
+            pgmax = pgmax.max(pg);
+            pgmin = pgmin.min(pg);
+        }
+        (obj, pgmax - pgmin, w)
+    }
+
+    fn scalar_solve(
+        local: &LocalCsr,
+        y: &[bool],
+        c: &[f64],
+        p: &SolverParams,
+        seed: u64,
+    ) -> (Solver, SolveInfo) {
+        let mut s = Solver::new();
+        s.clear();
+        for (i, (&yi, &ci)) in y.iter().zip(c).enumerate() {
+            s.push(i as u32, yi, ci);
+        }
+        let info = s.solve(local, p, seed).unwrap();
+        (s, info)
+    }
+
+    #[test]
+    fn gather_renumbers_by_frequency() {
+        // rows: 0: {2, 5}, 1: {5}, 2: {1, 2, 5}
+        let x = Csr::from_triplets(
+            3,
+            7,
+            &[
+                (0, 2, 1.0),
+                (0, 5, 2.0),
+                (1, 5, 3.0),
+                (2, 1, 4.0),
+                (2, 2, 5.0),
+                (2, 5, 6.0),
+            ],
+        )
+        .unwrap();
+        let mut map = FeatureMap::new(7);
+        let l = LocalCsr::gather(&x.view(), &[2, 0, 0], &mut map).unwrap();
+        // counts over rows 2, 0, 0: f5 x3, f2 x3, f1 x1 -> order 2, 5 (tie by id), then 1
+        assert_eq!(l.features(), &[2, 5, 1]);
+        assert_eq!(l.n_rows(), 3);
+        assert_eq!(l.row(0), (&[2u32, 0, 1][..], &[4f32, 5.0, 6.0][..]));
+        assert_eq!(l.row(1), (&[0u32, 1][..], &[1f32, 2.0][..]));
+        assert_eq!(l.sq_norm, vec![77.0, 5.0, 5.0]);
+        // the map is left clean for the next gather
+        let l2 = LocalCsr::gather(&x.view(), &[1], &mut map).unwrap();
+        assert_eq!(l2.features(), &[5]);
+        assert_eq!(l2.row(0), (&[0u32][..], &[3f32][..]));
+        assert!(LocalCsr::gather(&x.view(), &[3], &mut map).is_err());
+        assert!(LocalCsr::gather(&x.view(), &[0], &mut FeatureMap::new(6)).is_err());
+        let empty = LocalCsr::gather(&x.view(), &[], &mut map).unwrap();
+        assert_eq!((empty.n_rows(), empty.n_features()), (0, 0));
+    }
+
+    #[test]
+    fn params_are_validated() {
+        assert!(SolverParams::default().validate().is_ok());
+        let bad = [
+            SolverParams {
+                cp: 0.0,
+                ..Default::default()
+            },
+            SolverParams {
+                cn: -1.0,
+                ..Default::default()
+            },
+            SolverParams {
+                tol: 0.0,
+                ..Default::default()
+            },
+            SolverParams {
+                threshold: -0.1,
+                ..Default::default()
+            },
+            SolverParams {
+                bias: f32::NAN,
+                ..Default::default()
+            },
+            SolverParams {
+                max_iter: 0,
+                ..Default::default()
+            },
+        ];
+        for p in bad {
+            assert!(p.validate().is_err(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn svm_dual_objective_decreases_pass_by_pass() {
+        for loss in [Loss::SquaredHinge, Loss::Hinge] {
+            let (x, y) = problem(80, 25, 6, 0.15, 3);
+            let local = local_all(&x);
+            let rows = dense_rows(&x, 1.0);
+            let ys: Vec<f64> = y.iter().map(|&b| if b { 1.0 } else { -1.0 }).collect();
+            let c: Vec<f64> = y.iter().map(|&b| if b { 2.0 } else { 0.7 }).collect();
+            let mut last = 0.0; // the dual objective at alpha = 0
+            for k in 1..=12 {
+                // runs with max_iter = k are prefixes of the same run (same seed)
+                let (s, _) = scalar_solve(&local, &y, &c, &params(loss, 1e-9, k), 11);
+                let (obj, _, _) = svm_dual(&s, &rows, &ys, &c, loss == Loss::SquaredHinge);
+                assert!(obj <= last + 1e-9, "{loss:?} pass {k}: {obj} > {last}");
+                last = obj;
+            }
+            assert!(last < -1.0, "{loss:?}: the objective barely moved ({last})");
+        }
+    }
+
+    #[test]
+    fn svm_converges_to_kkt_and_zero_duality_gap() {
+        for loss in [Loss::SquaredHinge, Loss::Hinge] {
+            for seed in 0..3 {
+                let (x, y) = problem(120, 30, 8, 0.1, seed);
+                let local = local_all(&x);
+                let rows = dense_rows(&x, 1.0);
+                let ys: Vec<f64> = y.iter().map(|&b| if b { 1.0 } else { -1.0 }).collect();
+                let c: Vec<f64> = (0..y.len()).map(|i| 0.5 + (i % 3) as f64).collect();
+                let (s, info) = scalar_solve(&local, &y, &c, &params(loss, 1e-4, 10_000), seed);
+                assert!(info.converged, "{loss:?} did not converge: {info:?}");
+                let squared = loss == Loss::SquaredHinge;
+                let (dual, gap, w_from_alpha) = svm_dual(&s, &rows, &ys, &c, squared);
+                // the f32 weights kept along the way agree with the duals
+                let w = solver_w(&s, &local, x.n_cols);
+                let drift = w.iter().zip(&w_from_alpha).map(|(a, b)| (a - b).abs());
+                assert!(drift.fold(0.0, f64::max) < 1e-4);
+                // KKT: projected-gradient gap within tol (slack for f32 weights)
+                assert!(gap <= 1e-4 + 1e-3, "{loss:?}: PG gap {gap}");
+                // strong duality: primal = -dual at the optimum
+                let p = primal(loss, &w_from_alpha, &rows, &ys, &c);
+                assert!(
+                    (p + dual).abs() <= 1e-3 * (1.0 + p.abs()),
+                    "{loss:?}: primal {p} dual {dual}"
+                );
+            }
+        }
+    }
+
+    /// Gradient descent on the smooth primal objectives (squared hinge, logistic).
+    fn gd_reference(loss: Loss, rows: &[Vec<f64>], y: &[f64], c: &[f64]) -> Vec<f64> {
+        let dim = rows[0].len();
+        let lips: f64 = 1.0
+            + rows
+                .iter()
+                .zip(c)
+                .map(|(r, &ci)| ci * dotf(r, r))
+                .sum::<f64>()
+                * if loss == Loss::Logistic { 0.25 } else { 2.0 };
+        let mut w = vec![0f64; dim];
+        for _ in 0..40_000 {
+            let mut g = w.clone();
+            for ((r, &yi), &ci) in rows.iter().zip(y).zip(c) {
+                let m = yi * dotf(&w, r);
+                let coef = match loss {
+                    Loss::SquaredHinge => -2.0 * ci * (1.0 - m).max(0.0) * yi,
+                    _ => -ci * yi / (1.0 + m.exp()),
+                };
+                for (gk, rk) in g.iter_mut().zip(r) {
+                    *gk += coef * rk;
+                }
+            }
+            for (wk, gk) in w.iter_mut().zip(&g) {
+                *wk -= gk / lips;
+            }
+        }
+        w
+    }
+
+    #[test]
+    fn squared_hinge_and_logistic_match_gradient_descent() {
+        for loss in [Loss::SquaredHinge, Loss::Logistic] {
+            let (x, y) = problem(60, 12, 5, 0.2, 9);
+            let local = local_all(&x);
+            let rows = dense_rows(&x, 1.0);
+            let ys: Vec<f64> = y.iter().map(|&b| if b { 1.0 } else { -1.0 }).collect();
+            let c: Vec<f64> = y.iter().map(|&b| if b { 1.5 } else { 1.0 }).collect();
+            let (s, info) = scalar_solve(&local, &y, &c, &params(loss, 1e-4, 5_000), 1);
+            assert!(info.converged, "{loss:?}: {info:?}");
+            let w = solver_w(&s, &local, x.n_cols);
+            let r = gd_reference(loss, &rows, &ys, &c);
+            let err = w
+                .iter()
+                .zip(&r)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            let scale = r.iter().map(|v| v.abs()).fold(0.0, f64::max);
+            assert!(scale > 0.1, "{loss:?}: degenerate reference");
+            assert!(err < 2e-3 * (1.0 + scale), "{loss:?}: |w - w_ref| = {err}");
+            let (pw, pr) = (
+                primal(loss, &w, &rows, &ys, &c),
+                primal(loss, &r, &rows, &ys, &c),
+            );
+            assert!(
+                (pw - pr).abs() < 1e-4 * (1.0 + pr),
+                "{loss:?}: {pw} vs {pr}"
+            );
+        }
+    }
+
+    #[test]
+    fn separable_data_is_separated() {
+        for loss in [Loss::SquaredHinge, Loss::Hinge, Loss::Logistic] {
+            let (x, y) = problem(150, 40, 10, 0.0, 5);
+            let local = local_all(&x);
+            let rows = dense_rows(&x, 1.0);
+            let c = vec![100.0; y.len()];
+            let (s, _) = scalar_solve(&local, &y, &c, &params(loss, 1e-3, 20_000), 2);
+            let w = solver_w(&s, &local, x.n_cols);
+            for (r, &yi) in rows.iter().zip(&y) {
+                let m = dotf(&w, r);
+                assert_eq!(m > 0.0, yi, "{loss:?}: margin {m}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_and_degenerate_problems() {
+        let (x, y) = problem(10, 5, 3, 0.0, 1);
+        let local = local_all(&x);
+        let mut s = Solver::new();
+        for loss in [Loss::SquaredHinge, Loss::Hinge, Loss::Logistic] {
+            s.clear();
+            let info = s.solve(&local, &params(loss, 0.1, 10), 0).unwrap();
+            assert!(info.iters <= 1);
+            assert!(s.weights().0.iter().all(|&v| v == 0.0) && s.weights().1 == 0.0);
+        }
+        // zero-cost instances are left out
+        s.clear();
+        s.push(0, true, 0.0);
+        assert_eq!(s.n_instances(), 0);
+        // a row outside the data is an error
+        s.push(10, true, 1.0);
+        assert!(s.solve(&local, &SolverParams::default(), 0).is_err());
+        // hinge without bias on an empty row: the dual goes to its bound without dividing
+        // by zero
+        let empty = Csr::zeros(2, 3);
+        let le = local_all(&empty);
+        s.clear();
+        s.push(0, true, 2.0);
+        s.push(1, false, 1.0);
+        let p = SolverParams {
+            loss: Loss::Hinge,
+            bias: 0.0,
+            ..params(Loss::Hinge, 0.1, 10)
+        };
+        s.solve(&le, &p, 0).unwrap();
+        assert_eq!(s.vars[0].alpha, 2.0);
+        let _ = y;
+    }
+
+    #[test]
+    fn emit_thresholds_caps_and_sorts() {
+        let mut s = Solver::new();
+        s.w = vec![0.5, -0.05, -2.0, 0.0, 0.1, 0.3];
+        s.wb = -1.5;
+        let features = [9u32, 4, 7, 1, 3, 0];
+        let (mut idx, mut val) = (vec![], vec![]);
+        let b = s.emit(&features, 0.1, 0, 2.0, &mut idx, &mut val);
+        assert_eq!(b, -3.0);
+        assert_eq!(idx, vec![0, 3, 7, 9]);
+        assert_eq!(val, vec![0.3, 0.1, -2.0, 0.5]);
+        let (mut idx, mut val) = (vec![], vec![]);
+        s.emit(&features, 0.0, 2, 1.0, &mut idx, &mut val);
+        assert_eq!(idx, vec![7, 9]);
+        assert_eq!(val, vec![-2.0, 0.5]);
+    }
+
+    /// Each lane of a group solve reaches its own problem's optimum (same as a scalar
+    /// solve of that problem, within the tolerance), for 1..=16 lanes, both SVM losses,
+    /// default and custom costs, and rows outside a lane's problem.
+    #[test]
+    fn group_lanes_solve_their_own_problems() {
+        let (x, _) = problem(90, 30, 7, 0.0, 21);
+        let local = local_all(&x);
+        let rows = dense_rows(&x, 1.0);
+        let mut rng = SplitMix64::new(4);
+        let mut gs = GroupSolver::new();
+        for loss in [Loss::SquaredHinge, Loss::Hinge] {
+            for lanes in [1usize, 3, 4, 7, 8, 13, 16] {
+                let custom = lanes % 2 == 1;
+                let p = params(loss, 1e-4, 10_000);
+                gs.reset(x.n_rows, lanes, true, 1.0, 0.5);
+                // per lane: signs, costs (0 = not a member)
+                let mut probs: Vec<(Vec<bool>, Vec<f64>)> = Vec::new();
+                for l in 0..lanes {
+                    let mut ys = vec![false; x.n_rows];
+                    let mut cs = vec![0.5; x.n_rows];
+                    for i in 0..x.n_rows {
+                        let u = rng.next_f64();
+                        if u < 0.15 {
+                            ys[i] = true;
+                            cs[i] = if custom {
+                                0.3 + rng.next_f64() * 2.0
+                            } else {
+                                1.0
+                            };
+                            gs.set(i, l, true, cs[i] as f32);
+                        } else if u < 0.25 {
+                            cs[i] = 0.0;
+                            gs.set(i, l, false, 0.0);
+                        }
+                        cs[i] = f64::from(cs[i] as f32);
+                    }
+                    probs.push((ys, cs));
+                }
+                let info = gs.solve(&local, &p, 99).unwrap();
+                let out = gs.emit(local.features(), 0.0, 0, 1.0);
+                assert_eq!(out.len(), lanes);
+                for l in 0..lanes {
+                    assert!(info[l].converged, "{loss:?} lanes {lanes} lane {l}");
+                    let (ys, cs) = &probs[l];
+                    assert_eq!(gs.n_instances(l), cs.iter().filter(|&&c| c > 0.0).count());
+                    let (s, _) = scalar_solve(&local, ys, cs, &p, 5);
+                    let ref_w = solver_w(&s, &local, x.n_cols);
+                    let mut w = vec![0f64; x.n_cols + 1];
+                    let (gw, gb) = gs.weights(l);
+                    for (k, &f) in local.features().iter().enumerate() {
+                        w[f as usize] = f64::from(gw[k]);
+                    }
+                    w[x.n_cols] = gb;
+                    // the emitted row is the same weights, sorted by feature
+                    let (ei, ev, eb) = &out[l];
+                    assert!(ei.windows(2).all(|p| p[0] < p[1]));
+                    for (&f, &v) in ei.iter().zip(ev) {
+                        assert_eq!(v as f64, w[f as usize]);
+                    }
+                    assert_eq!(*eb, gb as f32);
+                    let yv: Vec<f64> = ys.iter().map(|&b| if b { 1.0 } else { -1.0 }).collect();
+                    let (pg, pr) = (
+                        primal(loss, &w, &rows, &yv, cs),
+                        primal(loss, &ref_w, &rows, &yv, cs),
+                    );
+                    assert!(
+                        (pg - pr).abs() <= 2e-3 * (1.0 + pr),
+                        "{loss:?} lanes {lanes} lane {l}: {pg} vs {pr}"
+                    );
+                }
+            }
+        }
+        let lr = params(Loss::Logistic, 0.1, 10);
+        assert!(gs.solve(&local, &lr, 0).is_err());
+        gs.reset(3, 2, true, 1.0, 1.0);
+        assert!(gs.solve(&local, &SolverParams::default(), 0).is_err());
+    }
+
+    #[test]
+    fn group_dispatch_variants_agree_bit_for_bit() {
+        let (x, y) = problem(300, 200, 12, 0.1, 8);
+        let local = local_all(&x);
+        for lanes in [4usize, 8, 16] {
+            let run = |portable: bool| {
+                let mut gs = GroupSolver::new();
+                gs.reset(x.n_rows, lanes, true, 1.0, 1.0);
+                for (i, &yi) in y.iter().enumerate() {
+                    if yi {
+                        gs.set(i, i % lanes, true, 1.0);
+                    }
+                }
+                let p = SolverParams::default();
+                if portable {
+                    gs.n_features = local.n_features();
+                    gs.w_buf = vec![0.0; local.n_features() * gs.stride + 16];
+                    gs.w_off = 0;
+                    for (r, (m, &sq)) in gs.meta.iter_mut().zip(&local.sq_norm).enumerate() {
+                        m.active = m.member;
+                        m.sq = sq + 1.0;
+                        m.start = local.indptr[r];
+                        m.len = (local.indptr[r + 1] - local.indptr[r]) as u32;
+                    }
+                    gs.alpha = vec![0.0; x.n_rows * gs.stride];
+                    gs.wb = [0.0; MAX_LANES];
+                    let mut rng = SplitMix64::new(3);
+                    let mut info = [SolveInfo::default(); MAX_LANES];
+                    match gs.stride {
+                        4 => gs.run::<4>(&local, &p, &mut rng, &mut info),
+                        8 => gs.run::<8>(&local, &p, &mut rng, &mut info),
+                        _ => gs.run::<16>(&local, &p, &mut rng, &mut info),
+                    }
+                } else {
+                    gs.solve(&local, &p, 3).unwrap();
+                }
+                (0..lanes)
+                    .map(|l| {
+                        let (w, b) = gs.weights(l);
+                        (
+                            w.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            b.to_bits(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(run(false), run(true), "lanes {lanes}");
+        }
+    }
+}

@@ -286,19 +286,6 @@ pub fn train_layers_with_stats(
         };
         let (lw, mut st) = ctx.train()?;
         st.seconds = t0.elapsed().as_secs_f64();
-        if std::env::var_os("XMRRS_DBG").is_some() {
-            let cs = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-            let f: Vec<f64> = cs
-                .rsplit_once(')')
-                .map_or("", |p| p.1)
-                .split_whitespace()
-                .map(|v| v.parse::<f64>().unwrap_or(0.0))
-                .collect();
-            eprintln!(
-                "DBG layer {m} done, process cpu {:.2}",
-                (f[11] + f[12]) / 100.0
-            );
-        }
         layers.push(lw);
         stats.push(st);
     }
@@ -819,4 +806,468 @@ pub fn predict_beam(
             }
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parallel;
+
+    /// The hand-made tree of the tests: root -> {A, B}; A -> {leaf0, leaf1}, B -> {leaf2};
+    /// leaf0 = {5, 0}, leaf1 = {1, 4}, leaf2 = {2, 3}.
+    fn small_tree() -> ClusterTree {
+        ClusterTree::from_parts(
+            vec![vec![0, 2], vec![0, 2, 3]],
+            vec![0, 2, 4, 6],
+            vec![5, 0, 1, 4, 2, 3],
+        )
+        .unwrap()
+    }
+
+    fn csr(n_rows: usize, n_cols: usize, rows: &[&[u32]]) -> Csr {
+        let mut t = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            for &c in *r {
+                t.push((i as u32, c, 1.0));
+            }
+        }
+        Csr::from_triplets(n_rows, n_cols, &t).unwrap()
+    }
+
+    /// Random features and labels where each label owns a few indicative features.
+    fn synthetic(n: usize, d: usize, n_labels: usize, seed: u64) -> (Csr, Csr) {
+        let mut rng = SplitMix64::new(seed);
+        let (mut xt, mut yt) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let k = 1 + rng.below(2) as usize;
+            for _ in 0..k {
+                let l = rng.below(n_labels as u64) as u32;
+                yt.push((i as u32, l, 1.0));
+                for _ in 0..3 {
+                    let j = (l as usize * 7 + rng.below(5) as usize) % d;
+                    xt.push((i as u32, j as u32, 1.0));
+                }
+            }
+            for _ in 0..4 {
+                xt.push((i as u32, rng.below(d as u64) as u32, 0.5));
+            }
+        }
+        let mut x = Csr::from_triplets(n, d, &xt).unwrap();
+        crate::sparse::normalize_rows_l2(&mut x);
+        let mut y = Csr::from_triplets(n, n_labels, &yt).unwrap();
+        y.data.iter_mut().for_each(|v| *v = 1.0);
+        (x, y)
+    }
+
+    /// A tree over `n_labels` labels: leaves of `leaf` consecutive ids, `fan` leaves per
+    /// top node (label ids scrambled so leaf order differs from id order).
+    fn grouped_tree(n_labels: usize, leaf: usize, fan: usize) -> ClusterTree {
+        let leaf_of: Vec<u32> = (0..n_labels)
+            .map(|l| (((l * 7) % n_labels) / leaf) as u32)
+            .collect();
+        let n_leaves = *leaf_of.iter().max().unwrap() as usize + 1;
+        let top: Vec<u32> = (0..n_leaves).map(|f| (f / fan) as u32).collect();
+        ClusterTree::from_assignments(&[top, leaf_of]).unwrap()
+    }
+
+    /// A layer's arrays, values as bit patterns (for exact comparisons).
+    type LayerBits = (Vec<u32>, Vec<u64>, Vec<u32>, Vec<u32>);
+
+    fn bits(layers: &[LayerWeights]) -> Vec<LayerBits> {
+        layers
+            .iter()
+            .map(|l| {
+                (
+                    l.child_ptr.clone(),
+                    l.weights.indptr.clone(),
+                    l.weights.indices.clone(),
+                    l.weights
+                        .data
+                        .iter()
+                        .chain(&l.bias)
+                        .map(|v| v.to_bits())
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chain_matches_the_tree() {
+        let tree = small_tree();
+        let y = csr(6, 6, &[&[0], &[2, 5], &[], &[1], &[3], &[0, 4]]);
+        // label layer in leaf order: position of label l
+        let k3 = col_gather(&y.view(), tree.labels()).unwrap();
+        // positions: 5->0, 0->1, 1->2, 4->3, 2->4, 3->5
+        assert_eq!(k3.to_dense()[0..6], [0., 1., 0., 0., 0., 0.]);
+        let k2 = aggregate(&k3.view(), tree.leaf_ptr());
+        assert_eq!(k2.n_cols, 3);
+        let rows: Vec<&[u32]> = (0..6).map(|i| k2.view().row(i).0).collect();
+        assert_eq!(rows, vec![&[0u32][..], &[0, 2], &[], &[1], &[2], &[0, 1]]);
+        let k1 = aggregate(&k2.view(), tree.child_ptr(1).unwrap());
+        let rows: Vec<&[u32]> = (0..6).map(|i| k1.view().row(i).0).collect();
+        assert_eq!(rows, vec![&[0u32][..], &[0, 1], &[], &[0], &[1], &[0]]);
+        assert!(k1.data.iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn tfn_sets_give_the_expected_problem_sizes() {
+        let tree = small_tree();
+        let y = csr(6, 6, &[&[0], &[2, 5], &[], &[1], &[3], &[0, 4]]);
+        let (x, _) = synthetic(6, 10, 6, 1);
+        let (layers, stats) =
+            train_layers_with_stats(&x.view(), &y.view(), &tree, &TrainParams::default(), None)
+                .unwrap();
+        assert_eq!(layers.len(), 3);
+        assert_eq!(layers[0].child_ptr, vec![0, 2]);
+        assert_eq!(layers[1].child_ptr, vec![0, 2, 3]);
+        assert_eq!(layers[2].child_ptr, vec![0, 2, 4, 6]);
+        for l in &layers {
+            l.validate().unwrap();
+            assert_eq!(l.weights.n_cols, 10);
+        }
+        // layer 0: every row for both top nodes; layer 1: A has rows {0,1,3,5} for 2
+        // leaves, B rows {1,4} for 1 leaf; layer 2: leaf0 rows {0,1,5}, leaf1 {3,5},
+        // leaf2 {1,4}, two labels each.
+        let sizes: Vec<(usize, u64)> = stats
+            .iter()
+            .map(|s| (s.n_problems, s.n_instances))
+            .collect();
+        assert_eq!(sizes, vec![(2, 12), (3, 10), (6, 14)]);
+        // label 0 (position 1 of leaf 0) has positives {0, 5}, negative {1}: its margin
+        // ranks rows 0 and 5 above row 1
+        let margin = |row: usize, pos: usize| -> f32 {
+            let (wi, wv) = layers[2].weights.view().row(pos);
+            let (xi, xv) = x.view().row(row);
+            let mut s = layers[2].bias[pos];
+            for (j, v) in wi.iter().zip(wv) {
+                if let Ok(k) = xi.binary_search(j) {
+                    s += v * xv[k];
+                }
+            }
+            s
+        };
+        assert!(margin(0, 1) > margin(1, 1) && margin(5, 1) > margin(1, 1));
+    }
+
+    #[test]
+    fn man_sets_follow_the_training_beam() {
+        let (x, y) = synthetic(200, 40, 12, 7);
+        let tree = grouped_tree(12, 3, 2);
+        for neg in [(true, true), (false, true)] {
+            let params = TrainParams {
+                negatives: Negatives {
+                    tfn: neg.0,
+                    man: neg.1,
+                },
+                man_beam_size: 1,
+                ..TrainParams::default()
+            };
+            let (layers, stats) =
+                train_layers_with_stats(&x.view(), &y.view(), &tree, &params, None).unwrap();
+            // recompute the beam at the leaves' level and the expected label-layer sizes
+            let b1 = beam_match(&x.view(), None, &layers[0], 1, params.man_post_processor).unwrap();
+            let b2 = beam_match(
+                &x.view(),
+                Some(&b1.view()),
+                &layers[1],
+                1,
+                params.man_post_processor,
+            )
+            .unwrap();
+            let leaf_of = tree.leaf_of_label();
+            let mut expected = 0u64;
+            for leaf in 0..tree.n_leaves() {
+                let labels = tree.labels_of_leaf(leaf).unwrap();
+                for &l in labels {
+                    expected += (0..x.n_rows)
+                        .filter(|&i| {
+                            let (yi, _) = y.view().row(i);
+                            let reached = b2.view().row(i).0.contains(&(leaf as u32));
+                            let under = yi.iter().any(|&m| leaf_of[m as usize] == leaf as u32);
+                            let positive = yi.contains(&l);
+                            if neg.0 {
+                                reached || under
+                            } else {
+                                reached || positive
+                            }
+                        })
+                        .count() as u64;
+                }
+            }
+            assert_eq!(stats[2].n_instances, expected, "{neg:?}");
+            // man adds instances beyond tfn on this data
+            let tfn_only =
+                train_layers_with_stats(&x.view(), &y.view(), &tree, &TrainParams::default(), None)
+                    .unwrap()
+                    .1;
+            if neg.0 {
+                assert!(stats[2].n_instances > tfn_only[2].n_instances);
+            }
+        }
+    }
+
+    #[test]
+    fn beam_match_keeps_the_best_children() {
+        // one parent with 3 children over 2 features, then 2 parents
+        let layer0 = LayerWeights {
+            child_ptr: vec![0, 3],
+            weights: Csr::from_triplets(3, 2, &[(0, 0, 1.0), (1, 1, 2.0), (2, 0, -1.0)]).unwrap(),
+            bias: vec![0.0, -0.5, 0.25],
+        };
+        let x = Csr::from_triplets(2, 2, &[(0, 0, 1.0), (1, 1, 1.0)]).unwrap();
+        // margins row 0: [1, -0.5, -0.75]; row 1: [0, 1.5, 0.25]
+        let b = beam_match(&x.view(), None, &layer0, 2, PostProcessor::Noop).unwrap();
+        assert_eq!(b.indptr, vec![0, 2, 4]);
+        assert_eq!(b.indices, vec![0, 1, 1, 2]);
+        assert_eq!(b.data, vec![1.0, -0.5, 1.5, 0.25]);
+        let hinge = PostProcessor::Hinge(3);
+        let b = beam_match(&x.view(), None, &layer0, 1, hinge).unwrap();
+        assert_eq!(b.indices, vec![0, 1]);
+        assert_eq!(b.data, vec![hinge.transform(1.0), hinge.transform(1.5)]);
+        // second layer: children of 0 = {0, 1}, of 1 = {2}, of 2 = {3}
+        let layer1 = LayerWeights {
+            child_ptr: vec![0, 2, 3, 4],
+            weights: Csr::from_triplets(4, 2, &[(0, 0, 1.0), (1, 0, 3.0), (2, 1, 1.0)]).unwrap(),
+            bias: vec![0.0; 4],
+        };
+        let prev = Csr::from_triplets(2, 3, &[(0, 0, 0.5), (1, 1, 1.0), (1, 2, 0.9)]).unwrap();
+        let b = beam_match(&x.view(), Some(&prev.view()), &layer1, 3, hinge).unwrap();
+        // row 0 expands parent 0 -> children 0, 1; row 1 expands parents 1, 2 -> 2, 3
+        assert_eq!(b.indices, vec![0, 1, 2, 3]);
+        assert_eq!(b.data[0], 0.5 * hinge.transform(1.0));
+        assert_eq!(b.data[3], 0.9 * hinge.transform(0.0));
+        // errors
+        assert!(beam_match(&x.view(), None, &layer1, 3, hinge).is_err());
+        assert!(beam_match(&x.view(), Some(&prev.view()), &layer1, 0, hinge).is_err());
+        let wide = Csr::zeros(2, 5);
+        assert!(beam_match(&wide.view(), None, &layer0, 1, hinge).is_err());
+        let short = Csr::zeros(1, 3);
+        assert!(beam_match(&x.view(), Some(&short.view()), &layer1, 1, hinge).is_err());
+    }
+
+    #[test]
+    fn identical_for_any_thread_count() {
+        let (x, y) = synthetic(600, 80, 40, 3);
+        let tree = grouped_tree(40, 4, 3);
+        let configs = [
+            (Loss::SquaredHinge, true, false),
+            (Loss::SquaredHinge, true, true),
+            (Loss::Hinge, false, true),
+            (Loss::Logistic, true, false),
+        ];
+        for (loss, tfn, man) in configs {
+            let params = TrainParams {
+                solver: SolverParams {
+                    loss,
+                    ..SolverParams::default()
+                },
+                negatives: Negatives { tfn, man },
+                man_beam_size: 3,
+                seed: 17,
+                ..TrainParams::default()
+            };
+            let run = |threads: i64| {
+                parallel::install(Some(threads), || {
+                    train_layers(&x.view(), &y.view(), &tree, &params, None).unwrap()
+                })
+                .unwrap()
+            };
+            let (a, b) = (run(1), run(3));
+            assert_eq!(bits(&a), bits(&b), "{loss:?} tfn {tfn} man {man}");
+            assert!(a.iter().all(|l| l.weights.nnz() > 0));
+            // another seed changes the visiting order, hence (slightly) the weights
+            let other = TrainParams { seed: 18, ..params };
+            let c = train_layers(&x.view(), &y.view(), &tree, &other, None).unwrap();
+            assert_ne!(bits(&a), bits(&c));
+        }
+    }
+
+    #[test]
+    fn learns_a_learnable_problem() {
+        let (x, y) = synthetic(800, 120, 30, 11);
+        let tree = grouped_tree(30, 4, 3);
+        let layers =
+            train_layers(&x.view(), &y.view(), &tree, &TrainParams::default(), None).unwrap();
+        let pred = predict_beam(&x.view(), &layers, &tree, 10, 5, PostProcessor::Hinge(3)).unwrap();
+        assert_eq!((pred.n_rows, pred.n_cols), (800, 30));
+        let mut hits = 0;
+        for i in 0..x.n_rows {
+            let (pi, pv) = pred.view().row(i);
+            assert!(pi.windows(2).all(|w| w[0] < w[1]) && pi.len() <= 5);
+            let best = pi
+                .iter()
+                .zip(pv)
+                .max_by(|a, b| a.1.partial_cmp(b.1).unwrap().then(b.0.cmp(a.0)))
+                .map(|e| *e.0)
+                .unwrap();
+            hits += usize::from(y.view().row(i).0.contains(&best));
+        }
+        assert!(
+            hits as f64 / x.n_rows as f64 > 0.9,
+            "training P@1 {hits}/800"
+        );
+        // a depth-0 tree is one-vs-all under one parent
+        let flat = ClusterTree::from_parts(vec![], vec![0, 30], (0..30).rev().collect()).unwrap();
+        let (ova, st) =
+            train_layers_with_stats(&x.view(), &y.view(), &flat, &TrainParams::default(), None)
+                .unwrap();
+        assert_eq!(ova.len(), 1);
+        assert_eq!(ova[0].child_ptr, vec![0, 30]);
+        assert_eq!(st[0].n_instances, 30 * 800);
+        let p = predict_beam(&x.view(), &ova, &flat, 10, 1, PostProcessor::Noop).unwrap();
+        let hits = (0..800)
+            .filter(|&i| y.view().row(i).0.contains(&p.view().row(i).0[0]))
+            .count();
+        assert!(hits > 720, "one-vs-all training P@1 {hits}/800");
+        assert!(predict_beam(&x.view(), &ova, &tree, 10, 1, PostProcessor::Noop).is_err());
+        assert!(predict_beam(&x.view(), &ova, &flat, 10, 0, PostProcessor::Noop).is_err());
+    }
+
+    #[test]
+    fn relevance_scales_positive_costs_at_the_label_layer() {
+        let (x, y) = synthetic(300, 60, 12, 5);
+        let tree = grouped_tree(12, 3, 2);
+        let p = TrainParams::default();
+        let plain = train_layers(&x.view(), &y.view(), &tree, &p, None).unwrap();
+        let ones = y.clone();
+        let same = train_layers(&x.view(), &y.view(), &tree, &p, Some(&ones.view())).unwrap();
+        assert_eq!(bits(&plain), bits(&same));
+        let mut rel = y.clone();
+        for (k, v) in rel.data.iter_mut().enumerate() {
+            *v = (k % 4) as f32; // some zeros: those positives are left out
+        }
+        let weighted = train_layers(&x.view(), &y.view(), &tree, &p, Some(&rel.view())).unwrap();
+        let (a, b) = (bits(&plain), bits(&weighted));
+        assert_eq!(a[..2], b[..2], "upper layers do not use relevance");
+        assert_ne!(a[2], b[2]);
+    }
+
+    #[test]
+    fn labels_and_rows_without_positives_are_fine() {
+        let (x, mut y) = synthetic(100, 30, 6, 2);
+        // label 5 loses its positives; rows 0..10 lose their labels
+        let mut t = Vec::new();
+        for i in 0..y.n_rows {
+            if i < 10 {
+                continue;
+            }
+            for &l in y.view().row(i).0 {
+                if l != 5 {
+                    t.push((i as u32, l, 1.0));
+                }
+            }
+        }
+        y = Csr::from_triplets(100, 6, &t).unwrap();
+        let tree = grouped_tree(6, 2, 2);
+        let layers =
+            train_layers(&x.view(), &y.view(), &tree, &TrainParams::default(), None).unwrap();
+        let pos5 = tree.labels().iter().position(|&l| l == 5).unwrap();
+        // a scorer trained on negatives only: its bias is negative
+        assert!(layers[2].bias[pos5] < 0.0);
+        assert!(layers.iter().all(|l| l.validate().is_ok()));
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        let (x, y) = synthetic(50, 20, 6, 4);
+        let tree = grouped_tree(6, 2, 2);
+        let p = TrainParams::default();
+        let ok = |x: &Csr, y: &Csr, p: &TrainParams, r: Option<&Csr>| {
+            train_layers(&x.view(), &y.view(), &tree, p, r.map(|r| r.view()).as_ref())
+        };
+        assert!(ok(&x, &y, &p, None).is_ok());
+        // shapes
+        let y49 = Csr::zeros(49, 6);
+        assert!(ok(&x, &y49, &p, None).is_err());
+        let y7 = Csr::zeros(50, 7);
+        assert!(ok(&x, &y7, &p, None).is_err());
+        // non-finite values
+        let mut xn = x.clone();
+        xn.data[3] = f32::NAN;
+        assert!(ok(&xn, &y, &p, None).is_err());
+        let mut yn = y.clone();
+        yn.data[0] = f32::INFINITY;
+        assert!(ok(&x, &yn, &p, None).is_err());
+        // relevance: pattern, sign, finiteness, shape
+        let mut r = y.clone();
+        r.data[1] = -1.0;
+        assert!(ok(&x, &y, &p, Some(&r)).is_err());
+        let mut r = y.clone();
+        r.data[1] = f32::NAN;
+        assert!(ok(&x, &y, &p, Some(&r)).is_err());
+        // same shape, one entry fewer: another pattern
+        let mut t: Vec<(u32, u32, f32)> = Vec::new();
+        for i in 0..50 {
+            for &l in y.view().row(i).0 {
+                t.push((i as u32, l, 1.0));
+            }
+        }
+        t.pop();
+        let r = Csr::from_triplets(50, 6, &t).unwrap();
+        assert!(ok(&x, &y, &p, Some(&r)).is_err());
+        let r = Csr::zeros(50, 6);
+        assert!(ok(&x, &y, &p, Some(&r)).is_err());
+        // parameters
+        let bad = [
+            TrainParams {
+                negatives: Negatives {
+                    tfn: false,
+                    man: false,
+                },
+                ..p
+            },
+            TrainParams {
+                negatives: Negatives {
+                    tfn: true,
+                    man: true,
+                },
+                man_beam_size: 0,
+                ..p
+            },
+            TrainParams {
+                solver: SolverParams {
+                    cp: 0.0,
+                    ..p.solver
+                },
+                ..p
+            },
+            TrainParams {
+                solver: SolverParams {
+                    tol: -1.0,
+                    ..p.solver
+                },
+                ..p
+            },
+            TrainParams {
+                solver: SolverParams {
+                    threshold: -0.5,
+                    ..p.solver
+                },
+                ..p
+            },
+        ];
+        for b in &bad {
+            assert!(ok(&x, &y, b, None).is_err(), "{b:?}");
+        }
+        // a non-canonical Y (unsorted row) is refused; a non-canonical X is sorted first
+        let yu = Csr::new(
+            50,
+            6,
+            [vec![0u64, 2], vec![2u64; 49]].concat(),
+            vec![3, 1],
+            vec![1.0; 2],
+        )
+        .unwrap();
+        assert!(!yu.view().is_canonical());
+        assert!(ok(&x, &yu, &p, None).is_err());
+        let mut xu = x.clone();
+        let (s, e) = (xu.indptr[0] as usize, xu.indptr[1] as usize);
+        assert!(e - s >= 2);
+        xu.indices[s..e].reverse();
+        xu.data[s..e].reverse();
+        let a = ok(&x, &y, &p, None).unwrap();
+        let b = ok(&xu, &y, &p, None).unwrap();
+        assert_eq!(bits(&a), bits(&b));
+    }
 }
