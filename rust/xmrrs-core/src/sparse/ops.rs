@@ -47,7 +47,7 @@ pub fn balanced_ranges(prefix: &[u64], parts: usize) -> Vec<Range<usize>> {
     out
 }
 
-fn default_parts(n: usize) -> usize {
+pub(crate) fn default_parts(n: usize) -> usize {
     (rayon::current_num_threads() * 4).min(n.max(1))
 }
 
@@ -61,7 +61,7 @@ struct Block {
 
 /// Builds a CSR matrix block by block: `fill(range, &mut block)` appends the rows of `range`
 /// in order. Blocks run in parallel and are concatenated in order.
-fn build_rows<F>(n_rows: usize, n_cols: usize, ranges: Vec<Range<usize>>, fill: F) -> Csr
+pub(crate) fn build_rows<F>(n_rows: usize, n_cols: usize, ranges: Vec<Range<usize>>, fill: F) -> Csr
 where
     F: Fn(Range<usize>, &mut Vec<u64>, &mut Vec<u32>, &mut Vec<f32>) + Sync,
 {
