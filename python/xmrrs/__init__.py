@@ -6,22 +6,51 @@ Submodules are imported on first use (PEP 562), so ``import xmrrs`` stays cheap:
 - :mod:`xmrrs.metrics`: precision@k, recall@k, nDCG@k and propensity-scored variants.
 - :mod:`xmrrs.sparse`: multithreaded sparse kernels of the Rust core, returning scipy matrices.
 - :mod:`xmrrs.indexing`: label representations (PIFA...) and the hierarchical k-means label tree.
+- :mod:`xmrrs.estimator`: :class:`XRLinearClassifier`, the scikit-learn estimator.
+- :mod:`xmrrs.modelfile`: the model directory format (no pickle; optional memory mapping).
 - :mod:`xmrrs.baseline`: a label-centroid baseline (not the XR-Linear model).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["baseline", "datasets", "indexing", "metrics", "sparse"]
+if TYPE_CHECKING:  # static view of the lazy attributes
+    from xmrrs import (
+        baseline as baseline,
+    )
+    from xmrrs import (
+        datasets as datasets,
+    )
+    from xmrrs import (
+        estimator as estimator,
+    )
+    from xmrrs import (
+        indexing as indexing,
+    )
+    from xmrrs import (
+        metrics as metrics,
+    )
+    from xmrrs import (
+        modelfile as modelfile,
+    )
+    from xmrrs import (
+        sparse as sparse,
+    )
+    from xmrrs.estimator import XRLinearClassifier as XRLinearClassifier
 
-_SUBMODULES = frozenset(__all__)
+_SUBMODULES = frozenset(
+    ["baseline", "datasets", "estimator", "indexing", "metrics", "modelfile", "sparse"]
+)
+__all__ = ["XRLinearClassifier", *sorted(_SUBMODULES)]
 
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
+    if name == "XRLinearClassifier":
+        return importlib.import_module(f"{__name__}.estimator").XRLinearClassifier
     if name == "__version__":
         from xmrrs._xmrrs import __version__
 

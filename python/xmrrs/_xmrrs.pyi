@@ -73,3 +73,63 @@ def cluster_tree_from_parts(
     labels: npt.NDArray[np.int64],
 ) -> TreeParts: ...
 def cluster_tree_from_assignments(assignments: list[npt.NDArray[np.int64]]) -> TreeParts: ...
+
+# XR-Linear ---------------------------------------------------------------------------------
+
+TopK = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
+
+class XrModel:
+    """A compiled XR-Linear model (owned or memory-mapped)."""
+
+    @property
+    def n_features(self) -> int: ...
+    @property
+    def n_labels(self) -> int: ...
+    @property
+    def depth(self) -> int: ...
+    @property
+    def layer_nnz(self) -> list[int]: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def is_mmap(self) -> bool: ...
+    def tree_parts(self) -> TreeParts: ...
+    def predict_topk(
+        self, x: CsrParts, k: int, beam_size: int, post_processor: str, n_jobs: int | None = None
+    ) -> TopK: ...
+    def save(self, path: str) -> None: ...
+    @staticmethod
+    def load(path: str, mmap: bool = False) -> XrModel: ...
+    def to_bytes(self) -> bytes: ...
+    @staticmethod
+    def from_bytes(data: bytes) -> XrModel: ...
+    def verify(self) -> None: ...
+
+def xr_train(
+    x: CsrParts,
+    y: CsrParts,
+    tree: TreeParts,
+    *,
+    loss: str = "squared_hinge",
+    cp: float = 1.0,
+    cn: float = 1.0,
+    max_iter: int = 100,
+    tol: float = 0.1,
+    bias: float = 1.0,
+    threshold: float = 0.1,
+    negatives: str = "tfn",
+    beam_size: int = 10,
+    post_processor: str = "l3-hinge",
+    seed: int = 0,
+    relevance: CsrParts | None = None,
+    n_jobs: int | None = None,
+) -> tuple[XrModel, list[float]]: ...
+def xr_predict_ensemble(
+    models: list[XrModel],
+    x: CsrParts,
+    k: int,
+    beam_size: int,
+    post_processor: str,
+    n_jobs: int | None = None,
+) -> TopK: ...
+def check_post_processor(name: str) -> None: ...

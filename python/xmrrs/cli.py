@@ -2,26 +2,255 @@
 
 Subcommands:
 
+- ``train``: read a training set, fit :class:`~xmrrs.XRLinearClassifier`, save the model;
+- ``predict``: load a model, write the top-k labels and scores of each row of a data set;
+- ``evaluate``: precision@k, recall@k, nDCG@k (and PSP@k with ``--train``) of a model or of a
+  predictions file against a data set's labels;
 - ``demo``: generate the built-in synthetic data set, train, evaluate, print P@k and timings.
+
+Data files: the Extreme Classification Repository text format (header ``N D L``), LIBSVM
+multi-label text, or scipy ``.npz`` (features; labels from ``--labels Y.npz``). Exit codes:
+0 success, 1 internal error, 2 bad usage or bad input (the message says what), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
+
+_EPILOG = "Exit codes: 0 ok, 1 internal error, 2 bad usage or input, 130 interrupted."
+
+
+class _Progress:
+    """Step timings and progress bars on stderr (silent with ``-q``)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+
+    @contextmanager
+    def step(self, what: str) -> Iterator[None]:
+        if not self.quiet:
+            print(f"{what} ...", end="" if self.tty else "\n", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        yield
+        if not self.quiet:
+            end = f" {time.perf_counter() - t0:.2f} s"
+            print(end if self.tty else f"{what}:{end}", file=sys.stderr, flush=True)
+
+    def bar(self, what: str, done: int, total: int, t0: float) -> None:
+        if self.quiet:
+            return
+        width = 30
+        fill = int(width * done / max(total, 1))
+        line = (
+            f"\r{what} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
+        if self.tty or done == total:
+            print(
+                line if self.tty else line[1:],
+                end="\n" if done == total else "",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _read(path: str, fmt: str, labels: str | None, n_jobs: int | None) -> tuple[Any, Any]:
+    """``(X, Y)`` of a data file; ``Y`` is None for an npz without ``--labels``."""
+    from xmrrs import datasets
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if fmt == "auto":
+        if p.suffix == ".npz":
+            fmt = "npz"
+        else:
+            with open(p, "rb") as f:
+                head = f.readline().split()
+            fmt = "xc" if len(head) == 3 and all(t.isdigit() for t in head) else "libsvm"
+    if fmt == "npz":
+        import scipy.sparse as sp
+
+        X = sp.load_npz(p).tocsr()
+        Y = sp.load_npz(labels).tocsr() if labels else None
+        return X, Y
+    if labels:
+        raise ValueError("--labels is only for .npz features; text files hold their labels")
+    if fmt == "xc":
+        return datasets.load_xc(p, n_jobs=n_jobs)
+    return datasets.load_libsvm(p, n_jobs=n_jobs)
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="data file: XC text, LIBSVM multi-label text, or X .npz")
+    p.add_argument(
+        "--format",
+        choices=("auto", "xc", "libsvm", "npz"),
+        default="auto",
+        help="data file format (default: from the extension and the first line)",
+    )
+    p.add_argument("--labels", metavar="Y.npz", help="labels of an .npz feature file")
+    p.add_argument("-n", "--n-jobs", type=int, default=None, help="threads (default: all)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from xmrrs import XRLinearClassifier
+
+    prog = _Progress(args.quiet)
+    with prog.step(f"reading {args.data}"):
+        X, Y = _read(args.data, args.format, args.labels, args.n_jobs)
+    if Y is None:
+        raise ValueError("training needs labels: pass --labels Y.npz with .npz features")
+    params = {k: getattr(args, k) for k in _TRAIN_PARAMS}
+    clf = XRLinearClassifier(n_jobs=args.n_jobs, verbose=0 if args.quiet else 1, **params)
+    t0 = time.perf_counter()
+    with prog.step(f"training on {X.shape[0]} rows, {Y.shape[1]} labels"):
+        clf.fit(X, Y)
+    clf.set_params(verbose=0)
+    with prog.step(f"saving {args.model}"):
+        clf.save(args.model)
+    if not args.quiet:
+        print(
+            f"trained on {X.shape[0]} rows x {X.shape[1]} features, {Y.shape[1]} labels in "
+            f"{time.perf_counter() - t0:.2f} s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _predict_chunks(clf: Any, X: Any, k: int, beam: int | None, prog: _Progress) -> Any:
+    import numpy as np
+
+    n = X.shape[0]
+    step = 8192
+    ids = np.empty((n, k), np.int64)
+    scores = np.empty((n, k), np.float32)
+    t0 = time.perf_counter()
+    for s in range(0, n, step):
+        ids[s : s + step], scores[s : s + step] = clf.predict_topk(
+            X[s : s + step], k, beam_size=beam
+        )
+        prog.bar("predicting", min(s + step, n), n, t0)
+    return ids, scores
+
+
+def _write_predictions(path: str, ids: Any, scores: Any, classes: Any) -> None:
+    import numpy as np
+    import scipy.sparse as sp
+
+    n = ids.shape[0]
+    keep = ids >= 0
+    if path.endswith(".npz"):
+        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+        m = sp.csr_matrix((scores[keep], ids[keep], indptr), shape=(n, len(classes)))
+        sp.save_npz(path, m, compressed=False)
+        return
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(
+                " ".join(
+                    f"{classes[j]}:{s:.6g}"
+                    for j, s in zip(ids[i], scores[i], strict=True)
+                    if j >= 0
+                )
+            )
+            f.write("\n")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from xmrrs import XRLinearClassifier
+
+    prog = _Progress(args.quiet)
+    with prog.step(f"loading {args.model}"):
+        clf = XRLinearClassifier.load(args.model, mmap=args.mmap)
+        clf.set_params(n_jobs=args.n_jobs)
+        if args.post_processor:
+            clf.set_params(post_processor=args.post_processor)
+    with prog.step(f"reading {args.data}"):
+        X, _ = _read(args.data, args.format, args.labels, args.n_jobs)
+    ids, scores = _predict_chunks(clf, X, args.k, args.beam_size, prog)
+    with prog.step(f"writing {args.output}"):
+        _write_predictions(args.output, ids, scores, clf.classes_)
+    return 0
+
+
+def _read_predictions(path: str, n_labels: int) -> Any:
+    import numpy as np
+    import scipy.sparse as sp
+
+    if path.endswith(".npz"):
+        return sp.load_npz(path).tocsr()
+    rows: list[list[tuple[int, float]]] = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            row = []
+            for tok in line.split():
+                try:
+                    j, s = tok.rsplit(":", 1)
+                    row.append((int(j), float(s)))
+                except ValueError:
+                    raise ValueError(f"{path}: line {line_no}: bad entry {tok!r}") from None
+            rows.append(row)
+    indptr = np.cumsum([0] + [len(r) for r in rows])
+    idx = np.array([j for r in rows for j, _ in r], dtype=np.int64)
+    val = np.array([s for r in rows for _, s in r], dtype=np.float32)
+    if idx.size and (idx.min() < 0 or idx.max() >= n_labels):
+        raise ValueError(f"{path}: label ids must be in 0..{n_labels - 1}")
+    return sp.csr_matrix((val, idx, indptr), shape=(len(rows), n_labels))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from xmrrs import metrics
+
+    prog = _Progress(args.quiet)
+    with prog.step(f"reading {args.data}"):
+        X, Y = _read(args.data, args.format, args.labels, args.n_jobs)
+    if Y is None:
+        raise ValueError("evaluation needs labels: pass --labels Y.npz with .npz features")
+    if (args.model is None) == (args.predictions is None):
+        raise ValueError("pass exactly one of --model and --predictions")
+    if args.model is not None:
+        from xmrrs import XRLinearClassifier
+
+        with prog.step(f"loading {args.model}"):
+            clf = XRLinearClassifier.load(args.model, mmap=True)
+            clf.set_params(n_jobs=args.n_jobs)
+        pred, _ = _predict_chunks(clf, X, args.k, args.beam_size, prog)
+    else:
+        pred = _read_predictions(args.predictions, Y.shape[1])
+        if pred.shape[0] != Y.shape[0]:
+            raise ValueError(f"{args.predictions} has {pred.shape[0]} rows, the data {Y.shape[0]}")
+    prop = None
+    if args.train:
+        with prog.step(f"reading {args.train} for propensities"):
+            _, Ytr = _read(args.train, args.format, args.train_labels, args.n_jobs)
+        prop = metrics.propensity(Ytr)
+    report = metrics.ranking_report(Y, pred, ks=tuple(range(1, args.k + 1)), propensity=prop)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for name, value in report.items():
+            print(f"{name}\t{value:.4f}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from xmrrs import _xmrrs
+    from xmrrs import XRLinearClassifier, _xmrrs
     from xmrrs import sparse as xs
-    from xmrrs.baseline import LabelCentroidBaseline
     from xmrrs.datasets import make_xmc
     from xmrrs.metrics import ndcg_at_k, precision_at_k
 
@@ -40,15 +269,14 @@ def _demo(args: argparse.Namespace) -> int:
         f"test {Xte.shape[0]}, nnz(X) {X.nnz}, labels/sample {Y.nnz / Y.shape[0]:.2f} "
         f"[{t_data:.2f} s]"
     )
-    model = LabelCentroidBaseline(n_jobs=args.n_jobs)
-    name = "label-centroid baseline (PIFA cosine, exhaustive; not XR-Linear)"
+    clf = XRLinearClassifier(n_jobs=args.n_jobs)
     t0 = time.perf_counter()
-    model.fit(Xtr, Ytr)
+    clf.fit(Xtr, Ytr)
     t_fit = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ids, _ = model.predict_topk(Xte, k=5)
+    ids, _ = clf.predict_topk(Xte, k=5)
     t_pred = time.perf_counter() - t0
-    print(f"model: {name}")
+    print(f"model: {clf!r}, tree levels {clf.tree_.n_nodes_per_level}")
     print(
         f"train: {t_fit:.3f} s | predict top-5 of {Xte.shape[0]} rows: {t_pred:.3f} s "
         f"({1e3 * t_pred / Xte.shape[0]:.3f} ms/row)"
@@ -59,16 +287,134 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if np.isfinite(list(scores.values())).all() else 1
 
 
+_TRAIN_PARAMS = (
+    "branching",
+    "max_leaf_size",
+    "kmeans_max_iter",
+    "loss",
+    "Cp",
+    "Cn",
+    "max_iter",
+    "tol",
+    "bias",
+    "threshold",
+    "negatives",
+    "n_estimators",
+    "beam_size",
+    "top_k",
+    "post_processor",
+    "random_state",
+)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="xmrrs", description="Extreme multi-label ranking.")
+    from xmrrs.estimator import XRLinearClassifier
+
+    d = XRLinearClassifier().get_params()
+    p = argparse.ArgumentParser(
+        prog="xmrrs",
+        description="Extreme multi-label ranking (XR-Linear in Rust).",
+        epilog=_EPILOG,
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="train and evaluate on the built-in synthetic data set")
-    d.add_argument("--n-samples", type=int, default=25000, help="samples (train + test)")
-    d.add_argument("--n-features", type=int, default=30000, help="feature dimension")
-    d.add_argument("--n-labels", type=int, default=5000, help="number of labels")
-    d.add_argument("--seed", type=int, default=0, help="random seed of the generator")
-    d.add_argument("--n-jobs", type=int, default=None, help="threads (default: all cores)")
-    d.set_defaults(func=_demo)
+
+    t = sub.add_parser(
+        "train",
+        help="fit a model on a data file and save it",
+        epilog=_EPILOG,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_data(t)
+    t.add_argument("-m", "--model", required=True, help="output model directory")
+    g = t.add_argument_group("label tree (indexing)")
+    g.add_argument("--branching", type=int, default=d["branching"], help="largest fan-out B")
+    g.add_argument(
+        "--max-leaf-size",
+        type=int,
+        default=d["max_leaf_size"],
+        help="largest number of labels in a leaf",
+    )
+    g.add_argument(
+        "--kmeans-max-iter",
+        type=int,
+        default=d["kmeans_max_iter"],
+        help="k-means iterations per node",
+    )
+    g = t.add_argument_group("linear models (matching and ranking)")
+    g.add_argument(
+        "--loss",
+        choices=("squared_hinge", "hinge", "logistic"),
+        default=d["loss"],
+        help="loss of the per-node classifiers",
+    )
+    g.add_argument("--Cp", type=float, default=d["Cp"], help="penalty of positives")
+    g.add_argument("--Cn", type=float, default=d["Cn"], help="penalty of negatives")
+    g.add_argument("--max-iter", type=int, default=d["max_iter"], help="solver passes")
+    g.add_argument("--tol", type=float, default=d["tol"], help="solver tolerance")
+    g.add_argument("--bias", type=float, default=d["bias"], help="bias feature (0: none)")
+    g.add_argument(
+        "--threshold", type=float, default=d["threshold"], help="drop weights of smaller magnitude"
+    )
+    g.add_argument(
+        "--negatives",
+        choices=("tfn", "man", "tfn+man"),
+        default=d["negatives"],
+        help="tfn: same-cluster negatives; man: the beam's mistakes; or both",
+    )
+    g.add_argument(
+        "--n-estimators", type=int, default=d["n_estimators"], help="trees averaged (an ensemble)"
+    )
+    g.add_argument("--random-state", type=int, default=d["random_state"], help="seed")
+    g = t.add_argument_group("prediction defaults stored in the model")
+    g.add_argument("--beam-size", type=int, default=d["beam_size"], help="beam width")
+    g.add_argument("--top-k", type=int, default=d["top_k"], help="labels per row")
+    g.add_argument(
+        "--post-processor",
+        default=d["post_processor"],
+        help="score transform: l3-hinge, sigmoid, noop, log-l3-hinge, ...",
+    )
+    t.set_defaults(func=_train)
+
+    pr = sub.add_parser("predict", help="write the top-k labels of each row", epilog=_EPILOG)
+    _add_data(pr)
+    pr.add_argument("-m", "--model", required=True, help="model directory")
+    pr.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="predictions: .npz (CSR of scores) or text (id:score per row)",
+    )
+    pr.add_argument("-k", type=int, default=10, help="labels per row (default 10)")
+    pr.add_argument("-b", "--beam-size", type=int, default=None, help="beam width override")
+    pr.add_argument("--post-processor", default=None, help="post-processor override")
+    pr.add_argument(
+        "--no-mmap",
+        dest="mmap",
+        action="store_false",
+        help="read the weights into memory instead of mapping them",
+    )
+    pr.set_defaults(func=_predict)
+
+    e = sub.add_parser(
+        "evaluate", help="ranking metrics against a data set's labels", epilog=_EPILOG
+    )
+    _add_data(e)
+    e.add_argument("-m", "--model", help="model directory to evaluate")
+    e.add_argument("-p", "--predictions", help="predictions file written by 'xmrrs predict'")
+    e.add_argument("-k", type=int, default=5, help="metrics at 1..k (default 5)")
+    e.add_argument("-b", "--beam-size", type=int, default=None, help="beam width override")
+    e.add_argument("--train", help="training data file, for propensity-scored metrics")
+    e.add_argument("--train-labels", help="labels of an .npz --train file")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=_evaluate)
+
+    dm = sub.add_parser("demo", help="train and evaluate on the built-in synthetic data set")
+    dm.add_argument("--n-samples", type=int, default=25000, help="samples (train + test)")
+    dm.add_argument("--n-features", type=int, default=30000, help="feature dimension")
+    dm.add_argument("--n-labels", type=int, default=5000, help="number of labels")
+    dm.add_argument("--seed", type=int, default=0, help="random seed of the generator")
+    dm.add_argument("--n-jobs", type=int, default=None, help="threads (default: all cores)")
+    dm.set_defaults(func=_demo)
     return p
 
 
@@ -77,9 +423,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, OSError) as e:
+    except KeyboardInterrupt:
+        print("xmrrs: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError) as e:
         print(f"xmrrs: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        print(f"xmrrs: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

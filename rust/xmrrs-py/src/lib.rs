@@ -7,6 +7,7 @@
 mod convert;
 mod errors;
 mod indexing;
+mod xr;
 
 use std::path::PathBuf;
 
@@ -342,5 +343,9 @@ fn _xmrrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
         indexing::cluster_tree_from_assignments,
         m
     )?)?;
+    m.add_class::<xr::PyXrModel>()?;
+    m.add_function(wrap_pyfunction!(xr::xr_train, m)?)?;
+    m.add_function(wrap_pyfunction!(xr::xr_predict_ensemble, m)?)?;
+    m.add_function(wrap_pyfunction!(xr::check_post_processor, m)?)?;
     Ok(())
 }

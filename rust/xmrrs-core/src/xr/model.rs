@@ -520,6 +520,12 @@ impl XrModel {
     pub fn labels(&self) -> &[u32] {
         &self.labels
     }
+
+    /// The parent -> children offsets of layer `m` (the tree's level `m`; `leaf_ptr` for the
+    /// last layer), or `None` past the last layer.
+    pub fn child_ptr(&self, m: usize) -> Option<&[u32]> {
+        self.layers.get(m).map(|l| &l.child_ptr[..])
+    }
     /// `(n_parents, n_children)` of each layer.
     pub fn layer_shapes(&self) -> Vec<(usize, usize)> {
         self.layers

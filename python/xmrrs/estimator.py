@@ -1,0 +1,521 @@
+"""The scikit-learn estimator: :class:`XRLinearClassifier`.
+
+The three stages are separate and replaceable:
+
+1. *representation*: one row per label (``"pifa"`` by default; any name accepted by
+   :func:`xmrrs.indexing.label_representation`, a callable ``f(X, Y) -> Z``, or a precomputed
+   matrix with one row per label);
+2. *indexer*: the label tree (a :class:`~xmrrs.indexing.HierarchicalKMeans` built from
+   ``branching`` / ``max_leaf_size`` / ``kmeans_max_iter`` by default; or any object with
+   ``fit(Z)`` that sets ``tree_``; or a ready :class:`~xmrrs.indexing.ClusterTree`);
+3. *matcher and ranker*: the XR-Linear models trained level by level over that tree, queried
+   with beam search.
+
+Example
+-------
+>>> from xmrrs import XRLinearClassifier
+>>> from xmrrs.datasets import make_xmc
+>>> X, Y = make_xmc(2000, 5000, 200, random_state=0)
+>>> clf = XRLinearClassifier(n_jobs=1).fit(X[:1500], Y[:1500])
+>>> ids, scores = clf.predict_topk(X[1500:], k=5)
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from xmrrs import _xmrrs
+from xmrrs._targets import as_indicator, encode_label_lists, is_label_lists
+from xmrrs._validation import csr_parts, is_sparray
+from xmrrs.indexing import ClusterTree, HierarchicalKMeans, label_representation
+
+__all__ = ["XRLinearClassifier"]
+
+Loss = Literal["squared_hinge", "hinge", "logistic"]
+NegativeScheme = Literal["tfn", "man", "tfn+man"]
+_LOSSES = ("squared_hinge", "hinge", "logistic")
+_NEGATIVES = ("tfn", "man", "tfn+man")
+_REPRESENTATIONS = ("pifa", "pii", "spectral")
+
+
+def _number(value: Any, name: str, *, low: float, low_open: bool = False) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(float(value))
+    ):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value < low or (low_open and value == low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _seed(random_state: Any) -> int:
+    if random_state is None:
+        return 0
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be >= 0, got {random_state}")
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    raise ValueError(f"random_state must be None, an int or a RandomState, got {random_state!r}")
+
+
+def _sparse_out(m: sp.csr_matrix) -> sp.csr_matrix | sp.csr_array:
+    """``m`` as the sparse flavour scikit-learn's ``sparse_interface`` asks for."""
+    from sklearn import get_config
+
+    if get_config().get("sparse_interface", "spmatrix") == "sparray":
+        return sp.csr_array(m)
+    return m
+
+
+class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """XR-Linear extreme multi-label ranker (PECOS's model, in Rust).
+
+    Parameters
+    ----------
+    representation : {"pifa", "pii", "spectral"}, callable or array-like, default="pifa"
+        Label representation clustered into the tree: a name for
+        :func:`xmrrs.indexing.label_representation`, a callable ``f(X, Y) -> Z`` (``X`` rows
+        normalised if ``normalize``), or a matrix ``Z`` with one row per label.
+    indexer : object or ClusterTree, optional
+        ``None`` builds :class:`~xmrrs.indexing.HierarchicalKMeans` from ``branching``,
+        ``max_leaf_size`` and ``kmeans_max_iter``. An object with ``fit(Z)`` setting
+        ``tree_`` is cloned and fitted on ``Z``; a :class:`~xmrrs.indexing.ClusterTree` over
+        the labels is used as it is (``representation`` is then not computed).
+    branching : int, default=16
+        Largest fan-out of the default indexer.
+    max_leaf_size : int, default=100
+        Largest number of labels in a leaf of the default indexer.
+    kmeans_max_iter : int, default=20
+        Lloyd iterations per node of the default indexer.
+    loss : {"squared_hinge", "hinge", "logistic"}, default="squared_hinge"
+        Loss of the per-node linear models (L2-regularised, solved in the dual).
+    Cp, Cn : float, default=1.0
+        Penalties of positive and negative examples (> 0).
+    max_iter : int, default=100
+        Coordinate-descent passes per node.
+    tol : float, default=0.1
+        Stopping tolerance of the solver (> 0).
+    bias : float, default=1.0
+        Value of the constant feature (0 disables the bias term).
+    threshold : float, default=0.1
+        Weights with a smaller magnitude are dropped (model size and speed).
+    negatives : {"tfn", "man", "tfn+man"}, default="tfn"
+        Negatives of each node: instances of the same parent cluster (``tfn``), those the
+        upper levels' beam reaches on the training set (``man``), or both.
+    n_estimators : int, default=1
+        Independent trees (seeds ``random_state + i``) whose scores are averaged.
+    beam_size : int, default=10
+        Beam width of the search on the inner levels.
+    top_k : int, default=10
+        Labels returned by :meth:`predict` and :meth:`decision_function`.
+    post_processor : str, default="l3-hinge"
+        Margin transform combined along the path: ``"l3-hinge"`` (``exp(-max(0, 1-m)^3)``,
+        multiplied), ``"sigmoid"``, ``"noop"``, ``"log-l3-hinge"``, ``"log-sigmoid"``...
+    normalize : bool, default=True
+        L2-normalise the rows of ``X`` in ``fit`` and ``predict`` (XR-Linear expects it).
+    n_jobs : int, optional
+        Threads (None or -1: all cores). Results do not depend on it.
+    random_state : int, RandomState or None, default=0
+        Seed of the indexer and the solver.
+    verbose : int, default=0
+        Print the stages and their times to stderr when > 0.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_labels,)
+        Label of each column of the outputs: ``arange(n_labels)`` for an indicator ``Y``,
+        the sorted label names when ``Y`` was a list of label lists.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    tree_ : ClusterTree
+        The label tree (of the first estimator when ``n_estimators > 1``).
+    models_ : list
+        The compiled models (``xmrrs._xmrrs.XrModel``), one per estimator.
+    n_iter_ : ndarray of shape (n_estimators, depth + 1)
+        Mean number of solver passes per node, for each estimator and layer (not saved in
+        model files).
+    """
+
+    def __init__(
+        self,
+        *,
+        representation: str | Callable[..., Any] | Any = "pifa",
+        indexer: Any = None,
+        branching: int = 16,
+        max_leaf_size: int = 100,
+        kmeans_max_iter: int = 20,
+        loss: Loss = "squared_hinge",
+        Cp: float = 1.0,
+        Cn: float = 1.0,
+        max_iter: int = 100,
+        tol: float = 0.1,
+        bias: float = 1.0,
+        threshold: float = 0.1,
+        negatives: NegativeScheme = "tfn",
+        n_estimators: int = 1,
+        beam_size: int = 10,
+        top_k: int = 10,
+        post_processor: str = "l3-hinge",
+        normalize: bool = True,
+        n_jobs: int | None = None,
+        random_state: int | np.random.RandomState | None = 0,
+        verbose: int = 0,
+    ) -> None:
+        self.representation = representation
+        self.indexer = indexer
+        self.branching = branching
+        self.max_leaf_size = max_leaf_size
+        self.kmeans_max_iter = kmeans_max_iter
+        self.loss = loss
+        self.Cp = Cp
+        self.Cn = Cn
+        self.max_iter = max_iter
+        self.tol = tol
+        self.bias = bias
+        self.threshold = threshold
+        self.negatives = negatives
+        self.n_estimators = n_estimators
+        self.beam_size = beam_size
+        self.top_k = top_k
+        self.post_processor = post_processor
+        self.normalize = normalize
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------------------ tags
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.classifier_tags.multi_label = True
+        tags.classifier_tags.multi_class = False
+        tags.target_tags.two_d_labels = True
+        tags.target_tags.single_output = False
+        tags.target_tags.multi_output = True
+        return tags
+
+    # ------------------------------------------------------------------------ validation
+
+    def _check_params(self) -> dict[str, Any]:
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+        if self.negatives not in _NEGATIVES:
+            raise ValueError(f"negatives must be one of {_NEGATIVES}, got {self.negatives!r}")
+        if not isinstance(self.post_processor, str):
+            raise ValueError(f"post_processor must be a string, got {self.post_processor!r}")
+        _xmrrs.check_post_processor(self.post_processor)
+        if not isinstance(self.normalize, bool | np.bool_):
+            raise ValueError(f"normalize must be a bool, got {self.normalize!r}")
+        if isinstance(self.representation, str) and self.representation not in _REPRESENTATIONS:
+            raise ValueError(
+                f"representation must be one of {_REPRESENTATIONS}, a callable or a matrix, "
+                f"got {self.representation!r}"
+            )
+        _integer(self.verbose, "verbose", 0)
+        return {
+            "branching": _integer(self.branching, "branching", 2),
+            "max_leaf_size": _integer(self.max_leaf_size, "max_leaf_size", 1),
+            "kmeans_max_iter": _integer(self.kmeans_max_iter, "kmeans_max_iter", 0),
+            "loss": self.loss,
+            "cp": _number(self.Cp, "Cp", low=0.0, low_open=True),
+            "cn": _number(self.Cn, "Cn", low=0.0, low_open=True),
+            "max_iter": _integer(self.max_iter, "max_iter", 1),
+            "tol": _number(self.tol, "tol", low=0.0, low_open=True),
+            "bias": _number(self.bias, "bias", low=0.0),
+            "threshold": _number(self.threshold, "threshold", low=0.0),
+            "negatives": self.negatives,
+            "n_estimators": _integer(self.n_estimators, "n_estimators", 1),
+            "beam_size": _integer(self.beam_size, "beam_size", 1),
+            "top_k": _integer(self.top_k, "top_k", 1),
+            "seed": _seed(self.random_state),
+        }
+
+    def _log(self, msg: str) -> None:
+        if self.verbose:
+            import sys
+
+            print(f"[XRLinearClassifier] {msg}", file=sys.stderr, flush=True)
+
+    def _x_fit(self, X: Any) -> tuple[Any, sp.csr_matrix]:
+        X = validate_data(
+            self,
+            X,
+            reset=True,
+            accept_sparse=("csr", "csc", "coo"),
+            dtype=(np.float32, np.float64),
+            ensure_min_samples=1,
+        )
+        parts = csr_parts(X, "X")
+        if self.normalize:
+            parts = _xmrrs.csr_normalize_rows(parts, self.n_jobs)
+        return parts, sp.csr_matrix(
+            (parts[4], parts[3], parts[2]), shape=(parts[0], parts[1]), copy=False
+        )
+
+    def _x_predict(self, X: Any) -> Any:
+        """CSR parts of ``X`` for prediction; a light path for scipy CSR input."""
+        check_is_fitted(self, "models_")
+        if not (sp.issparse(X) and X.format == "csr" and X.ndim == 2):
+            X = validate_data(
+                self,
+                X,
+                reset=False,
+                accept_sparse=("csr", "csc", "coo"),
+                dtype=(np.float32, np.float64),
+            )
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
+            )
+        return csr_parts(X, "X")
+
+    # ------------------------------------------------------------------------------- fit
+
+    def _tree(self, Xn: sp.csr_matrix, Y: sp.csr_matrix, p: dict[str, Any], seed: int) -> Any:
+        n_labels = Y.shape[1]
+        if isinstance(self.indexer, ClusterTree):
+            if self.indexer.n_labels != n_labels:
+                raise ValueError(
+                    f"the indexer tree has {self.indexer.n_labels} labels but Y has {n_labels}"
+                )
+            return self.indexer
+        rep = self.representation
+        if isinstance(rep, str):
+            Z = label_representation(Xn, Y, rep, n_jobs=self.n_jobs, random_state=seed)  # type: ignore[arg-type]
+        elif callable(rep):
+            Z = rep(Xn, Y)
+        else:
+            Z = rep
+        if Z is None or Z.shape[0] != n_labels:
+            raise ValueError(
+                f"the label representation must have one row per label ({n_labels}), got "
+                f"{None if Z is None else Z.shape}"
+            )
+        if self.indexer is None:
+            indexer: Any = HierarchicalKMeans(
+                branching=p["branching"],
+                max_leaf_size=p["max_leaf_size"],
+                max_iter=p["kmeans_max_iter"],
+                random_state=seed,
+                n_jobs=self.n_jobs,
+            )
+        else:
+            indexer = clone(self.indexer)
+            if "random_state" in indexer.get_params():
+                indexer.set_params(random_state=seed)
+        tree = indexer.fit(Z).tree_
+        if not isinstance(tree, ClusterTree) or tree.n_labels != n_labels:
+            raise ValueError("the indexer must set tree_ to a ClusterTree over every label")
+        return tree
+
+    def fit(self, X: Any, Y: Any, relevance: Any = None) -> XRLinearClassifier:
+        """Build the label tree and train the models of every level.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Features (tf-idf or similar; rows are L2-normalised when ``normalize``).
+        Y : {array-like, sparse matrix} of shape (n_samples, n_labels), or list of label lists
+            0/1 indicator, or one collection of labels per sample (names are then sorted into
+            ``classes_``, as :class:`~sklearn.preprocessing.MultiLabelBinarizer` does).
+            Labels without any positive sample are kept; their models only see negatives, so
+            they are rarely ranked. Samples without labels only serve as negatives.
+        relevance : sparse matrix of shape (n_samples, n_labels), optional
+            Non-negative cost of each positive (instance, label) pair, on ``Y``'s pattern
+            (cost-sensitive training; a positive's penalty is ``Cp * relevance``).
+
+        Returns
+        -------
+        self
+        """
+        import time
+
+        p = self._check_params()
+        for attr in (
+            "models_",
+            "tree_",
+            "classes_",
+            "n_iter_",
+            "n_features_in_",
+            "feature_names_in_",
+        ):
+            self.__dict__.pop(attr, None)
+        x_parts, Xn = self._x_fit(X)
+        Ym, names = as_indicator(Y, Xn.shape[0])
+        rel_parts = None
+        if relevance is not None:
+            if names is not None:
+                raise ValueError("relevance needs Y as an indicator matrix, not label lists")
+            R = sp.csr_matrix(relevance, dtype=np.float32)
+            if R.shape != Ym.shape:
+                raise ValueError(f"relevance has shape {R.shape}, Y has {Ym.shape}")
+            R.sum_duplicates()
+            R.sort_indices()
+            rel_parts = csr_parts(R, "relevance")
+        y_parts = csr_parts(Ym, "Y")
+        models = []
+        trees = []
+        n_iter: list[list[float]] = []
+        for i in range(p["n_estimators"]):
+            seed = p["seed"] + i
+            t0 = time.perf_counter()
+            tree = self._tree(Xn, Ym, p, seed)
+            t1 = time.perf_counter()
+            model, passes = _xmrrs.xr_train(
+                x_parts,
+                y_parts,
+                (tree.child_ptrs, tree.leaf_ptr, tree.labels),
+                loss=p["loss"],
+                cp=p["cp"],
+                cn=p["cn"],
+                max_iter=p["max_iter"],
+                tol=p["tol"],
+                bias=p["bias"],
+                threshold=p["threshold"],
+                negatives=p["negatives"],
+                beam_size=p["beam_size"],
+                post_processor=self.post_processor,
+                seed=seed,
+                relevance=rel_parts,
+                n_jobs=self.n_jobs,
+            )
+            self._log(
+                f"estimator {i + 1}/{p['n_estimators']}: tree {tree.n_nodes_per_level} "
+                f"in {t1 - t0:.2f} s, models in {time.perf_counter() - t1:.2f} s"
+            )
+            models.append(model)
+            trees.append(tree)
+            n_iter.append(passes)
+        self.n_iter_ = np.asarray(n_iter)
+        self.models_ = models
+        self.tree_ = trees[0]
+        self.classes_ = names if names is not None else np.arange(Ym.shape[1])
+        return self
+
+    # --------------------------------------------------------------------------- predict
+
+    def _search(self, X: Any, k: int, beam_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+        k = _integer(k, "k", 1)
+        beam = self.beam_size if beam_size is None else beam_size
+        beam = _integer(beam, "beam_size", 1)
+        parts = self._x_predict(X)
+        if self.normalize:
+            parts = _xmrrs.csr_normalize_rows(parts, self.n_jobs)
+        if len(self.models_) == 1:
+            return self.models_[0].predict_topk(parts, k, beam, self.post_processor, self.n_jobs)
+        return _xmrrs.xr_predict_ensemble(
+            self.models_, parts, k, beam, self.post_processor, self.n_jobs
+        )
+
+    def predict_topk(
+        self, X: Any, k: int | None = None, *, beam_size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best labels of each row, best first.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        k : int, optional
+            Labels per row (default ``top_k``).
+        beam_size : int, optional
+            Beam width (default ``beam_size``).
+
+        Returns
+        -------
+        ids : ndarray of int64, shape (n_samples, k)
+            Column indices into ``classes_``; ``-1`` pads rows where the beam reached fewer
+            than ``k`` labels.
+        scores : ndarray of float32, shape (n_samples, k)
+            Path scores (higher is better); ``-inf`` where ``ids`` is ``-1``.
+        """
+        return self._search(X, self.top_k if k is None else k, beam_size)
+
+    def _topk_matrix(self, X: Any, binary: bool) -> sp.csr_matrix | sp.csr_array:
+        ids, scores = self._search(X, self.top_k, None)
+        n = ids.shape[0]
+        keep = ids >= 0
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(keep.sum(axis=1), out=indptr[1:])
+        order = np.argsort(np.where(keep, ids, np.iinfo(np.int64).max), axis=1, kind="stable")
+        rows = np.arange(n)[:, None]
+        ids_s, sc_s, keep_s = ids[rows, order], scores[rows, order], keep[rows, order]
+        data = np.ones(int(indptr[-1]), np.int32) if binary else sc_s[keep_s]
+        m = sp.csr_matrix(
+            (data, ids_s[keep_s].astype(np.int32), indptr), shape=(n, len(self.classes_))
+        )
+        return _sparse_out(m) if not is_sparray(X) else sp.csr_array(m)
+
+    def predict(self, X: Any) -> sp.csr_matrix | sp.csr_array:
+        """Sparse 0/1 indicator (int32) of the ``top_k`` best labels of each row."""
+        return self._topk_matrix(X, binary=True)
+
+    def decision_function(self, X: Any) -> sp.csr_matrix | sp.csr_array:
+        """Sparse matrix of the ``top_k`` best path scores of each row (others not stored)."""
+        return self._topk_matrix(X, binary=False)
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Precision@1 of the predictions against the true labels ``y`` (as in ``fit``)."""
+        from xmrrs.metrics import precision_at_k
+
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported by precision@1")
+        check_is_fitted(self, "models_")
+        ids, _ = self.predict_topk(X, 1)
+        if is_label_lists(y):
+            Yt, _ = encode_label_lists(y, self.classes_, unknown="ignore")
+            if Yt.shape[0] != ids.shape[0]:
+                raise ValueError(f"X has {ids.shape[0]} rows but y has {Yt.shape[0]}")
+        else:
+            Yt, _ = as_indicator(y, ids.shape[0])
+            if Yt.shape[1] != len(self.classes_):
+                raise ValueError(f"y has {Yt.shape[1]} labels, the model {len(self.classes_)}")
+        return float(precision_at_k(Yt, ids, k=1))
+
+    # ------------------------------------------------------------------------ persistence
+
+    def save(self, path: Any) -> None:
+        """Write the fitted model to the directory ``path`` (no pickle inside); see
+        :mod:`xmrrs.modelfile`."""
+        from xmrrs.modelfile import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path: Any, *, mmap: bool = False) -> XRLinearClassifier:
+        """Read a model written by :meth:`save`; ``mmap=True`` maps the weights read-only
+        (ready in milliseconds, shared between processes)."""
+        from xmrrs.modelfile import load
+
+        return load(cls, path, mmap=mmap)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().__getstate__()
+        if "models_" in state:
+            state = dict(state)
+            state["models_"] = [m.to_bytes() for m in state["models_"]]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "models_" in state:
+            state = dict(state)
+            state["models_"] = [_xmrrs.XrModel.from_bytes(b) for b in state["models_"]]
+        super().__setstate__(state)

@@ -1,0 +1,352 @@
+//! XR-Linear: training, the compiled model object, beam search and model files.
+//!
+//! `XrModel` wraps `xmrrs_core::xr::model::XrModel` (owned or memory-mapped) together with a
+//! scratch `Searcher`, so that one-row queries run without a thread pool and without
+//! allocating.
+
+use std::sync::Mutex;
+
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use xmrrs_core::cluster::ClusterTree;
+use xmrrs_core::xr::infer::{self, PredictParams, Searcher};
+use xmrrs_core::xr::model::XrModel;
+use xmrrs_core::xr::train::{self, TrainParams};
+use xmrrs_core::xr::{Loss, Negatives, PostProcessor, SolverParams};
+
+use crate::convert::{with_canonical, CsrArg};
+use crate::errors::{guard, to_py};
+use crate::{run, TopK};
+
+fn pp(name: &str) -> PyResult<PostProcessor> {
+    PostProcessor::parse(name).map_err(|e| PyValueError::new_err(format!("post_processor: {e}")))
+}
+
+fn u32s(a: &PyReadonlyArray1<'_, u32>, what: &str) -> PyResult<Vec<u32>> {
+    a.as_slice()
+        .map(<[u32]>::to_vec)
+        .map_err(|_| PyValueError::new_err(format!("{what} must be contiguous")))
+}
+
+/// Checks a post-processor name (raises `ValueError` listing the valid ones).
+#[pyfunction]
+pub fn check_post_processor(name: &str) -> PyResult<()> {
+    pp(name).map(|_| ())
+}
+
+/// A compiled XR-Linear model: the tree's layers of sparse weights in the inference layout.
+#[pyclass(name = "XrModel", module = "xmrrs._xmrrs", frozen)]
+pub struct PyXrModel {
+    inner: XrModel,
+    searcher: Mutex<Searcher>,
+}
+
+impl PyXrModel {
+    fn wrap(inner: XrModel) -> Self {
+        PyXrModel {
+            inner,
+            searcher: Mutex::new(Searcher::new()),
+        }
+    }
+}
+
+fn params(k: usize, beam_size: usize, post_processor: &str) -> PyResult<PredictParams> {
+    let p = PredictParams {
+        beam_size,
+        topk: k,
+        post_processor: pp(post_processor)?,
+        ..PredictParams::default()
+    };
+    p.validate().map_err(to_py)?;
+    Ok(p)
+}
+
+fn topk_out(
+    py: Python<'_>,
+    ids: Vec<i64>,
+    scores: Vec<f32>,
+    n: usize,
+    k: usize,
+) -> PyResult<TopK<'_>> {
+    Ok((
+        PyArray1::from_vec(py, ids).reshape([n, k])?,
+        PyArray1::from_vec(py, scores).reshape([n, k])?,
+    ))
+}
+
+#[pymethods]
+impl PyXrModel {
+    /// Number of input features.
+    #[getter]
+    fn n_features(&self) -> usize {
+        self.inner.n_features()
+    }
+    /// Number of labels.
+    #[getter]
+    fn n_labels(&self) -> usize {
+        self.inner.n_labels()
+    }
+    /// Number of tree levels below the root.
+    #[getter]
+    fn depth(&self) -> usize {
+        self.inner.depth()
+    }
+    /// Stored weights of each layer.
+    #[getter]
+    fn layer_nnz(&self) -> Vec<usize> {
+        self.inner.layer_nnz()
+    }
+    /// Bytes of the arrays (mapped or owned).
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.inner.nbytes()
+    }
+    /// Whether the arrays are memory-mapped from a model file.
+    #[getter]
+    fn is_mmap(&self) -> bool {
+        self.inner.is_mapped()
+    }
+
+    /// The label tree as `(child_ptrs, leaf_ptr, labels)` (uint32 arrays).
+    fn tree_parts<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(
+        Vec<Bound<'py, PyArray1<u32>>>,
+        Bound<'py, PyArray1<u32>>,
+        Bound<'py, PyArray1<u32>>,
+    )> {
+        let n_layers = self.inner.n_layers();
+        let mut ptrs = Vec::with_capacity(n_layers);
+        for m in 0..n_layers {
+            let ptr = self
+                .inner
+                .child_ptr(m)
+                .ok_or_else(|| PyValueError::new_err("layer out of range"))?;
+            ptrs.push(PyArray1::from_slice(py, ptr));
+        }
+        let leaf = ptrs
+            .pop()
+            .ok_or_else(|| PyValueError::new_err("model without layers"))?;
+        Ok((ptrs, leaf, PyArray1::from_slice(py, self.inner.labels())))
+    }
+
+    /// Top-`k` label ids (int64, -1 padded) and scores (float32, -inf padded) of each row.
+    /// A single row is searched on the calling thread with reusable scratch (no pool).
+    #[pyo3(signature = (x, k, beam_size, post_processor, n_jobs=None))]
+    fn predict_topk<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        k: usize,
+        beam_size: usize,
+        post_processor: &str,
+        n_jobs: Option<i64>,
+    ) -> PyResult<TopK<'py>> {
+        let p = params(k, beam_size, post_processor)?;
+        let a = CsrArg::extract(x, "X")?;
+        let v = a.view()?;
+        let n = v.n_rows();
+        if n == 1 {
+            let mut ids = vec![-1i64; k];
+            let mut scores = vec![f32::NEG_INFINITY; k];
+            py.detach(|| {
+                guard(|| {
+                    with_canonical(v, |v| {
+                        let (idx, val) = v.row(0);
+                        let mut guard = match self.searcher.try_lock() {
+                            Ok(g) => Some(g),
+                            Err(_) => None,
+                        };
+                        let mut local;
+                        let s: &mut Searcher = match guard.as_deref_mut() {
+                            Some(s) => s,
+                            None => {
+                                local = Searcher::new();
+                                &mut local
+                            }
+                        };
+                        s.search(&self.inner, idx, val, &p, &mut ids, &mut scores)
+                    })
+                })
+            })?;
+            return topk_out(py, ids, scores, 1, k);
+        }
+        let (ids, scores) = run(py, n_jobs, || {
+            with_canonical(v, |v| infer::predict(&self.inner, &v, &p))
+        })?;
+        topk_out(py, ids, scores, n, k)
+    }
+
+    /// Writes the model to the directory `path` (atomically).
+    fn save(&self, py: Python<'_>, path: &str) -> PyResult<()> {
+        py.detach(|| guard(|| self.inner.save(path)))
+    }
+
+    /// Reads a model directory; `mmap=True` maps the arrays read-only.
+    #[staticmethod]
+    #[pyo3(signature = (path, mmap=false))]
+    fn load(py: Python<'_>, path: &str, mmap: bool) -> PyResult<Self> {
+        let m = py.detach(|| guard(|| XrModel::load(path, mmap)))?;
+        Ok(Self::wrap(m))
+    }
+
+    /// The model file's content as one byte string (for pickle).
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let b = py.detach(|| guard(|| self.inner.to_bytes()))?;
+        Ok(PyBytes::new(py, &b))
+    }
+
+    /// Rebuilds a model from :meth:`to_bytes` (fully verified).
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+        let m = py.detach(|| guard(|| XrModel::from_bytes(data)))?;
+        Ok(Self::wrap(m))
+    }
+
+    /// Full check of a (mapped) model: checksum and structure.
+    fn verify(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| guard(|| self.inner.verify()))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "XrModel(n_features={}, n_labels={}, depth={}, nnz={}, mmap={})",
+            self.inner.n_features(),
+            self.inner.n_labels(),
+            self.inner.depth(),
+            self.inner.layer_nnz().iter().sum::<usize>(),
+            self.inner.is_mapped()
+        )
+    }
+}
+
+fn loss(name: &str) -> PyResult<Loss> {
+    match name {
+        "squared_hinge" => Ok(Loss::SquaredHinge),
+        "hinge" => Ok(Loss::Hinge),
+        "logistic" => Ok(Loss::Logistic),
+        _ => Err(PyValueError::new_err(format!(
+            "loss must be squared_hinge, hinge or logistic, got {name:?}"
+        ))),
+    }
+}
+
+fn negatives(name: &str) -> PyResult<Negatives> {
+    match name {
+        "tfn" => Ok(Negatives {
+            tfn: true,
+            man: false,
+        }),
+        "man" => Ok(Negatives {
+            tfn: false,
+            man: true,
+        }),
+        "tfn+man" => Ok(Negatives {
+            tfn: true,
+            man: true,
+        }),
+        _ => Err(PyValueError::new_err(format!(
+            "negatives must be tfn, man or tfn+man, got {name:?}"
+        ))),
+    }
+}
+
+/// Trains every layer of an XR-Linear model over a label tree; also returns the mean number
+/// of solver passes per node of each layer.
+#[pyfunction]
+#[pyo3(signature = (x, y, tree, *, loss="squared_hinge", cp=1.0, cn=1.0, max_iter=100, tol=0.1, bias=1.0, threshold=0.1, negatives="tfn", beam_size=10, post_processor="l3-hinge", seed=0, relevance=None, n_jobs=None))]
+pub fn xr_train<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    tree: (
+        Vec<PyReadonlyArray1<'py, u32>>,
+        PyReadonlyArray1<'py, u32>,
+        PyReadonlyArray1<'py, u32>,
+    ),
+    loss: &str,
+    cp: f32,
+    cn: f32,
+    max_iter: u32,
+    tol: f32,
+    bias: f32,
+    threshold: f32,
+    negatives: &str,
+    beam_size: usize,
+    post_processor: &str,
+    seed: u64,
+    relevance: Option<&Bound<'py, PyAny>>,
+    n_jobs: Option<i64>,
+) -> PyResult<(PyXrModel, Vec<f64>)> {
+    let params = TrainParams {
+        solver: SolverParams {
+            loss: self::loss(loss)?,
+            cp,
+            cn,
+            max_iter,
+            tol,
+            bias,
+            threshold,
+            ..SolverParams::default()
+        },
+        negatives: self::negatives(negatives)?,
+        man_beam_size: beam_size,
+        man_post_processor: pp(post_processor)?,
+        seed,
+    };
+    let ptrs = tree
+        .0
+        .iter()
+        .enumerate()
+        .map(|(t, p)| u32s(p, &format!("child_ptr[{t}]")))
+        .collect::<PyResult<Vec<_>>>()?;
+    let tree = ClusterTree::from_parts(ptrs, u32s(&tree.1, "leaf_ptr")?, u32s(&tree.2, "labels")?)
+        .map_err(to_py)?;
+    let xa = CsrArg::extract(x, "X")?;
+    let ya = CsrArg::extract(y, "Y")?;
+    let ra = relevance
+        .map(|r| CsrArg::extract(r, "relevance"))
+        .transpose()?;
+    let (xv, yv) = (xa.view()?, ya.view()?);
+    let rv = ra.as_ref().map(|r| r.view()).transpose()?;
+    let (model, stats) = run(py, n_jobs, || {
+        with_canonical(xv, |xv| {
+            with_canonical(yv, |yv| {
+                let (layers, stats) =
+                    train::train_layers_with_stats(&xv, &yv, &tree, &params, rv.as_ref())?;
+                Ok((XrModel::new(&tree, layers, xv.n_cols())?, stats))
+            })
+        })
+    })?;
+    let passes = stats
+        .iter()
+        .map(|s| s.n_passes as f64 / s.n_problems.max(1) as f64)
+        .collect();
+    Ok((PyXrModel::wrap(model), passes))
+}
+
+/// Averages the predictions of several models over the same labels (see the core docs).
+#[pyfunction]
+#[pyo3(signature = (models, x, k, beam_size, post_processor, n_jobs=None))]
+pub fn xr_predict_ensemble<'py>(
+    py: Python<'py>,
+    models: Vec<PyRef<'py, PyXrModel>>,
+    x: &Bound<'py, PyAny>,
+    k: usize,
+    beam_size: usize,
+    post_processor: &str,
+    n_jobs: Option<i64>,
+) -> PyResult<TopK<'py>> {
+    let p = params(k, beam_size, post_processor)?;
+    let a = CsrArg::extract(x, "X")?;
+    let v = a.view()?;
+    let n = v.n_rows();
+    let refs: Vec<&XrModel> = models.iter().map(|m| &m.inner).collect();
+    let (ids, scores) = run(py, n_jobs, || {
+        with_canonical(v, |v| infer::predict_ensemble(&refs, &v, &p))
+    })?;
+    topk_out(py, ids, scores, n, k)
+}
