@@ -545,6 +545,34 @@ fn main() {
         );
     }
 
+    if what == "big" {
+        // merging small layers on a 200k-label model (levels 1/16/128/2000 nodes)
+        let big = synth_model(200_000, 100_000, 3);
+        let xb = synth_queries(&big, 5000, 100_000, 4);
+        println!("200k model levels {:?}", big.tree.n_nodes_per_level());
+        for merge in [0usize, 256, 4096] {
+            let lp = LayoutParams {
+                merge_max_children: merge,
+                ..LayoutParams::default()
+            };
+            let m = XrModel::with_layout(&big.tree, &big.layers, 100_000, &lp).unwrap();
+            for beam in [10usize, 50] {
+                let p = PredictParams {
+                    beam_size: beam,
+                    ..base
+                };
+                let (_, cpu) = time_batch(&m, &xb, &p, 1, reps.min(3));
+                let mut lat = latencies(&m, &xb, &p, 500);
+                println!(
+                    "merge <= {merge} children, beam {beam}: batch 5000 queries {cpu:.2} s CPU, \
+                     single query median {:.0} us (load {})",
+                    median(&mut lat) * 1e6,
+                    uptime()
+                );
+            }
+        }
+    }
+
     if what == "all" || what == "load" {
         drop(model);
         let big = synth_model(200_000, 100_000, 3);
