@@ -185,6 +185,59 @@ fn synth_queries_nnz(s: &Synth, n: usize, d: usize, seed: u64, mean_nnz: f64) ->
     x
 }
 
+/// Writes a 1-D little-endian `.npy` file (`descr` like `<f4`).
+fn write_npy(path: &std::path::Path, descr: &str, len: usize, bytes: &[u8]) {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({len},), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(bytes);
+    std::fs::write(path, out).unwrap();
+}
+
+fn u64_bytes(v: &[u64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+fn u32_bytes(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+fn i64_bytes(v: &[i64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn write_csr(dir: &std::path::Path, name: &str, m: &Csr) {
+    write_npy(
+        &dir.join(format!("{name}.indptr.npy")),
+        "<u8",
+        m.indptr.len(),
+        &u64_bytes(&m.indptr),
+    );
+    write_npy(
+        &dir.join(format!("{name}.indices.npy")),
+        "<u4",
+        m.indices.len(),
+        &u32_bytes(&m.indices),
+    );
+    write_npy(
+        &dir.join(format!("{name}.data.npy")),
+        "<f4",
+        m.data.len(),
+        &f32_bytes(&m.data),
+    );
+    std::fs::write(
+        dir.join(format!("{name}.shape")),
+        format!("{} {}", m.n_rows, m.n_cols),
+    )
+    .unwrap();
+}
+
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -291,6 +344,45 @@ fn main() {
         post_processor: PostProcessor::Hinge(3),
         kernel: Kernel::Auto,
     };
+
+    if let Some(dir) = arg("--export") {
+        // the model's layers, the queries and our predictions, for a side-by-side run of
+        // PECOS (examples/xr_predict_vs_pecos.py)
+        let dir = std::path::Path::new(&dir);
+        std::fs::create_dir_all(dir).unwrap();
+        for (m, l) in s.layers.iter().enumerate() {
+            write_csr(dir, &format!("layer{m}.w"), &l.weights);
+            write_npy(
+                &dir.join(format!("layer{m}.bias.npy")),
+                "<f4",
+                l.bias.len(),
+                &f32_bytes(&l.bias),
+            );
+            write_npy(
+                &dir.join(format!("layer{m}.child_ptr.npy")),
+                "<u4",
+                l.child_ptr.len(),
+                &u32_bytes(&l.child_ptr),
+            );
+        }
+        write_csr(dir, "x", &x);
+        let pool = xmrrs_core::parallel::pool(threads).unwrap();
+        let (ids, sc) = pool.install(|| predict(&model, &x.view(), &base).unwrap());
+        write_npy(
+            &dir.join("pred.ids.npy"),
+            "<i8",
+            ids.len(),
+            &i64_bytes(&ids),
+        );
+        write_npy(
+            &dir.join("pred.scores.npy"),
+            "<f4",
+            sc.len(),
+            &f32_bytes(&sc),
+        );
+        std::fs::write(dir.join("n_layers"), s.layers.len().to_string()).unwrap();
+        println!("exported to {}", dir.display());
+    }
 
     if what == "all" || what == "batch" {
         for th in [threads, 1] {
@@ -451,6 +543,34 @@ fn main() {
             p99 * 1e6,
             uptime()
         );
+    }
+
+    if what == "big" {
+        // merging small layers on a 200k-label model (levels 1/16/128/2000 nodes)
+        let big = synth_model(200_000, 100_000, 3);
+        let xb = synth_queries(&big, 5000, 100_000, 4);
+        println!("200k model levels {:?}", big.tree.n_nodes_per_level());
+        for merge in [0usize, 256, 4096] {
+            let lp = LayoutParams {
+                merge_max_children: merge,
+                ..LayoutParams::default()
+            };
+            let m = XrModel::with_layout(&big.tree, &big.layers, 100_000, &lp).unwrap();
+            for beam in [10usize, 50] {
+                let p = PredictParams {
+                    beam_size: beam,
+                    ..base
+                };
+                let (_, cpu) = time_batch(&m, &xb, &p, 1, reps.min(3));
+                let mut lat = latencies(&m, &xb, &p, 500);
+                println!(
+                    "merge <= {merge} children, beam {beam}: batch 5000 queries {cpu:.2} s CPU, \
+                     single query median {:.0} us (load {})",
+                    median(&mut lat) * 1e6,
+                    uptime()
+                );
+            }
+        }
     }
 
     if what == "all" || what == "load" {

@@ -2,7 +2,7 @@
 //! threads (a counting global allocator and the process's thread count are watched).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use xmrrs_core::cluster::ClusterTree;
 use xmrrs_core::sparse::Csr;
@@ -11,12 +11,24 @@ use xmrrs_core::xr::model::{LayoutParams, XrModel};
 use xmrrs_core::xr::{LayerWeights, PostProcessor};
 
 struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Allocations made by this thread (the test harness allocates on other threads).
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count() {
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+fn allocs() -> usize {
+    ALLOCS.with(|c| c.get())
+}
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts allocations.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -25,7 +37,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -105,18 +117,14 @@ fn warm_searcher_allocates_nothing_and_spawns_no_threads() {
             s.search(&m, qi, qv, &params, &mut ids, &mut sc).unwrap();
         }
         let t0 = threads();
-        let a0 = ALLOCS.load(Ordering::Relaxed);
+        let a0 = allocs();
         for _ in 0..3 {
             for (qi, qv) in &queries {
                 let n = s.search(&m, qi, qv, &params, &mut ids, &mut sc).unwrap();
                 assert!(n >= 1);
             }
         }
-        assert_eq!(
-            ALLOCS.load(Ordering::Relaxed),
-            a0,
-            "allocations in a warm search"
-        );
+        assert_eq!(allocs(), a0, "allocations in a warm search");
         assert_eq!(threads(), t0, "threads started by a search");
     }
 }

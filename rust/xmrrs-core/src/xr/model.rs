@@ -1193,6 +1193,14 @@ mod tests {
     }
 
     #[test]
+    fn models_and_searchers_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<XrModel>();
+        send::<crate::xr::infer::Searcher>();
+    }
+
+    #[test]
     fn construction_is_validated() {
         let (tree, layers, _) = sample(1);
         assert!(XrModel::new(&tree, layers[..2].to_vec(), 30).is_err()); // too few layers
