@@ -83,7 +83,7 @@ def _classes_from_json(c: Any, where: str) -> np.ndarray:
 def save(est: Any, path: str | os.PathLike[str]) -> None:
     """Write a fitted estimator to the directory ``path``, atomically.
 
-    An existing ``path`` is replaced only if it is an xmrrs model directory.
+    An existing ``path`` is replaced only if it is an xmrrs model or an empty directory.
 
     Raises
     ------
@@ -97,7 +97,11 @@ def save(est: Any, path: str | os.PathLike[str]) -> None:
     check_is_fitted(est, "models_")
     path = Path(path)
     if path.exists() and not (path / MANIFEST).is_file():
-        raise FileExistsError(f"{path} exists and is not an xmrrs model; refusing to replace it")
+        if not path.is_dir() or any(path.iterdir()):
+            raise FileExistsError(
+                f"{path} exists and is not an xmrrs model (nor an empty directory); refusing "
+                "to replace it"
+            )
     params: dict[str, Any] = {}
     unsaved: dict[str, str] = {}
     for k, v in est.get_params(deep=False).items():

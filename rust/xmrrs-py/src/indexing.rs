@@ -13,7 +13,7 @@ use crate::convert::{with_canonical, CsrArg};
 use crate::run;
 
 /// A tree as numpy arrays: `(child_ptrs, leaf_ptr, labels)`.
-type TreeOut<'py> = (
+pub(crate) type TreeOut<'py> = (
     Vec<Bound<'py, PyArray1<u32>>>,
     Bound<'py, PyArray1<u32>>,
     Bound<'py, PyArray1<u32>>,

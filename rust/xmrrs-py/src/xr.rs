@@ -18,6 +18,7 @@ use xmrrs_core::xr::{Loss, Negatives, PostProcessor, SolverParams};
 
 use crate::convert::{with_canonical, CsrArg};
 use crate::errors::{guard, to_py};
+use crate::indexing::TreeOut;
 use crate::{run, TopK};
 
 fn pp(name: &str) -> PyResult<PostProcessor> {
@@ -110,14 +111,7 @@ impl PyXrModel {
     }
 
     /// The label tree as `(child_ptrs, leaf_ptr, labels)` (uint32 arrays).
-    fn tree_parts<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<(
-        Vec<Bound<'py, PyArray1<u32>>>,
-        Bound<'py, PyArray1<u32>>,
-        Bound<'py, PyArray1<u32>>,
-    )> {
+    fn tree_parts<'py>(&self, py: Python<'py>) -> PyResult<TreeOut<'py>> {
         let n_layers = self.inner.n_layers();
         let mut ptrs = Vec::with_capacity(n_layers);
         for m in 0..n_layers {
@@ -156,10 +150,8 @@ impl PyXrModel {
                 guard(|| {
                     with_canonical(v, |v| {
                         let (idx, val) = v.row(0);
-                        let mut guard = match self.searcher.try_lock() {
-                            Ok(g) => Some(g),
-                            Err(_) => None,
-                        };
+                        // a concurrent caller gets fresh scratch instead of waiting
+                        let mut guard = self.searcher.try_lock().ok();
                         let mut local;
                         let s: &mut Searcher = match guard.as_deref_mut() {
                             Some(s) => s,
