@@ -225,14 +225,15 @@ fn main() -> Result<()> {
         for (m, s) in stats.iter().enumerate() {
             println!(
                 "  layer {m}: {} problems, {} instances, {:.2} passes/problem, {:.2} visits/instance, {} unconverged, \
-                 {} weights, {:.3} s",
+                 {} weights, {:.3} thread-s, matching {:.3} s",
                 s.n_problems,
                 s.n_instances,
                 s.n_passes as f64 / s.n_problems.max(1) as f64,
                 s.n_visits as f64 / s.n_instances.max(1) as f64,
                 s.n_unconverged,
                 s.nnz,
-                s.seconds
+                s.task_seconds,
+                s.matching_seconds
             );
         }
         let nnz: usize = layers.iter().map(|l| l.weights.nnz()).sum();

@@ -29,10 +29,15 @@
 //!
 //! **Work and determinism.** All children of a parent share its instance set: the rows are
 //! gathered once into a [`LocalCsr`] (features renumbered, so each solve uses a dense weight
-//! vector of the subset's width, never `d`), then every child is solved on it. Parents run in
-//! parallel and so do the children of each parent (nested rayon). Each child's solve draws
-//! its visiting order from a stream seeded by `(seed, layer, child)`, and rows are assembled
-//! in child order, so the weights are bit-identical for any thread count.
+//! vector of the subset's width, never `d`), then the children are solved on it in groups of
+//! up to [`MAX_LANES`] siblings run in lock-step (SVM losses, [`GroupSolver`]) or one by one
+//! (logistic loss). Parents are handed to the threads largest first (instances times
+//! children); the groups of a parent run in parallel too (nested rayon). With `tfn` alone
+//! every layer's sets are known up front, so all layers form one pool of parent tasks; with
+//! `man`, layers run in order (each needs the beam of the layers above). A group's visiting
+//! orders come from a stream seeded by `(seed, layer, first child)` (a child alone:
+//! `(seed, layer, child)`), and rows are assembled in child order, so the weights are
+//! bit-identical for any thread count.
 
 use std::sync::Mutex;
 
@@ -110,8 +115,11 @@ pub struct LayerStats {
     pub n_unconverged: usize,
     /// Stored weights (the bias terms not counted).
     pub nnz: usize,
-    /// Wall time of the layer, seconds (the matching search included).
-    pub seconds: f64,
+    /// Sum over the layer's parents of the time spent on each (gather and solves), in
+    /// thread-seconds: with several threads this exceeds the elapsed time.
+    pub task_seconds: f64,
+    /// Elapsed time of the training-set beam search for `man` (0 without `man`).
+    pub matching_seconds: f64,
 }
 
 /// A free list of workspaces shared by the threads of one training run.
@@ -252,10 +260,48 @@ pub fn train_layers_with_stats(
     let groups: Pool<GroupSolver> = Pool::new();
     let mut layers: Vec<LayerWeights> = Vec::with_capacity(depth + 1);
     let mut stats: Vec<LayerStats> = Vec::with_capacity(depth + 1);
+    let shared = Shared {
+        x: &x,
+        tree,
+        kt: &kt,
+        rel_t: rel_t.as_ref(),
+        params,
+        fmaps: &fmaps,
+        solvers: &solvers,
+        groups: &groups,
+    };
+    if !params.negatives.man {
+        // Every layer's instance sets are known up front: one pool of (layer, parent)
+        // tasks, largest first, with no barrier between layers.
+        let ctxs: Vec<LayerCtx<'_>> = (0..=depth).map(|m| shared.layer(m, None)).collect();
+        let mut tasks: Vec<(u64, usize, usize)> = ctxs
+            .iter()
+            .enumerate()
+            .flat_map(|(m, c)| c.parent_costs().into_iter().map(move |(w, p)| (w, m, p)))
+            .collect();
+        tasks.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let order: Vec<(usize, usize)> = tasks.iter().map(|t| (t.1, t.2)).collect();
+        let mut done = run_largest_first(&order, |&(m, p)| ctxs[m].train_parent(p))?;
+        // `done` follows `order`; put each layer's blocks back in parent order
+        let mut per_layer: Vec<Vec<Option<TaskOut>>> = ctxs
+            .iter()
+            .map(|c| (0..c.ptr.len() - 1).map(|_| None).collect())
+            .collect();
+        for (&(m, p), out) in order.iter().zip(done.drain(..)) {
+            per_layer[m][p] = Some(out);
+        }
+        for (c, blocks) in ctxs.iter().zip(per_layer) {
+            let blocks: Vec<TaskOut> = blocks.into_iter().flatten().collect();
+            let (lw, st) = c.assemble(blocks);
+            layers.push(lw);
+            stats.push(st);
+        }
+        return Ok((layers, stats));
+    }
     let mut beam: Option<Csr> = None;
     for m in 0..=depth {
         let t0 = std::time::Instant::now();
-        let man_t = if params.negatives.man && m > 0 {
+        let man_t = if m > 0 {
             let prev = layers.last().expect("m > 0");
             let b = beam_match(
                 &x,
@@ -270,26 +316,102 @@ pub fn train_layers_with_stats(
         } else {
             None
         };
-        let ctx = LayerCtx {
-            x: &x,
-            layer: m,
-            ptr: ptr_of(m),
-            pos: &kt[m],
-            rel: if m == depth { rel_t.as_ref() } else { None },
-            tfn: if m > 0 { Some(&kt[m - 1]) } else { None },
-            man: man_t.as_ref(),
-            use_tfn: params.negatives.tfn,
-            params,
-            fmaps: &fmaps,
-            solvers: &solvers,
-            groups: &groups,
-        };
-        let (lw, mut st) = ctx.train()?;
-        st.seconds = t0.elapsed().as_secs_f64();
+        let c = shared.layer(m, man_t.as_ref());
+        let order: Vec<usize> = c.parent_costs().into_iter().map(|e| e.1).collect();
+        let mut done = run_largest_first(&order, |&p| c.train_parent(p))?;
+        let mut blocks: Vec<Option<TaskOut>> = (0..c.ptr.len() - 1).map(|_| None).collect();
+        for (&p, out) in order.iter().zip(done.drain(..)) {
+            blocks[p] = Some(out);
+        }
+        let (lw, mut st) = c.assemble(blocks.into_iter().flatten().collect());
+        st.matching_seconds = t0.elapsed().as_secs_f64() - st.task_seconds;
         layers.push(lw);
         stats.push(st);
     }
     Ok((layers, stats))
+}
+
+/// What every layer's context borrows.
+struct Shared<'a> {
+    x: &'a CsrView<'a>,
+    tree: &'a ClusterTree,
+    kt: &'a [Csr],
+    rel_t: Option<&'a Csr>,
+    params: &'a TrainParams,
+    fmaps: &'a Pool<FeatureMap>,
+    solvers: &'a Pool<Solver>,
+    groups: &'a Pool<GroupSolver>,
+}
+
+impl Shared<'_> {
+    fn layer<'b>(&'b self, m: usize, man: Option<&'b Csr>) -> LayerCtx<'b> {
+        let depth = self.tree.depth();
+        LayerCtx {
+            x: self.x,
+            layer: m,
+            ptr: if m < depth {
+                self.tree.child_ptr(m).unwrap_or(&[])
+            } else {
+                self.tree.leaf_ptr()
+            },
+            pos: &self.kt[m],
+            rel: if m == depth { self.rel_t } else { None },
+            tfn: if m > 0 { Some(&self.kt[m - 1]) } else { None },
+            man,
+            use_tfn: self.params.negatives.tfn,
+            params: self.params,
+            fmaps: self.fmaps,
+            solvers: self.solvers,
+            groups: self.groups,
+        }
+    }
+}
+
+/// One finished parent: its children's rows and the thread time it took.
+type TaskOut = (Vec<ChildOut>, f64);
+
+/// Runs `f` on every item of `order` on the current pool, items handed out one at a time in
+/// that order to whichever thread is free (largest first keeps the threads busy to the end).
+/// Returns the results in `order`'s order.
+fn run_largest_first<T: Sync, F>(order: &[T], f: F) -> Result<Vec<TaskOut>>
+where
+    F: Fn(&T) -> Result<Vec<ChildOut>> + Sync,
+{
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let workers = rayon::current_num_threads().clamp(1, order.len().max(1));
+    let parts: Vec<Vec<(usize, TaskOut)>> = (0..workers)
+        .into_par_iter()
+        .with_max_len(1)
+        .map(|_| -> Result<Vec<(usize, TaskOut)>> {
+            let mut out = Vec::new();
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = order.get(k) else {
+                    break;
+                };
+                let t0 = std::time::Instant::now();
+                let r = f(item);
+                let r = match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        next.store(order.len(), Ordering::Relaxed);
+                        return Err(e);
+                    }
+                };
+                out.push((k, (r, t0.elapsed().as_secs_f64())));
+            }
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    let mut slots: Vec<Option<TaskOut>> = (0..order.len()).map(|_| None).collect();
+    for (k, out) in parts.into_iter().flatten() {
+        slots[k] = Some(out);
+    }
+    slots
+        .into_iter()
+        .map(|s| s.ok_or_else(|| Error::invalid("internal: a training task did not run")))
+        .collect()
 }
 
 /// The parent indicator of a node indicator: row `i` marks the parents (per `ptr`, a child
@@ -379,15 +501,34 @@ impl LayerCtx<'_> {
         &m.indices[m.indptr[p] as usize..m.indptr[p + 1] as usize]
     }
 
-    fn train(&self) -> Result<(LayerWeights, LayerStats)> {
+    /// `(estimated work, parent)` for every parent, largest first (ties to the lower id):
+    /// instances in its set times number of children.
+    fn parent_costs(&self) -> Vec<(u64, usize)> {
         let n_parents = self.ptr.len() - 1;
-        let blocks: Vec<Vec<ChildOut>> = (0..n_parents)
-            .into_par_iter()
-            .with_max_len(1)
-            .map(|p| self.train_parent(p))
-            .collect::<Result<_>>()?;
+        let len = |m: Option<&Csr>, p: usize| m.map_or(0, |m| m.indptr[p + 1] - m.indptr[p]);
+        let mut out: Vec<(u64, usize)> = (0..n_parents)
+            .map(|p| {
+                let rows = match self.tfn {
+                    None => self.x.n_rows() as u64,
+                    Some(t) => len(Some(t), p) + len(self.man, p),
+                };
+                (rows * u64::from(self.ptr[p + 1] - self.ptr[p]), p)
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        out
+    }
+
+    /// Concatenates the parents' blocks (in parent order) into the layer.
+    fn assemble(&self, blocks: Vec<TaskOut>) -> (LayerWeights, LayerStats) {
+        let n_parents = self.ptr.len() - 1;
+        debug_assert_eq!(blocks.len(), n_parents);
         let n_children = self.ptr[n_parents] as usize;
-        let nnz: usize = blocks.iter().flatten().map(|c| c.indices.len()).sum();
+        let nnz: usize = blocks
+            .iter()
+            .flat_map(|b| &b.0)
+            .map(|c| c.indices.len())
+            .sum();
         let mut indptr = Vec::with_capacity(n_children + 1);
         let mut indices = Vec::with_capacity(nnz);
         let mut data = Vec::with_capacity(nnz);
@@ -398,15 +539,18 @@ impl LayerCtx<'_> {
             ..Default::default()
         };
         indptr.push(0u64);
-        for c in blocks.into_iter().flatten() {
-            indices.extend_from_slice(&c.indices);
-            data.extend_from_slice(&c.values);
-            indptr.push(indices.len() as u64);
-            bias.push(c.bias);
-            st.n_passes += u64::from(c.iters);
-            st.n_visits += c.visits;
-            st.n_instances += c.n_instances as u64;
-            st.n_unconverged += usize::from(!c.converged);
+        for (children, secs) in blocks {
+            st.task_seconds += secs;
+            for c in children {
+                indices.extend_from_slice(&c.indices);
+                data.extend_from_slice(&c.values);
+                indptr.push(indices.len() as u64);
+                bias.push(c.bias);
+                st.n_passes += u64::from(c.iters);
+                st.n_visits += c.visits;
+                st.n_instances += c.n_instances as u64;
+                st.n_unconverged += usize::from(!c.converged);
+            }
         }
         let weights = Csr {
             n_rows: n_children,
@@ -415,14 +559,14 @@ impl LayerCtx<'_> {
             indices,
             data,
         };
-        Ok((
+        (
             LayerWeights {
                 child_ptr: self.ptr.to_vec(),
                 weights,
                 bias,
             },
             st,
-        ))
+        )
     }
 
     fn train_parent(&self, p: usize) -> Result<Vec<ChildOut>> {
