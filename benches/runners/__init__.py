@@ -135,4 +135,10 @@ XMRRS_CONFIGS: tuple[Library, ...] = (
         "xmrrs XRLinearClassifier with PECOS's settings",
     ),
     Library("xmrrs-defaults", "xmrrs", {}, "xmrrs XRLinearClassifier with its defaults"),
+    Library(
+        "xmrrs-ensemble3",
+        "xmrrs",
+        {"n_estimators": 3},
+        "xmrrs XRLinearClassifier(n_estimators=3): its defaults, 3 trees averaged",
+    ),
 )
