@@ -147,15 +147,13 @@ def _predict_chunks(clf: Any, X: Any, k: int, beam: int | None, prog: _Progress)
 
 
 def _write_predictions(path: str, ids: Any, scores: Any, classes: Any) -> None:
-    import numpy as np
     import scipy.sparse as sp
 
+    from xmrrs.estimator import topk_to_csr
+
     n = ids.shape[0]
-    keep = ids >= 0
     if path.endswith(".npz"):
-        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
-        m = sp.csr_matrix((scores[keep], ids[keep], indptr), shape=(n, len(classes)))
-        sp.save_npz(path, m, compressed=False)
+        sp.save_npz(path, topk_to_csr(ids, scores, len(classes)), compressed=False)
         return
     with open(path, "w", encoding="utf-8") as f:
         for i in range(n):

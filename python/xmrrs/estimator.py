@@ -84,6 +84,22 @@ def _sparse_out(m: sp.csr_matrix) -> sp.csr_matrix | sp.csr_array:
     return m
 
 
+def topk_to_csr(
+    ids: np.ndarray, scores: np.ndarray, n_labels: int, *, binary: bool = False
+) -> sp.csr_matrix:
+    """CSR matrix ``(n, n_labels)`` of top-k ``(ids, scores)`` rows (``-1`` ids dropped),
+    indices sorted; values are the scores, or int32 ones when ``binary``."""
+    n = ids.shape[0]
+    keep = ids >= 0
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(keep.sum(axis=1), out=indptr[1:])
+    order = np.argsort(np.where(keep, ids, np.iinfo(np.int64).max), axis=1, kind="stable")
+    rows = np.arange(n)[:, None]
+    ids_s, sc_s, keep_s = ids[rows, order], scores[rows, order], keep[rows, order]
+    data = np.ones(int(indptr[-1]), np.int32) if binary else sc_s[keep_s]
+    return sp.csr_matrix((data, ids_s[keep_s].astype(np.int32), indptr), shape=(n, n_labels))
+
+
 class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """XR-Linear extreme multi-label ranker (PECOS's model, in Rust).
 
@@ -453,17 +469,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def _topk_matrix(self, X: Any, binary: bool) -> sp.csr_matrix | sp.csr_array:
         ids, scores = self._search(X, self.top_k, None)
-        n = ids.shape[0]
-        keep = ids >= 0
-        indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(keep.sum(axis=1), out=indptr[1:])
-        order = np.argsort(np.where(keep, ids, np.iinfo(np.int64).max), axis=1, kind="stable")
-        rows = np.arange(n)[:, None]
-        ids_s, sc_s, keep_s = ids[rows, order], scores[rows, order], keep[rows, order]
-        data = np.ones(int(indptr[-1]), np.int32) if binary else sc_s[keep_s]
-        m = sp.csr_matrix(
-            (data, ids_s[keep_s].astype(np.int32), indptr), shape=(n, len(self.classes_))
-        )
+        m = topk_to_csr(ids, scores, len(self.classes_), binary=binary)
         return _sparse_out(m) if not is_sparray(X) else sp.csr_array(m)
 
     def predict(self, X: Any) -> sp.csr_matrix | sp.csr_array:
