@@ -171,12 +171,12 @@ pub fn fanout_schedule(n_labels: usize, branching: usize, max_leaf_size: usize) 
 /// **Work.** Labels with identical rows (same columns and value bits; common in practice:
 /// tail labels with the same positives, or the filled rows of labels without any) are
 /// found once by hashing, and a node scores each distinct row once. The cluster sums are
-/// kept column-interleaved (`c` rounded up to 16 lanes, one cache line per column) and
-/// updated in place by the members that moved, and the per-cluster scale is applied to the
-/// scores, so a round costs about one pass over the node's stored values. A node with fewer
-/// members than half its columns is scored column by column (a one-off column-major copy of
-/// its rows, in blocks of members whose scores stay in cache) rather than gathering a
-/// centroid column per stored value.
+/// kept column-interleaved and updated in place by the members that moved, and the
+/// per-cluster scale is applied to the scores, so a round costs about one pass over the
+/// node's stored values. A node with fewer members than half its columns is scored column
+/// by column (a one-off column-major copy of its rows, in blocks of members whose scores
+/// stay in cache, streaming the sums once per block); other nodes gather a centroid column
+/// per stored value, from sums padded to 16 lanes (one cache line per column), prefetched.
 ///
 /// **Determinism.** Every node draws from its own stream derived from `(seed, level, node
 /// index)`, and every sum runs in a fixed order: a score sums its member's values in column
@@ -187,11 +187,11 @@ pub fn fanout_schedule(n_labels: usize, branching: usize, max_leaf_size: usize) 
 /// parallel over members and the sum updates over clusters.
 ///
 /// **Memory.** A node holds `c' x d'` floats of sums (and, while recomputing them densely,
-/// `c x d'` more), where `c'` is `c` rounded up to 16 lanes and `d'` is `d` for dense input
-/// and, for sparse input, the number of distinct columns among the node's members whenever
-/// that is small (the members are copied with re-numbered columns), so deep small nodes stay
-/// cheap even for `d ~ 1e6`; a node scored by columns also holds a copy of its distinct rows
-/// (8 bytes per stored value, at most 2^24 values).
+/// `c x d'` more), where `c'` is `c` (scored by columns) or `c` rounded up to 16 lanes, and
+/// `d'` is `d` for dense input and, for sparse input, the number of distinct columns among
+/// the node's members whenever that is small (the members are copied with re-numbered
+/// columns), so deep small nodes stay cheap even for `d ~ 1e6`; a node scored by columns
+/// also holds a copy of its distinct rows (8 bytes per stored value, at most 2^24 values).
 ///
 /// Errors: invalid parameters, no labels, or a non-finite value in `z`.
 pub fn hierarchical_kmeans(z: ZView<'_>, params: &KMeansParams) -> Result<ClusterTree> {
@@ -719,8 +719,9 @@ fn kmeans_node<R: Rows>(
         .with_min_len(min_len)
         .map(|k| rows.norm2(k).sqrt())
         .collect();
-    let mut cent = Centroids::new(c, d);
-    let colmajor = ColMajor::build(rows, dup, cent.cp, par);
+    // scored by columns, the table is streamed in order: no lanes of padding then
+    let colmajor = ColMajor::build(rows, dup, c, par);
+    let mut cent = Centroids::new(c, d, colmajor.is_none());
     let sample_cap = (SEED_SAMPLE_PER_CLUSTER * c).max(SEED_SAMPLE_MIN);
     let seeds = if n <= sample_cap {
         kmeanspp(rows, dup, c, &norms, params.spherical, min_len, rng)
@@ -911,8 +912,9 @@ impl SharedLanes {
 const TRANSPOSE_COLS: usize = 1024;
 
 impl Centroids {
-    fn new(c: usize, d: usize) -> Self {
-        let cp = lane_stride(c);
+    /// `padded`: [`lane_stride`] lanes per column (for scoring row by row), else `c`.
+    fn new(c: usize, d: usize, padded: bool) -> Self {
+        let cp = if padded { lane_stride(c) } else { c };
         Centroids {
             c,
             cp,
@@ -1397,8 +1399,8 @@ fn score_block<const N: usize>(blk: &ColBlock, wt: &[f32], out: &mut [f32]) {
     }
 }
 
-/// [`score_block`] for the lane stride `cp` (one of [`lane_stride`]'s), through a copy
-/// compiled with AVX2 when `wide` (same operations, same order).
+/// [`score_block`] for the lane stride `cp`, through a copy compiled with AVX2 when `wide`
+/// (same operations, same order).
 fn score_block_dispatch(blk: &ColBlock, wt: &[f32], cp: usize, out: &mut [f32], wide: bool) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -1420,22 +1422,26 @@ unsafe fn score_block_avx2(blk: &ColBlock, wt: &[f32], cp: usize, out: &mut [f32
 
 #[inline(always)]
 fn score_block_plain(blk: &ColBlock, wt: &[f32], cp: usize, out: &mut [f32]) {
-    match cp {
-        1 => score_block::<1>(blk, wt, out),
-        2 => score_block::<2>(blk, wt, out),
-        4 => score_block::<4>(blk, wt, out),
-        8 => score_block::<8>(blk, wt, out),
-        16 => score_block::<16>(blk, wt, out),
-        _ => {
-            for (ci, &j) in blk.cols.iter().enumerate() {
-                let w = &wt[j as usize * cp..(j as usize + 1) * cp];
-                for p in blk.ptr[ci] as usize..blk.ptr[ci + 1] as usize {
-                    let k = blk.member[p] as usize * cp;
-                    let v = blk.value[p];
-                    for (o, &wl) in out[k..k + cp].iter_mut().zip(w) {
-                        *o += v * wl;
-                    }
-                }
+    macro_rules! fixed {
+        ($($n:literal),*) => {
+            match cp {
+                $($n => score_block::<$n>(blk, wt, out),)*
+                _ => score_block_any(blk, wt, cp, out),
+            }
+        };
+    }
+    fixed!(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
+}
+
+/// [`score_block`] for any stride.
+fn score_block_any(blk: &ColBlock, wt: &[f32], cp: usize, out: &mut [f32]) {
+    for (ci, &j) in blk.cols.iter().enumerate() {
+        let w = &wt[j as usize * cp..(j as usize + 1) * cp];
+        for p in blk.ptr[ci] as usize..blk.ptr[ci + 1] as usize {
+            let k = blk.member[p] as usize * cp;
+            let v = blk.value[p];
+            for (o, &wl) in out[k..k + cp].iter_mut().zip(w) {
+                *o += v * wl;
             }
         }
     }
@@ -1477,42 +1483,66 @@ fn duplicate_groups(z: &ZView<'_>) -> Vec<u32> {
         .with_min_len(1024)
         .map(|l| {
             let (ri, rv) = row_bits(l);
-            let mut h = super::rng::mix64(ri.len() as u64);
-            for &j in ri {
-                h = (h ^ u64::from(j))
-                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                    .rotate_left(31);
+            // (column, value bits) words, alternately into two independent lanes
+            let word = |p: usize| {
+                let j = ri.get(p).map_or(p as u64, |&j| u64::from(j));
+                (j << 32) | u64::from(rv[p].to_bits())
+            };
+            let step = |h: u64, x: u64| (h ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+            let (mut a, mut b) = (super::rng::mix64(rv.len() as u64), 0x243F_6A88_85A3_08D3);
+            let pairs = rv.len() / 2;
+            for p in 0..pairs {
+                a = step(a, word(2 * p));
+                b = step(b, word(2 * p + 1));
             }
-            for &v in rv {
-                h = (h ^ u64::from(v.to_bits()))
-                    .wrapping_mul(0xD6E8_FEB8_6659_FD93)
-                    .rotate_left(27);
+            if rv.len() % 2 == 1 {
+                a = step(a, word(rv.len() - 1));
             }
-            super::rng::mix64(h)
+            super::rng::mix64(a ^ b.rotate_left(17))
         })
         .collect();
     let mut order: Vec<u32> = (0..n as u32).collect();
     order.par_sort_unstable_by_key(|&l| (hashes[l as usize], l));
-    let same = |a: usize, b: usize| {
-        let ((ai, av), (bi, bv)) = (row_bits(a), row_bits(b));
+    let same = |a: u32, b: u32| {
+        let ((ai, av), (bi, bv)) = (row_bits(a as usize), row_bits(b as usize));
         ai == bi
             && av.len() == bv.len()
             && av.iter().zip(bv).all(|(x, y)| x.to_bits() == y.to_bits())
     };
+    // the start of each run of equal hashes (in `order`, whose runs list ids increasing)
+    let mut run_of = vec![0u32; n];
+    for i in 1..n {
+        let same_hash = hashes[order[i] as usize] == hashes[order[i - 1] as usize];
+        run_of[i] = if same_hash { run_of[i - 1] } else { i as u32 };
+    }
+    // most rows of a run equal its first row: check those in parallel
+    let equal_first: Vec<bool> = (0..n)
+        .into_par_iter()
+        .with_min_len(1024)
+        .map(|i| {
+            let r = run_of[i] as usize;
+            r != i && same(order[r], order[i])
+        })
+        .collect();
     let mut group = vec![NO_DUP; n];
     let mut i = 0;
     while i < n {
-        let h = hashes[order[i] as usize];
         let mut e = i + 1;
-        while e < n && hashes[order[e] as usize] == h {
+        while e < n && run_of[e] as usize == i {
             e += 1;
         }
         if e - i > 1 {
-            // labels of the run in increasing id: each joins the first earlier equal row
-            let mut firsts: Vec<u32> = Vec::new();
-            for &l in &order[i..e] {
-                match firsts.iter().find(|&&f| same(f as usize, l as usize)) {
-                    Some(&f) => {
+            // each label joins the first earlier label with an equal row
+            let mut firsts: Vec<u32> = vec![order[i]];
+            for p in i + 1..e {
+                let l = order[p];
+                let f = if equal_first[p] {
+                    Some(order[i])
+                } else {
+                    firsts.iter().copied().find(|&f| same(f, l))
+                };
+                match f {
+                    Some(f) => {
                         group[l as usize] = f;
                         group[f as usize] = f;
                     }
@@ -1966,7 +1996,7 @@ mod tests {
         let n = rows.len();
         let norms: Vec<f32> = (0..n).map(|k| rows.norm2(k).sqrt()).collect();
         for (c, spherical) in [(13, true), (5, false), (2, true), (20, true)] {
-            let mut cent = Centroids::new(c, 3000);
+            let mut cent = Centroids::new(c, 3000, true);
             let ops: Vec<Vec<(u32, bool)>> = (0..c)
                 .map(|j| {
                     (0..n as u32)
@@ -1976,11 +2006,16 @@ mod tests {
                 })
                 .collect();
             cent.recompute(&rows, &ops, false);
+            // the column-scoring layout: c lanes, no padding (same sums)
+            let mut tight = Centroids::new(c, 3000, false);
+            tight.recompute(&rows, &ops, true);
+            assert_eq!(tight.cp, c);
+            assert_eq!(cent.ss, tight.ss);
             let counts: Vec<usize> = ops.iter().map(|o| o.len()).collect();
-            assert!(ColMajor::build(&rows, dup.as_deref(), cent.cp, true).is_some());
+            assert!(ColMajor::build(&rows, dup.as_deref(), c, true).is_some());
             let cm = ColMajor::build_blocks(&rows, dup.as_deref(), 50, true).unwrap();
             assert_eq!(cm.blocks.len(), n.div_ceil(50));
-            let run = |dup: Option<&[u32]>, colmajor: Option<&ColMajor>| {
+            let run = |cent: &Centroids, dup: Option<&[u32]>, colmajor: Option<&ColMajor>| {
                 let mut scores = vec![0f32; n * c];
                 Scoring {
                     rows: &rows,
@@ -1991,12 +2026,14 @@ mod tests {
                     dup,
                     colmajor,
                 }
-                .run(&cent, Some(&counts), &mut scores);
+                .run(cent, Some(&counts), &mut scores);
                 scores
             };
-            let by_rows = run(None, None);
-            assert_eq!(by_rows, run(dup.as_deref(), None));
-            assert_eq!(by_rows, run(dup.as_deref(), Some(&cm)));
+            let by_rows = run(&cent, None, None);
+            assert_eq!(by_rows, run(&cent, dup.as_deref(), None));
+            assert_eq!(by_rows, run(&tight, dup.as_deref(), None));
+            assert_eq!(by_rows, run(&cent, dup.as_deref(), Some(&cm)));
+            assert_eq!(by_rows, run(&tight, dup.as_deref(), Some(&cm)));
             assert!(by_rows.iter().any(|&v| v != 0.0));
         }
     }
@@ -2011,7 +2048,7 @@ mod tests {
         let c = 6;
         let mut r = SplitMix64::new(1);
         let mut assign: Vec<u16> = (0..400).map(|_| r.below(c as u64) as u16).collect();
-        let mut inc = Centroids::new(c, 500);
+        let mut inc = Centroids::new(c, 500, true);
         let plan = plan_update(None, &assign, None, c);
         assert!(plan.fresh);
         inc.recompute(&rows, &plan.ops, true);
@@ -2031,7 +2068,7 @@ mod tests {
             inc.apply(&rows, &plan.ops, true);
             assign = next;
         }
-        let mut fresh = Centroids::new(c, 500);
+        let mut fresh = Centroids::new(c, 500, true);
         fresh.recompute(&rows, &plan_update(None, &assign, None, c).ops, false);
         for (a, b) in inc.t.as_slice().iter().zip(fresh.t.as_slice()) {
             assert!((a - b).abs() <= 1e-4, "{a} vs {b}");
@@ -2060,9 +2097,9 @@ mod tests {
             z: z.view(),
             members: None,
         };
-        let mut a = Centroids::new(2, 2);
+        let mut a = Centroids::new(2, 2, true);
         a.recompute(&rows, &plan_update(None, &held, None, 2).ops, false);
-        let mut b = Centroids::new(2, 2);
+        let mut b = Centroids::new(2, 2, false);
         b.recompute(&rows, &plan_update(None, &held, None, 2).ops, false);
         a.apply(&rows, &plan.ops, false);
         b.recompute(&rows, &plain.ops, false);
