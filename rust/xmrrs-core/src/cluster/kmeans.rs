@@ -1,6 +1,7 @@
 //! Hierarchical B-ary k-means over label representations.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use rayon::prelude::*;
 
@@ -396,9 +397,9 @@ trait Rows: Sync {
     /// `out += sign * x_k[cols]` (`sign` is 1 or -1, so every product is exact).
     fn add_to(&self, k: usize, cols: Range<usize>, sign: f32, out: &mut [f32]);
     /// `t[col * cp + j] += sign * x_k[col]` for every column (`lane = (j, cp)`, `sign` 1 or
-    /// -1); returns the change of the lane's sum of squares, `sum(new^2 - old^2)` in f64 over
-    /// the entries in column order.
-    fn scatter_lane(&self, k: usize, sign: f32, lane: (usize, usize), t: &mut [f32]) -> f64;
+    /// -1; `t` holds f32 bits); returns the change of the lane's sum of squares,
+    /// `sum(new^2 - old^2)` in f64 over the entries in column order.
+    fn scatter_lane(&self, k: usize, sign: f32, lane: (usize, usize), t: &[AtomicU32]) -> f64;
     /// `|x_k|^2` (accumulated in f64).
     fn norm2(&self, k: usize) -> f32;
     /// The column indices (increasing) and values of `x_k` if the rows are sparse.
@@ -584,14 +585,11 @@ impl Rows for SparseRows<'_> {
             out[j as usize - cols.start] += sign * v;
         }
     }
-    fn scatter_lane(&self, k: usize, sign: f32, (j, cp): (usize, usize), t: &mut [f32]) -> f64 {
+    fn scatter_lane(&self, k: usize, sign: f32, (j, cp): (usize, usize), t: &[AtomicU32]) -> f64 {
         let (ri, rv) = self.row(k);
         let mut delta = 0f64;
         for (&col, &v) in ri.iter().zip(rv) {
-            let o = &mut t[col as usize * cp + j];
-            let old = *o;
-            *o += sign * v;
-            delta += f64::from(*o) * f64::from(*o) - f64::from(old) * f64::from(old);
+            delta += add_lane(&t[col as usize * cp + j], sign * v);
         }
         delta
     }
@@ -635,13 +633,10 @@ impl Rows for DenseRows<'_> {
     fn add_to(&self, k: usize, cols: Range<usize>, sign: f32, out: &mut [f32]) {
         simd::axpy(sign, &self.row(k)[cols], out);
     }
-    fn scatter_lane(&self, k: usize, sign: f32, (j, cp): (usize, usize), t: &mut [f32]) -> f64 {
+    fn scatter_lane(&self, k: usize, sign: f32, (j, cp): (usize, usize), t: &[AtomicU32]) -> f64 {
         let mut delta = 0f64;
         for (i, &v) in self.row(k).iter().enumerate() {
-            let o = &mut t[i * cp + j];
-            let old = *o;
-            *o += sign * v;
-            delta += f64::from(*o) * f64::from(*o) - f64::from(old) * f64::from(old);
+            delta += add_lane(&t[i * cp + j], sign * v);
         }
         delta
     }
@@ -879,8 +874,8 @@ fn plan_update(held: Option<&[u16]>, assign: &[u16], first: Option<&[u32]>, c: u
 }
 
 /// The centroid sums of a node, column-interleaved: lane `j < c` of column `col` is
-/// `t[col * cp + j]`, the sum of cluster `j`'s member rows at `col` (`cp = lane_stride(c)`;
-/// lanes `>= c` stay zero), with each sum's squared norm.
+/// `t[col * cp + j]`, the sum of cluster `j`'s member rows at `col` (`cp` is `c` or
+/// [`lane_stride`]`(c)`; lanes `>= c` stay zero), with each sum's squared norm.
 struct Centroids {
     c: usize,
     cp: usize,
@@ -891,23 +886,24 @@ struct Centroids {
     rowwise: Vec<f32>,
 }
 
-/// A raw view of the interleaved sums shared by the per-cluster tasks of
-/// [`Centroids::apply`], each of which writes only its own lane.
-#[derive(Clone, Copy)]
-struct SharedLanes(*mut f32, usize);
-// SAFETY: see `Centroids::apply`: concurrent tasks write disjoint elements.
-unsafe impl Send for SharedLanes {}
-unsafe impl Sync for SharedLanes {}
-
-impl SharedLanes {
-    /// # Safety
-    /// Concurrent users must write disjoint elements.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self) -> &mut [f32] {
-        // SAFETY: `self.0` points to `self.1` initialised floats (a live `AlignedBuf`).
-        unsafe { std::slice::from_raw_parts_mut(self.0, self.1) }
-    }
+/// The floats of `t` as atomics holding their bits, so that the per-cluster tasks of
+/// [`Centroids::apply`] can share the table (each loads and stores only its own lane, so
+/// relaxed order suffices and no update is lost).
+fn as_atomic(t: &mut [f32]) -> &[AtomicU32] {
+    // SAFETY: `AtomicU32` has the size and alignment of `u32`, hence of `f32`, and the
+    // exclusive borrow of `t` is held for the lifetime of the returned view.
+    unsafe { &*(t as *mut [f32] as *const [AtomicU32]) }
 }
+
+/// `*o += x` on a float stored as bits (see [`as_atomic`]); returns `new^2 - old^2` in f64.
+#[inline(always)]
+fn add_lane(o: &AtomicU32, x: f32) -> f64 {
+    let old = f32::from_bits(o.load(Ordering::Relaxed));
+    let new = old + x;
+    o.store(new.to_bits(), Ordering::Relaxed);
+    f64::from(new) * f64::from(new) - f64::from(old) * f64::from(old)
+}
+
 /// Columns per task when transposing the row-wise sums.
 const TRANSPOSE_COLS: usize = 1024;
 
@@ -1015,11 +1011,8 @@ impl Centroids {
         if d == 0 {
             return;
         }
-        let t = SharedLanes(self.t.as_mut_slice().as_mut_ptr(), cp * d);
+        let t = as_atomic(self.t.as_mut_slice());
         let lane = |j: usize| -> f64 {
-            // SAFETY: task `j` only touches lane `j` (`t[col * cp + j]`), so the tasks write
-            // disjoint elements; `scatter_lane` stays within `cp * d`.
-            let t = unsafe { t.slice() };
             let mut delta = 0f64;
             for &(k, add) in &ops[j] {
                 let sign = if add { 1.0 } else { -1.0 };
@@ -1603,7 +1596,7 @@ impl<R: Rows> Rows for SubRows<'_, R> {
     fn add_to(&self, k: usize, cols: Range<usize>, sign: f32, out: &mut [f32]) {
         self.rows.add_to(self.idx[k], cols, sign, out);
     }
-    fn scatter_lane(&self, k: usize, sign: f32, lane: (usize, usize), t: &mut [f32]) -> f64 {
+    fn scatter_lane(&self, k: usize, sign: f32, lane: (usize, usize), t: &[AtomicU32]) -> f64 {
         self.rows.scatter_lane(self.idx[k], sign, lane, t)
     }
     fn norm2(&self, k: usize) -> f32 {
