@@ -175,9 +175,10 @@ pub fn fanout_schedule(n_labels: usize, branching: usize, max_leaf_size: usize) 
 /// kept column-interleaved and updated in place by the members that moved, and the
 /// per-cluster scale is applied to the scores, so a round costs about one pass over the
 /// node's stored values. A node with fewer members than half its columns is scored column
-/// by column (a one-off column-major copy of its rows, in blocks of members whose scores
-/// stay in cache, streaming the sums once per block); other nodes gather a centroid column
-/// per stored value, from sums padded to 16 lanes (one cache line per column), prefetched.
+/// by column when its sums would not stay in cache (over 2 MiB): a one-off column-major
+/// copy of its rows, in blocks of members whose scores stay in cache, streaming the sums
+/// once per block. Other nodes gather a centroid column per stored value, from sums padded
+/// to 16 lanes (one cache line per column), prefetched when over 2 MiB.
 ///
 /// **Determinism.** Every node draws from its own stream derived from `(seed, level, node
 /// index)`, and every sum runs in a fixed order: a score sums its member's values in column
@@ -394,6 +395,9 @@ trait Rows: Sync {
     /// `out[0..c] = x_k . W[:, 0..c]` (`c = out.len()`) for `W` stored column-interleaved
     /// with `stride >= c` lanes per column (`wt[col * stride + j]`).
     fn scores_t(&self, k: usize, wt: &[f32], stride: usize, out: &mut [f32]);
+    /// [`Rows::scores_t`] for the stride `N` (`out.len() <= N`); `PF`: prefetch the gathered
+    /// columns (sparse rows).
+    fn scores_n<const N: usize, const PF: bool>(&self, k: usize, wt: &[f32], out: &mut [f32]);
     /// `out += sign * x_k[cols]` (`sign` is 1 or -1, so every product is exact).
     fn add_to(&self, k: usize, cols: Range<usize>, sign: f32, out: &mut [f32]);
     /// `t[col * cp + j] += sign * x_k[col]` for every column (`lane = (j, cp)`, `sign` 1 or
@@ -445,7 +449,7 @@ fn scores_dispatch<I: Iterator<Item = (usize, f32)>>(
                             acc[l] += v * w[l];
                         }
                     }
-                    out.copy_from_slice(&acc[..c]);
+                    store_lanes(&acc, out);
                 })*
                 s => {
                     out.fill(0.0);
@@ -461,37 +465,63 @@ fn scores_dispatch<I: Iterator<Item = (usize, f32)>>(
     fixed!(1, 2, 4, 8, 16)
 }
 
-/// Entries ahead whose centroid column [`SparseRows`] prefetches while scoring.
+/// Entries ahead whose centroid column [`SparseRows`] prefetches while scoring, when the
+/// table exceeds [`CACHE_BYTES`] (below, the prefetches only cost instructions).
 const PREFETCH: usize = 16;
+/// About the cache of a core (L2 and a share of L3): centroid tables beyond this are
+/// prefetched when gathered, or streamed by scoring by columns.
+const CACHE_BYTES: usize = 2 << 20;
 
 /// Hints the CPU to fetch `wt[at..at + len]` into cache (no effect on results; the address
 /// may lie out of bounds, nothing is read). A power-of-two `len <= 16` is taken to be one
 /// aligned line (see [`lane_stride`]).
 #[inline(always)]
 fn prefetch_cols(wt: &[f32], at: usize, len: usize) {
+    let p = wt.as_ptr().wrapping_add(at);
+    prefetch_ptr(p.cast());
+    if len > 16 || !len.is_power_of_two() {
+        prefetch_ptr(p.wrapping_add(len.saturating_sub(1)).cast());
+    }
+}
+
+/// Hints the CPU to fetch the line of `p` into cache (never faults, reads nothing).
+#[inline(always)]
+fn prefetch_ptr(p: *const i8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = wt.as_ptr().wrapping_add(at);
         // SAFETY: prefetching is a hint that never faults, whatever the address.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(p.cast());
-            if len > 16 || !len.is_power_of_two() {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(len.saturating_sub(1)).cast());
-            }
-        }
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (wt, at, len);
+        let _ = p;
+    }
+}
+
+/// `out = acc[..out.len()]` (`out.len() <= N`), written so that `acc` can stay in registers
+/// (a copy of a run-time length would send it through memory and a `memcpy` call).
+#[inline(always)]
+fn store_lanes<const N: usize>(acc: &[f32; N], out: &mut [f32]) {
+    if let Ok(o) = <&mut [f32; N]>::try_from(&mut *out) {
+        *o = *acc;
+    } else {
+        for (o, &a) in out.iter_mut().zip(acc) {
+            *o = a;
+        }
     }
 }
 
 /// [`scores_dispatch`] for a sparse row and `N` lanes per column (`out.len() <= N`), with
-/// the centroid columns prefetched [`PREFETCH`] entries ahead (they are gathered at random).
-/// Same operations in the same order as [`scores_dispatch`].
+/// the centroid columns prefetched [`PREFETCH`] entries ahead when `PF` (they are gathered
+/// at random). Same operations in the same order as [`scores_dispatch`].
 #[inline(always)]
-fn sparse_scores<const N: usize>(ri: &[u32], rv: &[f32], wt: &[f32], out: &mut [f32]) {
+fn sparse_scores<const N: usize, const PF: bool>(
+    ri: &[u32],
+    rv: &[f32],
+    wt: &[f32],
+    out: &mut [f32],
+) {
     let mut acc = [0f32; N];
     let m = ri.len().min(rv.len());
     let (ri, rv) = (&ri[..m], &rv[..m]);
@@ -503,10 +533,14 @@ fn sparse_scores<const N: usize>(ri: &[u32], rv: &[f32], wt: &[f32], out: &mut [
             }
         }
     };
-    for &j in ri.iter().take(PREFETCH) {
-        prefetch_cols(wt, j as usize * N, N);
-    }
-    let head = m.saturating_sub(PREFETCH);
+    let head = if PF {
+        for &j in ri.iter().take(PREFETCH) {
+            prefetch_cols(wt, j as usize * N, N);
+        }
+        m.saturating_sub(PREFETCH)
+    } else {
+        0
+    };
     for p in 0..head {
         prefetch_cols(wt, ri[p + PREFETCH] as usize * N, N);
         step(&mut acc, ri[p], rv[p]);
@@ -514,7 +548,7 @@ fn sparse_scores<const N: usize>(ri: &[u32], rv: &[f32], wt: &[f32], out: &mut [
     for p in head..m {
         step(&mut acc, ri[p], rv[p]);
     }
-    out.copy_from_slice(&acc[..out.len()]);
+    store_lanes(&acc, out);
 }
 
 struct SparseRows<'a> {
@@ -546,10 +580,12 @@ impl Rows for SparseRows<'_> {
     fn scores_t(&self, k: usize, wt: &[f32], stride: usize, out: &mut [f32]) {
         let (ri, rv) = self.row(k);
         let c = out.len();
+        let pf = wt.len().saturating_mul(4) > CACHE_BYTES;
         macro_rules! fixed {
             ($($n:literal),*) => {
                 match stride {
-                    $($n if c <= $n => sparse_scores::<$n>(ri, rv, wt, out),)*
+                    $($n if c <= $n && pf => sparse_scores::<$n, true>(ri, rv, wt, out),)*
+                    $($n if c <= $n => sparse_scores::<$n, false>(ri, rv, wt, out),)*
                     _ => {
                         for &j in ri.iter().take(PREFETCH) {
                             prefetch_cols(wt, j as usize * stride, stride);
@@ -570,6 +606,11 @@ impl Rows for SparseRows<'_> {
             };
         }
         fixed!(1, 2, 4, 8, 16)
+    }
+    #[inline(always)]
+    fn scores_n<const N: usize, const PF: bool>(&self, k: usize, wt: &[f32], out: &mut [f32]) {
+        let (ri, rv) = self.row(k);
+        sparse_scores::<N, PF>(ri, rv, wt, out);
     }
     fn add_to(&self, k: usize, cols: Range<usize>, sign: f32, out: &mut [f32]) {
         let (ri, rv) = self.row(k);
@@ -629,6 +670,10 @@ impl Rows for DenseRows<'_> {
     #[inline(always)]
     fn scores_t(&self, k: usize, wt: &[f32], stride: usize, out: &mut [f32]) {
         scores_dispatch(self.row(k).iter().copied().enumerate(), wt, stride, out);
+    }
+    #[inline(always)]
+    fn scores_n<const N: usize, const PF: bool>(&self, k: usize, wt: &[f32], out: &mut [f32]) {
+        scores_dispatch(self.row(k).iter().copied().enumerate(), wt, N, out);
     }
     fn add_to(&self, k: usize, cols: Range<usize>, sign: f32, out: &mut [f32]) {
         simd::axpy(sign, &self.row(k)[cols], out);
@@ -714,8 +759,13 @@ fn kmeans_node<R: Rows>(
         .with_min_len(min_len)
         .map(|k| rows.norm2(k).sqrt())
         .collect();
-    // scored by columns, the table is streamed in order: no lanes of padding then
-    let colmajor = ColMajor::build(rows, dup, c, par);
+    // scored by columns when the padded table would not stay in cache (streamed in order,
+    // with no lanes of padding then)
+    let colmajor = if lane_stride(c).saturating_mul(d).saturating_mul(4) > CACHE_BYTES {
+        ColMajor::build(rows, dup, c, par)
+    } else {
+        None
+    };
     let mut cent = Centroids::new(c, d, colmajor.is_none());
     let sample_cap = (SEED_SAMPLE_PER_CLUSTER * c).max(SEED_SAMPLE_MIN);
     let seeds = if n <= sample_cap {
@@ -1122,14 +1172,21 @@ impl<R: Rows> Scoring<'_, R> {
                     }
                 });
         } else {
+            let chunk = self.min_len.clamp(1, self.rows.len().max(1));
             scores
-                .par_chunks_mut(c)
-                .with_min_len(self.min_len)
+                .par_chunks_mut(chunk * c)
                 .enumerate()
-                .for_each(|(k, out)| {
-                    if !is_copy(k) {
-                        score_row(self.rows, k, cent.t.as_slice(), cp, out, wide);
-                        finish(k, out);
+                .for_each(|(b, sc)| {
+                    let k0 = b * chunk;
+                    // every lane of a member, so the kernels store whole registers
+                    let mut buf = vec![0f32; sc.len() / c * cp];
+                    let t = cent.t.as_slice();
+                    score_rows(self.rows, k0, t, (cp, c), &mut buf, is_copy, wide);
+                    for (i, (out, src)) in sc.chunks_mut(c).zip(buf.chunks(cp)).enumerate() {
+                        if !is_copy(k0 + i) {
+                            out.copy_from_slice(&src[..c]);
+                            finish(k0 + i, out);
+                        }
                     }
                 });
         }
@@ -1144,7 +1201,7 @@ impl<R: Rows> Scoring<'_, R> {
     }
 }
 
-/// Whether [`score_row`] may use its AVX2 copy (checked once per call site).
+/// Whether [`score_rows`] may use its AVX2 copy (checked once per call site).
 #[inline]
 fn wide_simd() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -1157,27 +1214,86 @@ fn wide_simd() -> bool {
     }
 }
 
-/// `rows.scores_t`, through a copy compiled with AVX2 when `wide` (from [`wide_simd`]). Both
-/// copies perform the same multiplications and additions in the same order (AVX2 only, no
-/// FMA contraction), so the scores are bit-identical whichever runs.
+/// `out[i * cp..(i + 1) * cp] = x_{k0 + i} . W` (all `cp` lanes, of which the first `c` are
+/// scores) for the members of a chunk except those `skip` names (`W` interleaved with `cp`
+/// lanes per column), through a copy compiled with AVX2 when `wide` (from [`wide_simd`]).
+/// The kernel is chosen once per chunk; every variant performs the same multiplications and
+/// additions in the same order (AVX2 only, no FMA contraction), so the scores are
+/// bit-identical whichever runs.
 #[inline]
-fn score_row<R: Rows>(rows: &R, k: usize, wt: &[f32], cp: usize, out: &mut [f32], wide: bool) {
+fn score_rows<R: Rows, F: Fn(usize) -> bool>(
+    rows: &R,
+    k0: usize,
+    wt: &[f32],
+    (cp, c): (usize, usize),
+    out: &mut [f32],
+    skip: F,
+    wide: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if wide {
             // SAFETY: `wide` comes from `wide_simd`, which checked that the CPU has AVX2.
-            unsafe { score_row_avx2(rows, k, wt, cp, out) };
+            unsafe { score_rows_avx2(rows, k0, wt, (cp, c), out, skip) };
             return;
         }
     }
     let _ = wide;
-    rows.scores_t(k, wt, cp, out);
+    score_rows_plain(rows, k0, wt, (cp, c), out, skip);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn score_row_avx2<R: Rows>(rows: &R, k: usize, wt: &[f32], cp: usize, out: &mut [f32]) {
-    rows.scores_t(k, wt, cp, out);
+unsafe fn score_rows_avx2<R: Rows, F: Fn(usize) -> bool>(
+    rows: &R,
+    k0: usize,
+    wt: &[f32],
+    lanes: (usize, usize),
+    out: &mut [f32],
+    skip: F,
+) {
+    score_rows_plain(rows, k0, wt, lanes, out, skip);
+}
+
+#[inline(always)]
+fn score_rows_plain<R: Rows, F: Fn(usize) -> bool>(
+    rows: &R,
+    k0: usize,
+    wt: &[f32],
+    (cp, c): (usize, usize),
+    out: &mut [f32],
+    skip: F,
+) {
+    let pf = wt.len().saturating_mul(4) > CACHE_BYTES;
+    let members = out.chunks_mut(cp.max(1)).enumerate();
+    macro_rules! fixed {
+        ($($n:literal),*) => {
+            match cp {
+                $($n if c <= $n && pf => {
+                    for (i, o) in members {
+                        if !skip(k0 + i) {
+                            rows.scores_n::<$n, true>(k0 + i, wt, o);
+                        }
+                    }
+                })*
+                $($n if c <= $n => {
+                    for (i, o) in members {
+                        if !skip(k0 + i) {
+                            rows.scores_n::<$n, false>(k0 + i, wt, o);
+                        }
+                    }
+                })*
+                _ => {
+                    for (i, o) in members {
+                        if !skip(k0 + i) {
+                            rows.scores_t(k0 + i, wt, cp, o);
+                        }
+                    }
+                }
+            }
+        };
+    }
+    fixed!(1, 2, 4, 8, 16)
 }
 
 /// Greedy-by-margin assignment under per-cluster capacities `hi` (sum >= n); with
@@ -1291,8 +1407,9 @@ struct ColBlock {
 
 /// Bytes of per-block scores ([`ColMajor`]) meant to stay in a core's cache.
 const COL_BLOCK_BYTES: usize = 256 << 10;
-/// A node is scored by columns when it has fewer members than `1 / COL_MEMBER_RATIO` of its
-/// columns and at most `COL_MAX_NNZ` stored values (the copy costs 8 bytes per value).
+/// A node is scored by columns when its sums exceed [`CACHE_BYTES`], it has fewer members
+/// than `1 / COL_MEMBER_RATIO` of its columns and at most `COL_MAX_NNZ` stored values (the
+/// copy costs 8 bytes per value).
 const COL_MEMBER_RATIO: usize = 2;
 const COL_MAX_NNZ: usize = 1 << 24;
 
@@ -1592,6 +1709,10 @@ impl<R: Rows> Rows for SubRows<'_, R> {
     #[inline(always)]
     fn scores_t(&self, k: usize, wt: &[f32], stride: usize, out: &mut [f32]) {
         self.rows.scores_t(self.idx[k], wt, stride, out);
+    }
+    #[inline(always)]
+    fn scores_n<const N: usize, const PF: bool>(&self, k: usize, wt: &[f32], out: &mut [f32]) {
+        self.rows.scores_n::<N, PF>(self.idx[k], wt, out);
     }
     fn add_to(&self, k: usize, cols: Range<usize>, sign: f32, out: &mut [f32]) {
         self.rows.add_to(self.idx[k], cols, sign, out);
