@@ -167,7 +167,8 @@ pub fn fanout_schedule(n_labels: usize, branching: usize, max_leaf_size: usize) 
 /// or, from the fifth round on, improves the objective (the sum, in f64 and member order, of
 /// each member's score in its cluster) by at most `1e-4` of its magnitude; the last round's
 /// assignment is kept either way. Children are ordered by cluster index and the labels
-/// within a child by id.
+/// within a child by id. A node whose labels all have identical rows (nothing to cluster)
+/// is split evenly in id order, as balanced.
 ///
 /// **Work.** Labels with identical rows (same columns and value bits; common in practice:
 /// tail labels with the same positives, or the filled rows of labels without any) are
@@ -228,10 +229,24 @@ pub fn hierarchical_kmeans(z: ZView<'_>, params: &KMeansParams) -> Result<Cluste
         return Err(Error::invalid("too many labels for u32 ids"));
     }
     let fanouts = fanout_schedule(n_labels, params.branching, params.max_leaf_size);
-    let groups = if fanouts.is_empty() {
-        Vec::new()
+    let (groups, label_norms) = if fanouts.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
-        duplicate_groups(&z)
+        let norms: Vec<f32> = (0..n_labels)
+            .into_par_iter()
+            .with_min_len(1024)
+            .map(|l| {
+                let row = match z {
+                    ZView::Sparse(v) => v.row(l).1,
+                    ZView::Dense { data, dim, .. } => &data[l * dim..(l + 1) * dim],
+                };
+                (row.iter()
+                    .map(|&v| f64::from(v) * f64::from(v))
+                    .sum::<f64>() as f32)
+                    .sqrt()
+            })
+            .collect();
+        (duplicate_groups(&z), norms)
     };
     let mut perm: Vec<u32> = (0..n_labels as u32).collect();
     let mut ranges: Vec<Range<usize>> = std::iter::once(0..n_labels).collect();
@@ -252,7 +267,11 @@ pub fn hierarchical_kmeans(z: ZView<'_>, params: &KMeansParams) -> Result<Cluste
             .into_par_iter()
             .map(|(node, seg)| {
                 let mut rng = SplitMix64::derived(params.seed, t as u64, node as u64);
-                split_node(&z, &groups, seg, c_t.min(seg.len()), cap, params, &mut rng)
+                let labels = Labels {
+                    groups: &groups,
+                    norms: &label_norms,
+                };
+                split_node(&z, labels, seg, c_t.min(seg.len()), cap, params, &mut rng)
             })
             .collect();
         let mut ptr = Vec::with_capacity(ranges.len() + 1);
@@ -275,11 +294,21 @@ pub fn hierarchical_kmeans(z: ZView<'_>, params: &KMeansParams) -> Result<Cluste
     ClusterTree::from_parts(child_ptrs, leaf_ptr, perm)
 }
 
+/// Per-label facts computed once for the whole tree.
+#[derive(Clone, Copy)]
+struct Labels<'a> {
+    /// From [`duplicate_groups`].
+    groups: &'a [u32],
+    /// `|z_l|` (f64 sum of squares in column order, then f32).
+    norms: &'a [f32],
+}
+
 /// Splits the labels of one node (`seg`, sorted by id) into `c` children; reorders `seg` so
-/// children are contiguous (each sorted by id) and returns the child sizes.
+/// children are contiguous (each sorted by id) and returns the child sizes. A node whose
+/// labels all have identical rows (nothing to cluster) is split evenly in id order.
 fn split_node(
     z: &ZView<'_>,
-    groups: &[u32],
+    labels: Labels<'_>,
     seg: &mut [u32],
     c: usize,
     cap: usize,
@@ -298,8 +327,12 @@ fn split_node(
     } else {
         vec![cap.max(n.div_ceil(c)); c]
     };
-    let dup = local_duplicates(groups, seg);
+    let dup = local_duplicates(labels.groups, seg);
+    if dup.as_ref().is_some_and(|d| d.iter().all(|&f| f == 0)) {
+        return (0..c).map(|j| n / c + usize::from(j < n % c)).collect();
+    }
     let dup = dup.as_deref();
+    let norms: Vec<f32> = seg.iter().map(|&l| labels.norms[l as usize]).collect();
     let assign = match z {
         ZView::Dense { data, dim, .. } => {
             let rows = DenseRows {
@@ -307,7 +340,7 @@ fn split_node(
                 dim: *dim,
                 members: seg,
             };
-            kmeans_node(&rows, dup, c, &hi, params, rng)
+            kmeans_node(&rows, &norms, dup, c, &hi, params, rng)
         }
         ZView::Sparse(v) => {
             let nnz: usize = seg.iter().map(|&l| v.row_range(l as usize).len()).sum();
@@ -317,13 +350,13 @@ fn split_node(
                     z: local.view(),
                     members: None,
                 };
-                kmeans_node(&rows, dup, c, &hi, params, rng)
+                kmeans_node(&rows, &norms, dup, c, &hi, params, rng)
             } else {
                 let rows = SparseRows {
                     z: *v,
                     members: Some(seg),
                 };
-                kmeans_node(&rows, dup, c, &hi, params, rng)
+                kmeans_node(&rows, &norms, dup, c, &hi, params, rng)
             }
         }
     };
@@ -404,8 +437,6 @@ trait Rows: Sync {
     /// -1; `t` holds f32 bits); returns the change of the lane's sum of squares,
     /// `sum(new^2 - old^2)` in f64 over the entries in column order.
     fn scatter_lane(&self, k: usize, sign: f32, lane: (usize, usize), t: &[AtomicU32]) -> f64;
-    /// `|x_k|^2` (accumulated in f64).
-    fn norm2(&self, k: usize) -> f32;
     /// The column indices (increasing) and values of `x_k` if the rows are sparse.
     fn sparse_row(&self, _k: usize) -> Option<(&[u32], &[f32])> {
         None
@@ -634,10 +665,6 @@ impl Rows for SparseRows<'_> {
         }
         delta
     }
-    fn norm2(&self, k: usize) -> f32 {
-        let (_, rv) = self.row(k);
-        rv.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() as f32
-    }
     fn sparse_row(&self, k: usize) -> Option<(&[u32], &[f32])> {
         Some(self.row(k))
     }
@@ -684,12 +711,6 @@ impl Rows for DenseRows<'_> {
             delta += add_lane(&t[i * cp + j], sign * v);
         }
         delta
-    }
-    fn norm2(&self, k: usize) -> f32 {
-        self.row(k)
-            .iter()
-            .map(|&v| f64::from(v) * f64::from(v))
-            .sum::<f64>() as f32
     }
 }
 
@@ -740,10 +761,11 @@ const INCREMENTAL_FRAC: usize = 4;
 const SEED_SAMPLE_PER_CLUSTER: usize = 64;
 const SEED_SAMPLE_MIN: usize = 2048;
 
-/// Runs k-means on one node; returns the child (cluster index) of each member. `dup`: from
-/// [`local_duplicates`].
+/// Runs k-means on one node; returns the child (cluster index) of each member. `norms`: of
+/// the member rows; `dup`: from [`local_duplicates`].
 fn kmeans_node<R: Rows>(
     rows: &R,
+    norms: &[f32],
     dup: Option<&[u32]>,
     c: usize,
     hi: &[usize],
@@ -754,22 +776,17 @@ fn kmeans_node<R: Rows>(
     let d = rows.dim();
     let par = rows.work() >= PAR_WORK;
     let min_len = if par { MIN_ROWS_PER_TASK } else { usize::MAX };
-    let norms: Vec<f32> = (0..n)
-        .into_par_iter()
-        .with_min_len(min_len)
-        .map(|k| rows.norm2(k).sqrt())
-        .collect();
     // scored by columns when the padded table would not stay in cache (streamed in order,
     // with no lanes of padding then)
     let colmajor = if lane_stride(c).saturating_mul(d).saturating_mul(4) > CACHE_BYTES {
-        ColMajor::build(rows, dup, c, par)
+        ColMajor::build(rows, dup, lane_stride(c), par)
     } else {
         None
     };
     let mut cent = Centroids::new(c, d, colmajor.is_none());
     let sample_cap = (SEED_SAMPLE_PER_CLUSTER * c).max(SEED_SAMPLE_MIN);
     let seeds = if n <= sample_cap {
-        kmeanspp(rows, dup, c, &norms, params.spherical, min_len, rng)
+        kmeanspp(rows, dup, c, norms, params.spherical, min_len, rng)
     } else {
         let idx = sample_positions(n, sample_cap, rng);
         let sub = SubRows { rows, idx: &idx };
@@ -789,7 +806,7 @@ fn kmeans_node<R: Rows>(
     cent.apply(rows, &seed_ops, par);
     let scoring = Scoring {
         rows,
-        norms: &norms,
+        norms,
         spherical: params.spherical,
         c,
         min_len,
@@ -1161,9 +1178,11 @@ impl<R: Rows> Scoring<'_, R> {
                 .par_chunks_mut(per * c)
                 .zip(&cm.blocks)
                 .for_each(|(sc, blk)| {
-                    let mut buf = vec![0f32; blk.len * cp];
-                    score_block_dispatch(blk, cent.t.as_slice(), cp, &mut buf, wide);
-                    for (i, (out, src)) in sc.chunks_mut(c).zip(buf.chunks(cp)).enumerate() {
+                    let s = lane_stride(cp);
+                    let mut buf = AlignedBuf::zeros(blk.len * s);
+                    let buf = buf.as_mut_slice();
+                    score_block_dispatch(blk, cent.t.as_slice(), cp, buf, wide);
+                    for (i, (out, src)) in sc.chunks_mut(c).zip(buf.chunks(s)).enumerate() {
                         let k = blk.start + i;
                         if !is_copy(k) {
                             out.copy_from_slice(&src[..c]);
@@ -1415,8 +1434,14 @@ const COL_MAX_NNZ: usize = 1 << 24;
 
 impl ColMajor {
     /// `None` when the rows are dense, or the node is too large or has too few columns.
-    fn build<R: Rows>(rows: &R, dup: Option<&[u32]>, cp: usize, par: bool) -> Option<Self> {
-        Self::build_blocks(rows, dup, (COL_BLOCK_BYTES / (4 * cp)).max(1), par)
+    /// `lanes`: floats of scores per member (sizes the blocks).
+    fn build<R: Rows>(rows: &R, dup: Option<&[u32]>, lanes: usize, par: bool) -> Option<Self> {
+        Self::build_blocks(
+            rows,
+            dup,
+            (COL_BLOCK_BYTES / (4 * lanes.max(1))).max(1),
+            par,
+        )
     }
 
     /// [`ColMajor::build`] with `per` members per block.
@@ -1486,22 +1511,24 @@ impl ColMajor {
     }
 }
 
-/// Scores of a [`ColBlock`]'s members, `out[i * N..(i + 1) * N] = x_{start + i} . W` (`W`
-/// interleaved with `N` lanes per column), visiting the columns in increasing order: per
-/// member the same products added in the same order as [`sparse_scores`].
+/// Scores of a [`ColBlock`]'s members, `out[i * S..i * S + N] = x_{start + i} . W` (`W`
+/// interleaved with `N` lanes per column; `out` has `S >= N` lanes per member, a power of two
+/// so that a member's lanes fill whole registers and lines, the extra ones computed with zero
+/// weights), visiting the columns in increasing order: per member the same products added in
+/// the same order as [`sparse_scores`].
 #[inline(always)]
-fn score_block<const N: usize>(blk: &ColBlock, wt: &[f32], out: &mut [f32]) {
+fn score_block<const N: usize, const S: usize>(blk: &ColBlock, wt: &[f32], out: &mut [f32]) {
     for (ci, &j) in blk.cols.iter().enumerate() {
         let j = j as usize * N;
         let Some(w) = wt.get(j..j + N) else {
             continue;
         };
-        let w: [f32; N] = std::array::from_fn(|l| w[l]);
+        let w: [f32; S] = std::array::from_fn(|l| if l < N { w[l] } else { 0.0 });
         let span = blk.ptr[ci] as usize..blk.ptr[ci + 1] as usize;
         for (&k, &v) in blk.member[span.clone()].iter().zip(&blk.value[span]) {
-            let k = k as usize * N;
-            if let Some(o) = out.get_mut(k..k + N) {
-                for l in 0..N {
+            let k = k as usize * S;
+            if let Some(o) = out.get_mut(k..k + S) {
+                for l in 0..S {
                     o[l] += v * w[l];
                 }
             }
@@ -1509,8 +1536,8 @@ fn score_block<const N: usize>(blk: &ColBlock, wt: &[f32], out: &mut [f32]) {
     }
 }
 
-/// [`score_block`] for the lane stride `cp`, through a copy compiled with AVX2 when `wide`
-/// (same operations, same order).
+/// [`score_block`] for the lane stride `cp` (`out` with [`lane_stride`]`(cp)` lanes per
+/// member), through a copy compiled with AVX2 when `wide` (same operations, same order).
 fn score_block_dispatch(blk: &ColBlock, wt: &[f32], cp: usize, out: &mut [f32], wide: bool) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -1533,14 +1560,15 @@ unsafe fn score_block_avx2(blk: &ColBlock, wt: &[f32], cp: usize, out: &mut [f32
 #[inline(always)]
 fn score_block_plain(blk: &ColBlock, wt: &[f32], cp: usize, out: &mut [f32]) {
     macro_rules! fixed {
-        ($($n:literal),*) => {
+        ($($n:literal => $s:literal),*) => {
             match cp {
-                $($n => score_block::<$n>(blk, wt, out),)*
+                $($n => score_block::<$n, $s>(blk, wt, out),)*
                 _ => score_block_any(blk, wt, cp, out),
             }
         };
     }
-    fixed!(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)
+    fixed!(1 => 1, 2 => 2, 3 => 4, 4 => 4, 5 => 8, 6 => 8, 7 => 8, 8 => 8, 9 => 16, 10 => 16,
+        11 => 16, 12 => 16, 13 => 16, 14 => 16, 15 => 16, 16 => 16)
 }
 
 /// [`score_block`] for any stride.
@@ -1719,9 +1747,6 @@ impl<R: Rows> Rows for SubRows<'_, R> {
     }
     fn scatter_lane(&self, k: usize, sign: f32, lane: (usize, usize), t: &[AtomicU32]) -> f64 {
         self.rows.scatter_lane(self.idx[k], sign, lane, t)
-    }
-    fn norm2(&self, k: usize) -> f32 {
-        self.rows.norm2(self.idx[k])
     }
     fn sparse_row(&self, k: usize) -> Option<(&[u32], &[f32])> {
         self.rows.sparse_row(self.idx[k])
@@ -2108,7 +2133,12 @@ mod tests {
             members: Some(&members),
         };
         let n = rows.len();
-        let norms: Vec<f32> = (0..n).map(|k| rows.norm2(k).sqrt()).collect();
+        let norms: Vec<f32> = (0..n)
+            .map(|k| {
+                let (_, rv) = rows.sparse_row(k).unwrap();
+                (rv.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() as f32).sqrt()
+            })
+            .collect();
         for (c, spherical) in [(13, true), (5, false), (2, true), (20, true)] {
             let mut cent = Centroids::new(c, 3000, true);
             let ops: Vec<Vec<(u32, bool)>> = (0..c)
@@ -2253,6 +2283,43 @@ mod tests {
                 same * 10 >= 1000 * 8,
                 "{same} of 1000 copies with their original"
             );
+        }
+    }
+
+    #[test]
+    fn identical_rows_split_evenly_in_id_order() {
+        // 40 copies of one row, then 20 distinct rows
+        let mut trip = Vec::new();
+        for i in 0..40u32 {
+            trip.push((i, 3, 0.5f32));
+            trip.push((i, 7, 0.25));
+        }
+        for i in 40..60u32 {
+            trip.push((i, i % 10, 1.0));
+            trip.push((i, 10 + i % 7, 0.5));
+        }
+        let z = Csr::from_triplets(60, 20, &trip).unwrap();
+        for balanced in [true, false] {
+            let p = KMeansParams {
+                branching: 4,
+                max_leaf_size: 5,
+                balanced,
+                ..Default::default()
+            };
+            let t = hierarchical_kmeans(ZView::Sparse(z.view()), &p).unwrap();
+            check_tree(&t, 60, &p);
+            // the copies fill whole leaves, each a run of consecutive ids
+            let leaf = t.leaf_of_label();
+            let mut whole = 0;
+            for f in 0..t.n_leaves() {
+                let ls = t.labels_of_leaf(f).unwrap();
+                if ls.iter().all(|&l| l < 40) {
+                    assert!(ls.windows(2).all(|w| w[1] == w[0] + 1), "{ls:?}");
+                    whole += ls.len();
+                }
+            }
+            assert!(whole >= 30, "{whole} copies in leaves of copies only");
+            assert!(leaf[..40].iter().any(|&f| f != leaf[0]));
         }
     }
 
