@@ -579,8 +579,9 @@ class HierarchicalKMeans:
         Largest number of Lloyd iterations per node (>= 0).
     tol : float, default=0.01
         A node stops iterating once a round moves at most this fraction of its members
-        (``0 <= tol < 1``; 0 waits until nothing moves). From the fifth round on, a node also
-        stops when the round improves its objective by less than 1e-4 (relative).
+        (``0 <= tol < 1``; 0 waits until nothing moves; labels with identical rows trading
+        places do not count). From the fifth round on, a node also stops when the round
+        improves its objective by less than 1e-4 (relative).
     random_state : int, optional
         Seed (None means 0). Seeds are k-means++ draws from a stream per node derived from
         (seed, level, node), so the tree does not depend on ``n_jobs``.
