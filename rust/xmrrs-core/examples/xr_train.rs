@@ -4,7 +4,8 @@
 //! `cargo run --release -p xmrrs-core --example xr_train -- DATA_DIR [threads] [options]`
 //!
 //! `DATA_DIR` holds `train.txt` and `test.txt`. Options (PECOS's defaults otherwise):
-//! `--neg tfn|man|tfn+man`, `--loss l2|l1|lr`, `--beam 10`, `--threshold 0.1`,
+//! `--neg tfn|man|tfn+man`, `--loss l2|l1|lr`, `--beam 10` (prediction, and `man` unless
+//! `--man-beam` is given), `--man-beam B`, `--threshold 0.1`,
 //! `--max-iter 100`, `--tol 0.1`, `--seed 0`, `--tree FILE` (use this tree instead of
 //! building one: one line per level, top first, each the space-separated parent id of every
 //! node of that level, the last line the leaf of every label; see
@@ -113,6 +114,7 @@ fn main() -> Result<()> {
     let threads: i64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
     let mut params = TrainParams::default();
     let mut beam = 10usize;
+    params.man_beam_size = 0;
     let mut tree_file: Option<String> = None;
     let mut i = 3;
     while i + 1 < args.len() {
@@ -134,6 +136,7 @@ fn main() -> Result<()> {
                 }
             }
             "--beam" => beam = v.parse().map_err(|_| bad())?,
+            "--man-beam" => params.man_beam_size = v.parse().map_err(|_| bad())?,
             "--threshold" => params.solver.threshold = v.parse().map_err(|_| bad())?,
             "--max-iter" => params.solver.max_iter = v.parse().map_err(|_| bad())?,
             "--tol" => params.solver.tol = v.parse().map_err(|_| bad())?,
@@ -143,7 +146,9 @@ fn main() -> Result<()> {
         }
         i += 2;
     }
-    params.man_beam_size = beam;
+    if params.man_beam_size == 0 {
+        params.man_beam_size = beam;
+    }
     let opts = ReadOptions {
         header: true,
         ..Default::default()

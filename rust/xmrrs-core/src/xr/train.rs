@@ -316,6 +316,7 @@ pub fn train_layers_with_stats(
         } else {
             None
         };
+        let matching_seconds = t0.elapsed().as_secs_f64();
         let c = shared.layer(m, man_t.as_ref());
         let order: Vec<usize> = c.parent_costs().into_iter().map(|e| e.1).collect();
         let mut done = run_largest_first(&order, |&p| c.train_parent(p))?;
@@ -324,7 +325,7 @@ pub fn train_layers_with_stats(
             blocks[p] = Some(out);
         }
         let (lw, mut st) = c.assemble(blocks.into_iter().flatten().collect());
-        st.matching_seconds = t0.elapsed().as_secs_f64() - st.task_seconds;
+        st.matching_seconds = matching_seconds;
         layers.push(lw);
         stats.push(st);
     }
