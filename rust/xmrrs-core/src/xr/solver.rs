@@ -564,9 +564,6 @@ impl Solver {
     }
 }
 
-/// The precision of a [`GroupSolver`]'s per-lane arithmetic (dual variables, gradients).
-type Lane = f32;
-
 /// The most children solved together by a [`GroupSolver`].
 pub const MAX_LANES: usize = 16;
 
@@ -619,7 +616,7 @@ pub struct GroupSolver {
     /// `cost` holds a cost per (instance, lane); otherwise positives cost `cp`, negatives `cn`.
     custom: bool,
     /// `n * stride` dual variables.
-    alpha: Vec<Lane>,
+    alpha: Vec<f32>,
     cost: Vec<f32>,
     meta: Vec<Meta>,
     index: Vec<u32>,
@@ -880,11 +877,11 @@ impl GroupSolver {
         debug_assert_eq!(K, self.stride);
         let n = x.n_rows();
         let squared = params.loss == Loss::SquaredHinge;
-        let bias = Lane::from(params.bias);
-        let eps = Lane::from(params.tol);
-        let (cp, cn) = (Lane::from(self.cp), Lane::from(self.cn));
+        let bias = params.bias;
+        let eps = params.tol;
+        let (cp, cn) = (self.cp, self.cn);
         let (diag_p, upper_p, diag_n, upper_n) = if squared {
-            (0.5 / cp, Lane::INFINITY, 0.5 / cn, Lane::INFINITY)
+            (0.5 / cp, f32::INFINITY, 0.5 / cn, f32::INFINITY)
         } else {
             (0.0, cp, 0.0, cn)
         };
@@ -897,12 +894,12 @@ impl GroupSolver {
         let index = &mut self.index;
         index.clear();
         index.extend(0..n as u32);
-        let mut wb = [0.0 as Lane; K];
+        let mut wb = [0f32; K];
         for (a, &b) in wb.iter_mut().zip(&self.wb) {
-            *a = b as Lane;
+            *a = b as f32;
         }
-        let mut pgmax_old = [Lane::INFINITY; K];
-        let mut pgmin_old = [Lane::NEG_INFINITY; K];
+        let mut pgmax_old = [f32::INFINITY; K];
+        let mut pgmin_old = [f32::NEG_INFINITY; K];
         let mut n_shrunk = [0u32; K];
         let any_member = meta.iter().fold(0u32, |a, m| a | m.member);
         let mut live = any_member;
@@ -913,8 +910,8 @@ impl GroupSolver {
         }
         let mut active_len = n;
         while live != 0 {
-            let mut pgmax_new = [Lane::NEG_INFINITY; K];
-            let mut pgmin_new = [Lane::INFINITY; K];
+            let mut pgmax_new = [f32::NEG_INFINITY; K];
+            let mut pgmin_new = [f32::INFINITY; K];
             for s in 0..active_len {
                 let j = s + rng.below((active_len - s) as u64) as usize;
                 index.swap(s, j);
@@ -959,14 +956,14 @@ impl GroupSolver {
                 );
                 let dots = dot_lanes::<K>(w, idx, val);
                 // Per-lane penalty terms: D_ii and the upper bound U_i.
-                let mut diag = [0.0 as Lane; K];
-                let mut upper = [0.0 as Lane; K];
+                let mut diag = [0f32; K];
+                let mut upper = [0f32; K];
                 if custom {
                     let cs = &cost[i * K..i * K + K];
                     for l in 0..K {
-                        let c = Lane::from(cs[l]);
+                        let c = cs[l];
                         (diag[l], upper[l]) = if squared {
-                            (0.5 / c, Lane::INFINITY)
+                            (0.5 / c, f32::INFINITY)
                         } else {
                             (0.0, c)
                         };
@@ -981,8 +978,8 @@ impl GroupSolver {
                 // One coordinate step in every active lane, written without branches so
                 // that it runs as SIMD over the lanes (the same arithmetic as the scalar
                 // `Solver`).
-                let sq = Lane::from(mi.sq);
-                let al: &mut [Lane; K] = (&mut alpha[i * K..i * K + K])
+                let sq = mi.sq;
+                let al: &mut [f32; K] = (&mut alpha[i * K..i * K + K])
                     .try_into()
                     .expect("K duals per row");
                 let mut delta = [0f32; K];
@@ -991,7 +988,7 @@ impl GroupSolver {
                     let on = (am >> l) & 1 == 1;
                     let y = if (mi.pos >> l) & 1 == 1 { 1.0 } else { -1.0 };
                     let a = al[l];
-                    let g = y * (Lane::from(dots[l]) + wb[l] * bias) - 1.0 + diag[l] * a;
+                    let g = y * (dots[l] + wb[l] * bias) - 1.0 + diag[l] * a;
                     let at0 = a == 0.0;
                     let atu = a == upper[l];
                     let shrink =
@@ -1027,7 +1024,7 @@ impl GroupSolver {
                     let new = if step { t } else { a };
                     al[l] = new;
                     let dl = (new - a) * y;
-                    delta[l] = dl as f32;
+                    delta[l] = dl;
                     wb[l] += dl * bias;
                     shrunk |= u32::from(shrink) << l;
                     n_shrunk[l] += u32::from(shrink);
@@ -1060,20 +1057,20 @@ impl GroupSolver {
                     }
                     // converged on the active set: re-check once on the lane's full set
                     n_shrunk[l] = 0;
-                    pgmax_old[l] = Lane::INFINITY;
-                    pgmin_old[l] = Lane::NEG_INFINITY;
+                    pgmax_old[l] = f32::INFINITY;
+                    pgmin_old[l] = f32::NEG_INFINITY;
                     for m in meta.iter_mut() {
                         m.active |= m.member & bit;
                     }
                     restart = true;
                 } else {
                     pgmax_old[l] = if pgmax_new[l] <= 0.0 {
-                        Lane::INFINITY
+                        f32::INFINITY
                     } else {
                         pgmax_new[l]
                     };
                     pgmin_old[l] = if pgmin_new[l] >= 0.0 {
-                        Lane::NEG_INFINITY
+                        f32::NEG_INFINITY
                     } else {
                         pgmin_new[l]
                     };
