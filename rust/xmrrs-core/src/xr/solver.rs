@@ -1112,12 +1112,10 @@ impl GroupSolver {
         let d = self.n_features.min(features.len());
         let w = &self.w_buf[self.w_off..self.w_off + d * k];
         let mut pairs: Vec<Vec<(u32, f32)>> = vec![Vec::new(); self.lanes];
-        for (row, &f) in w.chunks_exact(k).zip(features) {
-            for (l, &v) in row[..self.lanes].iter().enumerate() {
-                if v != 0.0 && v.abs() >= threshold {
-                    pairs[l].push((f, v));
-                }
-            }
+        match k {
+            4 => collect_kept::<4>(w, features, threshold, &mut pairs),
+            8 => collect_kept::<8>(w, features, threshold, &mut pairs),
+            _ => collect_kept::<16>(w, features, threshold, &mut pairs),
         }
         pairs
             .into_iter()
@@ -1129,6 +1127,31 @@ impl GroupSolver {
                 (idx, val, (self.wb[l] * f64::from(bias)) as f32)
             })
             .collect()
+    }
+}
+
+/// For each feature row of a feature-major weight block (`K` lanes per row), appends
+/// `(feature, w)` to `pairs[lane]` for every lane whose weight is nonzero with
+/// `|w| >= threshold` (a SIMD mask per row; rows with nothing kept cost one compare).
+fn collect_kept<const K: usize>(
+    w: &[f32],
+    features: &[u32],
+    threshold: f32,
+    pairs: &mut [Vec<(u32, f32)>],
+) {
+    for (row, &f) in w.chunks_exact(K).zip(features) {
+        let row: &[f32; K] = row.try_into().expect("K lanes per row");
+        let mut keep = 0u32;
+        for l in 0..K {
+            keep |= u32::from(row[l] != 0.0 && row[l].abs() >= threshold) << l;
+        }
+        while keep != 0 {
+            let l = keep.trailing_zeros() as usize;
+            keep &= keep - 1;
+            if let Some(p) = pairs.get_mut(l) {
+                p.push((f, row[l]));
+            }
+        }
     }
 }
 
