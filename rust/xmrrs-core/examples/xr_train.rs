@@ -5,7 +5,7 @@
 //!
 //! `DATA_DIR` holds `train.txt` and `test.txt`. Options (PECOS's defaults otherwise):
 //! `--neg tfn|man|tfn+man`, `--loss l2|l1|lr`, `--beam 10` (prediction, and `man` unless
-//! `--man-beam` is given), `--man-beam B`, `--threshold 0.1`,
+//! `--man-beam` is given), `--man-beam B`, `--max-leaf 100` (k-means leaf size), `--threshold 0.1`,
 //! `--max-iter 100`, `--tol 0.1`, `--seed 0`, `--tree FILE` (use this tree instead of
 //! building one: one line per level, top first, each the space-separated parent id of every
 //! node of that level, the last line the leaf of every label; see
@@ -116,6 +116,7 @@ fn main() -> Result<()> {
     let mut beam = 10usize;
     params.man_beam_size = 0;
     let mut tree_file: Option<String> = None;
+    let mut max_leaf_size = 100usize;
     let mut i = 3;
     while i + 1 < args.len() {
         let v = &args[i + 1];
@@ -142,6 +143,7 @@ fn main() -> Result<()> {
             "--tol" => params.solver.tol = v.parse().map_err(|_| bad())?,
             "--seed" => params.seed = v.parse().map_err(|_| bad())?,
             "--tree" => tree_file = Some(v.clone()),
+            "--max-leaf" => max_leaf_size = v.parse().map_err(|_| bad())?,
             _ => return Err(Error::invalid(format!("unknown option {}", args[i]))),
         }
         i += 2;
@@ -187,7 +189,7 @@ fn main() -> Result<()> {
         let t = Instant::now();
         let kp = KMeansParams {
             branching: 16,
-            max_leaf_size: 100,
+            max_leaf_size,
             spherical: true,
             balanced: true,
             max_iter: 20,
