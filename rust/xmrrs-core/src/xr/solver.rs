@@ -29,8 +29,11 @@
 //! once, with its features renumbered `0..n_features()` (most frequent first), so the dense
 //! weight vector is small (`n_features()` of the subset, never the global `d`) and its hot
 //! part compact.
-//! A [`Solver`] is a reusable workspace: after [`Solver::solve`], [`Solver::emit`] writes
-//! the sparse weights back in global feature ids.
+//! A [`Solver`] is a reusable workspace for one problem: after [`Solver::solve`],
+//! [`Solver::emit`] writes the sparse weights back in global feature ids. A [`GroupSolver`]
+//! runs up to [`MAX_LANES`] sibling problems on the same rows in lock-step (one visit of a
+//! row serves every lane, with SIMD over lanes), prefetching the rows, duals and weight
+//! rows of the visits a few steps ahead, since visits follow a random order.
 //!
 //! Precision: `w` is kept in `f32` (the features are `f32`). The one-problem [`Solver`] keeps
 //! its dual variables, gradients and bias weight in `f64`; the lock-step [`GroupSolver`]
