@@ -244,6 +244,21 @@ fn main() -> Result<()> {
             );
         }
         let nnz: usize = layers.iter().map(|l| l.weights.nnz()).sum();
+        // FNV-1a over every layer's arrays: equal across thread counts (determinism check)
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut eat = |v: u64| {
+            h ^= v;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        };
+        for l in &layers {
+            l.weights.indptr.iter().for_each(|&v| eat(v));
+            l.weights.indices.iter().for_each(|&v| eat(u64::from(v)));
+            l.weights
+                .data
+                .iter()
+                .for_each(|&v| eat(u64::from(v.to_bits())));
+            l.bias.iter().for_each(|&v| eat(u64::from(v.to_bits())));
+        }
         let rss_train = peak_rss_mb();
         let t = Instant::now();
         let pred = predict_beam(
@@ -265,7 +280,7 @@ fn main() -> Result<()> {
             params.solver.loss
         );
         println!(
-            "P@1 {:.4} P@3 {:.4} P@5 {:.4}; weights {nnz}; peak RSS after training {rss_train:.0} MB, \
+            "P@1 {:.4} P@3 {:.4} P@5 {:.4}; weights {nnz} (checksum {h:016x}); peak RSS after training {rss_train:.0} MB, \
              at the end {:.0} MB",
             p[0],
             p[1],
