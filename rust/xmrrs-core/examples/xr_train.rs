@@ -272,11 +272,14 @@ fn main() -> Result<()> {
         let t_pred = t.elapsed().as_secs_f64();
         let p = precision(&pred, &test.y);
         println!(
-            "threads {threads} neg {}{} loss {:?}: pifa {t_pifa:.3} s, tree {t_tree:.3} s, \
+            "threads {threads} neg {} loss {:?}: pifa {t_pifa:.3} s, tree {t_tree:.3} s, \
              train {t_train:.3} s (cpu {c_train:.2} s), index+train {t_total:.3} s (cpu {c_total:.2} s), \
              predict {t_pred:.3} s",
-            if params.negatives.tfn { "tfn" } else { "" },
-            if params.negatives.man { "+man" } else { "" },
+            match (params.negatives.tfn, params.negatives.man) {
+                (true, true) => "tfn+man",
+                (false, true) => "man",
+                _ => "tfn",
+            },
             params.solver.loss
         );
         println!(
