@@ -1,5 +1,6 @@
 //! Times the lock-step group solver on random data:
-//! `cargo run --release -p xmrrs-core --example solver_bench -- ROWS FEATURES NNZ LANES`.
+//! `cargo run --release -p xmrrs-core --example solver_bench -- ROWS FEATURES NNZ LANES [REPS]`
+//! (prints time, lane visits and pass counts of the last three repetitions).
 use std::time::Instant;
 
 use xmrrs_core::cluster::SplitMix64;

@@ -4,7 +4,8 @@
 //! `cargo run --release -p xmrrs-core --example xr_train -- DATA_DIR [threads] [options]`
 //!
 //! `DATA_DIR` holds `train.txt` and `test.txt`. Options (PECOS's defaults otherwise):
-//! `--neg tfn|man|tfn+man`, `--loss l2|l1|lr`, `--beam 10`, `--threshold 0.1`,
+//! `--neg tfn|man|tfn+man`, `--loss l2|l1|lr`, `--beam 10` (prediction, and `man` unless
+//! `--man-beam` is given), `--man-beam B`, `--max-leaf 100` (k-means leaf size), `--threshold 0.1`,
 //! `--max-iter 100`, `--tol 0.1`, `--seed 0`, `--tree FILE` (use this tree instead of
 //! building one: one line per level, top first, each the space-separated parent id of every
 //! node of that level, the last line the leaf of every label; see
@@ -113,7 +114,9 @@ fn main() -> Result<()> {
     let threads: i64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
     let mut params = TrainParams::default();
     let mut beam = 10usize;
+    params.man_beam_size = 0;
     let mut tree_file: Option<String> = None;
+    let mut max_leaf_size = 100usize;
     let mut i = 3;
     while i + 1 < args.len() {
         let v = &args[i + 1];
@@ -134,16 +137,20 @@ fn main() -> Result<()> {
                 }
             }
             "--beam" => beam = v.parse().map_err(|_| bad())?,
+            "--man-beam" => params.man_beam_size = v.parse().map_err(|_| bad())?,
             "--threshold" => params.solver.threshold = v.parse().map_err(|_| bad())?,
             "--max-iter" => params.solver.max_iter = v.parse().map_err(|_| bad())?,
             "--tol" => params.solver.tol = v.parse().map_err(|_| bad())?,
             "--seed" => params.seed = v.parse().map_err(|_| bad())?,
             "--tree" => tree_file = Some(v.clone()),
+            "--max-leaf" => max_leaf_size = v.parse().map_err(|_| bad())?,
             _ => return Err(Error::invalid(format!("unknown option {}", args[i]))),
         }
         i += 2;
     }
-    params.man_beam_size = beam;
+    if params.man_beam_size == 0 {
+        params.man_beam_size = beam;
+    }
     let opts = ReadOptions {
         header: true,
         ..Default::default()
@@ -182,7 +189,7 @@ fn main() -> Result<()> {
         let t = Instant::now();
         let kp = KMeansParams {
             branching: 16,
-            max_leaf_size: 100,
+            max_leaf_size,
             spherical: true,
             balanced: true,
             max_iter: 20,
@@ -237,6 +244,21 @@ fn main() -> Result<()> {
             );
         }
         let nnz: usize = layers.iter().map(|l| l.weights.nnz()).sum();
+        // FNV-1a over every layer's arrays: equal across thread counts (determinism check)
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut eat = |v: u64| {
+            h ^= v;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        };
+        for l in &layers {
+            l.weights.indptr.iter().for_each(|&v| eat(v));
+            l.weights.indices.iter().for_each(|&v| eat(u64::from(v)));
+            l.weights
+                .data
+                .iter()
+                .for_each(|&v| eat(u64::from(v.to_bits())));
+            l.bias.iter().for_each(|&v| eat(u64::from(v.to_bits())));
+        }
         let rss_train = peak_rss_mb();
         let t = Instant::now();
         let pred = predict_beam(
@@ -250,15 +272,18 @@ fn main() -> Result<()> {
         let t_pred = t.elapsed().as_secs_f64();
         let p = precision(&pred, &test.y);
         println!(
-            "threads {threads} neg {}{} loss {:?}: pifa {t_pifa:.3} s, tree {t_tree:.3} s, \
+            "threads {threads} neg {} loss {:?}: pifa {t_pifa:.3} s, tree {t_tree:.3} s, \
              train {t_train:.3} s (cpu {c_train:.2} s), index+train {t_total:.3} s (cpu {c_total:.2} s), \
              predict {t_pred:.3} s",
-            if params.negatives.tfn { "tfn" } else { "" },
-            if params.negatives.man { "+man" } else { "" },
+            match (params.negatives.tfn, params.negatives.man) {
+                (true, true) => "tfn+man",
+                (false, true) => "man",
+                _ => "tfn",
+            },
             params.solver.loss
         );
         println!(
-            "P@1 {:.4} P@3 {:.4} P@5 {:.4}; weights {nnz}; peak RSS after training {rss_train:.0} MB, \
+            "P@1 {:.4} P@3 {:.4} P@5 {:.4}; weights {nnz} (checksum {h:016x}); peak RSS after training {rss_train:.0} MB, \
              at the end {:.0} MB",
             p[0],
             p[1],

@@ -109,14 +109,16 @@ pub struct LayerStats {
     pub n_instances: u64,
     /// Sum over problems of the outer passes run.
     pub n_passes: u64,
-    /// Sum over problems of the coordinate visits.
+    /// Sum over problems and passes of the instances examined (for lock-step groups: the
+    /// instances still in the group's pass while the problem was running).
     pub n_visits: u64,
     /// Problems that hit `max_iter` before the stopping test passed.
     pub n_unconverged: usize,
     /// Stored weights (the bias terms not counted).
     pub nnz: usize,
-    /// Sum over the layer's parents of the time spent on each (gather and solves), in
-    /// thread-seconds: with several threads this exceeds the elapsed time.
+    /// Sum over the layer's parents of the elapsed time of each parent's task (gather,
+    /// solves, output); tasks overlap when several threads run, so this can exceed the
+    /// elapsed time of the whole training.
     pub task_seconds: f64,
     /// Elapsed time of the training-set beam search for `man` (0 without `man`).
     pub matching_seconds: f64,
@@ -316,6 +318,7 @@ pub fn train_layers_with_stats(
         } else {
             None
         };
+        let matching_seconds = t0.elapsed().as_secs_f64();
         let c = shared.layer(m, man_t.as_ref());
         let order: Vec<usize> = c.parent_costs().into_iter().map(|e| e.1).collect();
         let mut done = run_largest_first(&order, |&p| c.train_parent(p))?;
@@ -324,7 +327,7 @@ pub fn train_layers_with_stats(
             blocks[p] = Some(out);
         }
         let (lw, mut st) = c.assemble(blocks.into_iter().flatten().collect());
-        st.matching_seconds = t0.elapsed().as_secs_f64() - st.task_seconds;
+        st.matching_seconds = matching_seconds;
         layers.push(lw);
         stats.push(st);
     }
@@ -367,7 +370,7 @@ impl Shared<'_> {
     }
 }
 
-/// One finished parent: its children's rows and the thread time it took.
+/// One finished parent: its children's rows and the elapsed time of its task.
 type TaskOut = (Vec<ChildOut>, f64);
 
 /// Runs `f` on every item of `order` on the current pool, items handed out one at a time in
