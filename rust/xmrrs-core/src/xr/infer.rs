@@ -378,6 +378,7 @@ impl Searcher {
                 .reset(if last { params.topk } else { params.beam_size });
             let labels = if last { Some(model.labels()) } else { None };
             let r = match layer.view() {
+                LayerRef::U8(v) => self.expand(&v, model.n_features(), labels, qi, qv, params),
                 LayerRef::U16(v) => self.expand(&v, model.n_features(), labels, qi, qv, params),
                 LayerRef::U32(v) => self.expand(&v, model.n_features(), labels, qi, qv, params),
             };
@@ -574,6 +575,7 @@ fn run_block(
             n_features: model.n_features(),
         };
         let r = match layer.view() {
+            LayerRef::U8(v) => ctx.layer(&v, &mut beams, labels, marg, out_ids, out_scores),
             LayerRef::U16(v) => ctx.layer(&v, &mut beams, labels, marg, out_ids, out_scores),
             LayerRef::U32(v) => ctx.layer(&v, &mut beams, labels, marg, out_ids, out_scores),
         };

@@ -50,6 +50,12 @@ pub(crate) struct Corrupt;
 pub(crate) trait Col: Pod + Send + Sync {
     fn idx(self) -> usize;
 }
+impl Col for u8 {
+    #[inline(always)]
+    fn idx(self) -> usize {
+        self as usize
+    }
+}
 impl Col for u16 {
     #[inline(always)]
     fn idx(self) -> usize {

@@ -102,6 +102,7 @@ impl Default for LayoutParams {
 /// Local column ids of one layer.
 #[derive(Clone, Debug)]
 pub(crate) enum Cols {
+    U8(Buf<u8>),
     U16(Buf<u16>),
     U32(Buf<u32>),
 }
@@ -132,6 +133,7 @@ pub(crate) struct Layer {
 
 /// A borrowed layer with its column type resolved.
 pub(crate) enum LayerRef<'a> {
+    U8(LayerView<'a, u8>),
     U16(LayerView<'a, u16>),
     U32(LayerView<'a, u32>),
 }
@@ -165,6 +167,7 @@ impl Layer {
 
     pub(crate) fn view(&self) -> LayerRef<'_> {
         match &self.cols {
+            Cols::U8(c) => LayerRef::U8(self.view_with(c)),
             Cols::U16(c) => LayerRef::U16(self.view_with(c)),
             Cols::U32(c) => LayerRef::U32(self.view_with(c)),
         }
@@ -176,6 +179,7 @@ impl Layer {
 
     fn nbytes(&self) -> usize {
         let cols = match &self.cols {
+            Cols::U8(c) => c.len(),
             Cols::U16(c) => c.len() * 2,
             Cols::U32(c) => c.len() * 4,
         };
@@ -338,7 +342,13 @@ fn build_layer(lw: &LayerWeights, lp: &LayoutParams) -> Result<Layer> {
         nnz += c.nnz;
     }
     let chunk_width = if whole { lw.n_children() } else { max_width };
-    let cols = if chunk_width <= 1 << 16 && !lp.wide_cols {
+    let cols = if chunk_width <= 1 << 8 && !lp.wide_cols {
+        let mut v = Vec::with_capacity(n_ents as usize);
+        for c in &chunks {
+            v.extend(c.cols.iter().map(|&x| x as u8));
+        }
+        Cols::U8(v.into())
+    } else if chunk_width <= 1 << 16 && !lp.wide_cols {
         let mut v = Vec::with_capacity(n_ents as usize);
         for c in &chunks {
             v.extend(c.cols.iter().map(|&x| x as u16));
@@ -584,6 +594,7 @@ impl XrModel {
             Ok(())
         }
         match layer.view() {
+            LayerRef::U8(v) => collect(&v, &mut trip),
             LayerRef::U16(v) => collect(&v, &mut trip),
             LayerRef::U32(v) => collect(&v, &mut trip),
         }
@@ -635,6 +646,7 @@ impl XrModel {
             push("row_ptr", Dtype::U32, bytemuck::cast_slice(&l.row_ptr));
             push("bkt", Dtype::U32, bytemuck::cast_slice(&l.bkt));
             match &l.cols {
+                Cols::U8(c) => push("cols", Dtype::U8, c),
                 Cols::U16(c) => push("cols", Dtype::U16, bytemuck::cast_slice(c)),
                 Cols::U32(c) => push("cols", Dtype::U32, bytemuck::cast_slice(c)),
             }
@@ -662,6 +674,7 @@ impl XrModel {
                     n_buckets: l.bkt.len() as u64,
                     nnz: l.nnz as u64,
                     col_dtype: match l.cols {
+                        Cols::U8(_) => "U8".into(),
                         Cols::U16(_) => "U16".into(),
                         Cols::U32(_) => "U32".into(),
                     },
@@ -878,6 +891,7 @@ impl XrModel {
             let row_ptr = buf(&backing, get(&name("row_ptr"), Dtype::U32, lm.n_rows + nc)?)?;
             let bkt = buf(&backing, get(&name("bkt"), Dtype::U32, lm.n_buckets)?)?;
             let cols = match lm.col_dtype.as_str() {
+                "U8" => Cols::U8(buf(&backing, get(&name("cols"), Dtype::U8, lm.n_entries)?)?),
                 "U16" => Cols::U16(buf(
                     &backing,
                     get(&name("cols"), Dtype::U16, lm.n_entries)?,
@@ -980,6 +994,7 @@ impl XrModel {
         }
         for (m, layer) in self.layers.iter().enumerate() {
             let r = match layer.view() {
+                LayerRef::U8(v) => verify_layer(&v, layer, self.n_features),
                 LayerRef::U16(v) => verify_layer(&v, layer, self.n_features),
                 LayerRef::U32(v) => verify_layer(&v, layer, self.n_features),
             };
@@ -1008,6 +1023,9 @@ fn check_small(l: &mut Layer) -> std::result::Result<(), String> {
         .max()
         .unwrap_or(0);
     let chunk_width = if l.whole { l.n_children } else { l.max_width };
+    if matches!(l.cols, Cols::U8(_)) && chunk_width > 1 << 8 {
+        return Err("u8 columns with more than 256 children per parent".into());
+    }
     if matches!(l.cols, Cols::U16(_)) && chunk_width > 1 << 16 {
         return Err("u16 columns with more than 65536 children per parent".into());
     }
@@ -1295,20 +1313,39 @@ mod tests {
     }
 
     #[test]
-    fn partial_models_and_u32_columns_round_trip() {
+    fn partial_models_and_u8_u16_u32_columns_round_trip() {
+        for n_labels in [200, 3_000, 70_000] {
+            let tree = random_tree(&[2], n_labels, 5);
+            // the widest leaf picks the column type: <= 256 u8, <= 65536 u16, else u32
+            let width = tree
+                .leaf_ptr()
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .max()
+                .unwrap();
+            let layers = random_layers(&tree, 2, 10, 5);
+            let model = XrModel::new(&tree, layers.clone(), 10).unwrap();
+            let want = match width {
+                0..=256 => "U8",
+                257..=65536 => "U16",
+                _ => "U32",
+            };
+            let got = match model.layers[1].cols {
+                Cols::U8(_) => "U8",
+                Cols::U16(_) => "U16",
+                Cols::U32(_) => "U32",
+            };
+            assert_eq!(got, want, "leaf width {width}");
+            let back = XrModel::from_bytes(&model.to_bytes().unwrap()).unwrap();
+            let x = random_queries(40, 10, 5, 6);
+            let p = PredictParams::default();
+            assert_eq!(
+                predict(&model, &x.view(), &p).unwrap(),
+                predict(&back, &x.view(), &p).unwrap()
+            );
+        }
         let tree = random_tree(&[2], 70_000, 5);
-        // a leaf over 65536 labels forces u32 columns
-        let big = tree.leaf_ptr().windows(2).any(|w| w[1] - w[0] > 65536);
         let layers = random_layers(&tree, 2, 10, 5);
-        let model = XrModel::new(&tree, layers.clone(), 10).unwrap();
-        assert_eq!(matches!(model.layers[1].cols, Cols::U32(_)), big);
-        let back = XrModel::from_bytes(&model.to_bytes().unwrap()).unwrap();
-        let x = random_queries(40, 10, 5, 6);
-        let p = PredictParams::default();
-        assert_eq!(
-            predict(&model, &x.view(), &p).unwrap(),
-            predict(&back, &x.view(), &p).unwrap()
-        );
         let part = XrModel::new_partial(&tree, &layers[..1], 10).unwrap();
         let back = XrModel::from_bytes(&part.to_bytes().unwrap()).unwrap();
         assert!(back.is_partial());
@@ -1461,6 +1498,9 @@ mod tests {
                     }
                     "cols" => {
                         l.cols = match &l.cols {
+                            Cols::U8(c) => {
+                                Cols::U8(c.iter().map(|_| 255).collect::<Vec<_>>().into())
+                            }
                             Cols::U16(c) => {
                                 Cols::U16(c.iter().map(|_| 65535).collect::<Vec<_>>().into())
                             }
