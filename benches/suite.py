@@ -372,6 +372,7 @@ COLUMNS = (
     "library",
     "train_s",
     "train_MB",
+    "train_MB_lib",
     "model_MB",
     "pred_s",
     "pred_MB",
@@ -388,6 +389,7 @@ COLUMNS = (
     "load",
     "x train_s",
     "x train_MB",
+    "x train_MB_lib",
     "x model_MB",
     "x pred_s",
     "x 1q_med",
@@ -398,6 +400,7 @@ COLUMNS = (
 RATIOS = (
     ("train_s", ("train", "train_s")),
     ("train_MB", ("train", "train_peak_mb")),
+    ("train_MB_lib", ("train", "train_lib_mb")),
     ("model_MB", ("train", "model_mb")),
     ("pred_s", ("predict", "pred_s")),
     ("1q_med", ("predict", "q_median_ms")),
@@ -406,6 +409,11 @@ RATIOS = (
 
 
 def _get(r: dict[str, Any], path: tuple[str, str]) -> float:
+    if path == ("train", "train_lib_mb"):
+        t = r.get("train", {})
+        if t.get("rss_import_mb") is None or t.get("train_peak_mb") is None:
+            return float("nan")
+        return float(t["train_peak_mb"]) - float(t["rss_import_mb"])
     v = r.get(path[0], {}).get(path[1])
     return float("nan") if v is None else float(v)
 
@@ -421,6 +429,7 @@ def table_row(r: dict[str, Any], ref: dict[str, Any] | None) -> str:
         r["library"],
         fmt(t["train_s"], ".2f"),
         fmt(t["train_peak_mb"], ".0f"),
+        fmt(_get(r, ("train", "train_lib_mb")), ".0f"),
         fmt(t["model_mb"], ".1f"),
         fmt(p["pred_s"], ".2f"),
         fmt(p["pred_peak_mb"], ".0f"),
@@ -473,7 +482,10 @@ def render_table(records: list[dict[str, Any]]) -> list[str]:
         *(table_row(r, ref) for r in records),
         "",
         "train_s: training call only (data in memory, no parsing, no saving); train_MB / "
-        "pred_MB: peak RSS (VmHWM) of the train / predict process, data included; model_MB: "
+        "pred_MB: peak RSS (VmHWM) of the train / predict process, data included; "
+        "train_MB_lib: train_MB less the RSS once the library is imported (before the data "
+        "is loaded; the interpreter with numpy, scipy and the library's imports take 100-115 "
+        "MB); model_MB: "
         "on disk; pred_s: top-10 of the whole test set in one call; 1q: "
         f"{r0['n_single']} test rows one at a time (median, p99) at {r0['n_jobs']} threads and "
         "at 1 thread (@1t); metrics by xmrrs.metrics from the top-10 ids (PSP: A=0.55, B=1.5, "

@@ -136,6 +136,8 @@ def stage_train(runner: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     model_dir = Path(cfg["model_dir"])
     model_dir.mkdir(parents=True, exist_ok=True)
     rss0 = rss_mb()
+    runner.probe(cfg["params"])  # imports the library before the data is loaded
+    rss_import = rss_mb()
     t, c = time.perf_counter(), time.process_time()
     info = runner.train(data, cfg["params"], model_dir, cfg["n_jobs"])
     process_s, cpu_s = time.perf_counter() - t, time.process_time() - c
@@ -145,6 +147,7 @@ def stage_train(runner: Any, cfg: dict[str, Any]) -> dict[str, Any]:
         "train_stage_cpu_s": cpu_s,
         "data_load_s": data.load_s,
         "rss_start_mb": rss0,
+        "rss_import_mb": rss_import,
         "rss_data_mb": data.rss_after_load_mb,
         "train_peak_mb": peak_rss_mb(),
         "rss_end_mb": rss_mb(),
