@@ -214,6 +214,19 @@ def test_user_supplied_tree_indexer_and_representation(data: tuple) -> None:
         XRLinearClassifier(indexer=a.tree_).fit(Xtr, Ytr[:, :-1])
 
 
+def test_explicit_fanouts_and_model_file_keep_them(data: tuple, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    Xtr, Ytr, Xte, _ = data
+    clf = XRLinearClassifier(n_jobs=2, branching=[4, 5], max_leaf_size=20).fit(Xtr, Ytr)
+    assert clf.tree_.n_nodes_per_level == [1, 4, 20]
+    clf.save(tmp_path / "m")
+    back = XRLinearClassifier.load(tmp_path / "m")
+    assert list(back.get_params()["branching"]) == [4, 5]
+    np.testing.assert_array_equal(back.predict_topk(Xte, 5)[0], clf.predict_topk(Xte, 5)[0])
+    assert clone(clf).get_params()["branching"] == [4, 5]
+    with pytest.raises(ValueError, match="fan-out"):
+        XRLinearClassifier(branching=[4, 1]).fit(Xtr, Ytr)
+
+
 def test_clone_pickle_and_refit(data: tuple, fitted: XRLinearClassifier) -> None:
     _, _, Xte, _ = data
     c = clone(fitted)

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xmrrs.indexing import ClusterTree, HierarchicalKMeans, label_representation
+from xmrrs.indexing import ClusterTree, HierarchicalKMeans, label_representation, pecos_fanouts
 
 
 def planted(n_labels: int, k: int, dim: int, seed: int, noise: float = 0.15) -> tuple:
@@ -183,6 +183,45 @@ def test_hkm_bad_inputs() -> None:
         hk.set_params(nope=1)
 
 
+@pytest.mark.parametrize("balanced", [True, False])
+def test_explicit_fanouts(balanced: bool) -> None:
+    z, _ = planted(301, 6, 8, seed=4)
+    hk = HierarchicalKMeans(branching=(2, 4, 3), max_leaf_size=1, balanced=balanced)
+    tree = hk.fit(z).tree_
+    assert tree.depth == 3
+    if balanced:
+        assert tree.n_nodes_per_level == [1, 2, 8, 24]
+        sizes = np.diff(tree.leaf_ptr.astype(np.int64))
+        assert sizes.min() >= 12 and sizes.max() <= 13  # 301 / 24, max_leaf_size ignored
+    else:
+        assert tree.n_nodes_per_level[1] == 2 and tree.n_nodes_per_level[3] <= 24
+    assert HierarchicalKMeans(branching=[]).fit(z).tree_.n_leaves == 1
+    assert HierarchicalKMeans(branching=np.array([3, 2])).fit(z).tree_.n_leaves == 6
+    for bad in ([2, 1], [2, 2.5], ["a"], [2, True]):
+        with pytest.raises(ValueError, match="fan-out"):
+            HierarchicalKMeans(branching=bad).fit(z)  # type: ignore[arg-type]
+
+
+def test_pecos_fanouts_follow_pecos_rule() -> None:
+    # worked examples of notes/pecos.md: binary depth, then nr_splits per level
+    assert pecos_fanouts(44677) == [2, 16, 16]  # debian/deps: 512 leaves
+    assert pecos_fanouts(30938) == [2, 16, 16]  # Wiki10-31K
+    assert pecos_fanouts(3956) == [4, 16]  # Eurlex-4K: 64 leaves
+    assert pecos_fanouts(2_810_000) == [8, 16, 16, 16]  # Amazon-3M: 32768 leaves
+    assert pecos_fanouts(159) == [2]
+    assert pecos_fanouts(100) == []
+    assert pecos_fanouts(1000, nr_splits=4, max_leaf_size=10) == [2, 4, 4, 4]
+    for n in (101, 1000, 44677, 200_000):
+        f = pecos_fanouts(n)
+        leaves = math.prod(f)
+        assert leaves == 2 ** max(1, math.ceil(math.log2(n / 100)))
+        assert all(c <= 16 for c in f)
+    with pytest.raises(ValueError, match="power of 2"):
+        pecos_fanouts(1000, nr_splits=10)
+    with pytest.raises(ValueError):
+        pecos_fanouts(0)
+
+
 def test_binding_validates_directly() -> None:
     from xmrrs import _xmrrs
 
@@ -316,6 +355,27 @@ def test_pifa_matches_reference() -> None:
     assert np.isclose(np.linalg.norm(last), 1.0, atol=1e-5)
     mean = ref[:-1].sum(axis=0)
     assert float(last @ mean) / np.linalg.norm(mean) > 0.9
+    # several labels without positives: identical rows, the mean direction restricted to
+    # its ceil(mean row nnz) largest entries
+    Y3 = Y.tolil()
+    Y3[:, [0, 5]] = 0
+    Y3 = sp.csr_matrix(Y3)
+    Z3 = label_representation(X, Y3, n_jobs=2).toarray()
+    empty = [0, 5, 11]
+    full = [j for j in range(12) if j not in empty]
+    y3 = Y3.toarray().astype(np.float64)
+    y3 /= np.maximum(np.linalg.norm(y3, axis=1, keepdims=True), 1e-300)
+    r3 = y3.T @ X.toarray()
+    r3 = r3 / np.maximum(np.linalg.norm(r3, axis=1, keepdims=True), 1e-300)
+    mean = r3[full].sum(axis=0)
+    keep = math.ceil(np.count_nonzero(r3[full]) / len(full))
+    nz = np.flatnonzero(mean)
+    top = np.sort(nz[np.argsort(-mean[nz], kind="stable")[:keep]])
+    want = np.zeros(30)
+    want[top] = mean[top] / np.linalg.norm(mean[top])
+    for j in empty:
+        np.testing.assert_allclose(Z3[j], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(Z3[full], r3[full], rtol=1e-5, atol=1e-6)
     # dense X gives the dense equivalent
     Zd = label_representation(X.toarray(), Y)
     assert isinstance(Zd, np.ndarray)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import xmrrs
 from xmrrs import _xmrrs
 from xmrrs.cli import main
@@ -97,6 +99,11 @@ def test_cli_errors_have_exit_code_2(tmp_path: Path, capsys) -> None:  # type: i
     bad.write_text("2 3 4\n0 1:0.5\n1 7:0.5\n")
     assert main(["train", str(bad), "-m", str(tmp_path / "m"), "-q"]) == 2
     assert "line 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(train), "-m", str(tmp_path / "m"), "--branching", "2,x"])
+    assert e.value.code == 2
+    assert "comma list" in capsys.readouterr().err
+    assert main(["train", str(train), "-m", str(tmp_path / "m2"), "--branching", "2,3", "-q"]) == 0
 
 
 def test_train_help_explains_the_hyper_parameters() -> None:

@@ -55,7 +55,7 @@ OMIKUJI_BONSAI: dict[str, Any] = {"cluster_balanced": False, "cluster_k": 100, "
 #: xmrrs with the settings of :data:`PECOS_PARAMS` (the names of ``XRLinearClassifier``).
 XMRRS_PECOS_MATCHED: dict[str, Any] = {
     "representation": "pifa",
-    "branching": 16,
+    "__pecos_tree__": (16, 100),  # branching = PECOS's fan-outs for the label count
     "max_leaf_size": 100,
     "kmeans_max_iter": 20,
     "loss": "squared_hinge",
@@ -132,7 +132,8 @@ XMRRS_CONFIGS: tuple[Library, ...] = (
         "xmrrs-pecos-matched",
         "xmrrs",
         XMRRS_PECOS_MATCHED,
-        "xmrrs XRLinearClassifier with PECOS's settings",
+        "xmrrs XRLinearClassifier with PECOS's settings and tree shape "
+        "(branching=xmrrs.indexing.pecos_fanouts(n_labels, 16, 100), e.g. 2,16,16 on deps)",
     ),
     Library("xmrrs-defaults", "xmrrs", {}, "xmrrs XRLinearClassifier with its defaults"),
     Library(

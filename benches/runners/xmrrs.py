@@ -26,7 +26,13 @@ DEFAULT_CLASS = "xmrrs:XRLinearClassifier"
 
 def _split(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     kwargs = dict(params)
+    kwargs.pop(PECOS_TREE, None)
     return kwargs.pop("__class__", DEFAULT_CLASS), kwargs
+
+
+#: ``params[PECOS_TREE] = (nr_splits, max_leaf_size)`` trains on PECOS's tree shape for the
+#: data's label count (``branching=xmrrs.indexing.pecos_fanouts(...)``).
+PECOS_TREE = "__pecos_tree__"
 
 
 def _estimator_class(path: str) -> Any:
@@ -45,6 +51,8 @@ def probe(params: dict[str, Any]) -> dict[str, Any]:
     est = cls(n_jobs=1, random_state=0, **kwargs)  # fails here on an unknown parameter
     effective = est.get_params() if hasattr(est, "get_params") else kwargs
     effective = {k: v for k, v in effective.items() if k not in ("n_jobs",)}
+    if PECOS_TREE in params:
+        effective["branching"] = "pecos_fanouts(n_labels, {}, {})".format(*params[PECOS_TREE])
     return {
         "versions": {"xmrrs": xmrrs.__version__, "numpy": np.__version__},
         "params": {"estimator": path, **effective},
@@ -55,6 +63,10 @@ def train(data: DataFiles, params: dict[str, Any], model_dir: Path, n_jobs: int)
     path, kwargs = _split(params)
     cls = _estimator_class(path)
     X, Y = data.load_train()
+    if PECOS_TREE in params:
+        from xmrrs.indexing import pecos_fanouts
+
+        kwargs["branching"] = pecos_fanouts(Y.shape[1], *params[PECOS_TREE])
     est = cls(n_jobs=n_jobs, random_state=0, **kwargs)
     t = time.perf_counter()
     est.fit(X, Y)
@@ -66,6 +78,7 @@ def train(data: DataFiles, params: dict[str, Any], model_dir: Path, n_jobs: int)
     tree = getattr(est, "tree_", None)
     if tree is not None and hasattr(tree, "depth"):
         info["depth"] = int(tree.depth) + 1  # layers of linear models = tree levels below root
+        info["nodes_per_level"] = [int(n) for n in tree.n_nodes_per_level]
     return info
 
 

@@ -21,6 +21,12 @@ __version__: str
 def csr_canonicalize(a: CsrParts, n_jobs: int | None = None) -> CsrOut: ...
 def csr_transpose(a: CsrParts, n_jobs: int | None = None) -> CsrOut: ...
 def csr_normalize_rows(a: CsrParts, n_jobs: int | None = None) -> CsrOut: ...
+def csr_fill_empty_rows(
+    a: CsrParts,
+    cols: npt.NDArray[np.int64],
+    vals: npt.NDArray[np.float32],
+    n_jobs: int | None = None,
+) -> CsrOut: ...
 def csr_spgemm(a: CsrParts, b: CsrParts, n_jobs: int | None = None) -> CsrOut: ...
 def csr_dense(
     a: CsrParts, b: npt.NDArray[np.float32], n_jobs: int | None = None
@@ -66,6 +72,7 @@ def hierarchical_kmeans(
     tol: float = 0.01,
     seed: int = 0,
     n_jobs: int | None = None,
+    fanouts: list[int] | None = None,
 ) -> TreeParts: ...
 def cluster_tree_from_parts(
     child_ptrs: list[npt.NDArray[np.int64]],

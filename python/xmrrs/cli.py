@@ -285,6 +285,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if np.isfinite(list(scores.values())).all() else 1
 
 
+def _branching(text: str) -> int | tuple[int, ...]:
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer or a comma list: {text!r}") from None
+    return parts if "," in text else parts[0]
+
+
 _TRAIN_PARAMS = (
     "branching",
     "max_leaf_size",
@@ -325,7 +333,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_data(t)
     t.add_argument("-m", "--model", required=True, help="output model directory")
     g = t.add_argument_group("label tree (indexing)")
-    g.add_argument("--branching", type=int, default=d["branching"], help="largest fan-out B")
+    g.add_argument(
+        "--branching",
+        type=_branching,
+        default=d["branching"],
+        help="largest fan-out B, or every level's fan-out as a comma list (e.g. 2,16,16)",
+    )
     g.add_argument(
         "--max-leaf-size",
         type=int,

@@ -23,7 +23,7 @@ Example
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -34,7 +34,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from xmrrs import _xmrrs
 from xmrrs._targets import as_indicator, encode_label_lists, is_label_lists
 from xmrrs._validation import csr_parts, is_sparray
-from xmrrs.indexing import ClusterTree, HierarchicalKMeans, label_representation
+from xmrrs.indexing import ClusterTree, HierarchicalKMeans, check_branching, label_representation
 
 __all__ = ["XRLinearClassifier"]
 
@@ -114,8 +114,9 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         ``max_leaf_size`` and ``kmeans_max_iter``. An object with ``fit(Z)`` setting
         ``tree_`` is cloned and fitted on ``Z``; a :class:`~xmrrs.indexing.ClusterTree` over
         the labels is used as it is (``representation`` is then not computed).
-    branching : int, default=32
-        Largest fan-out of the default indexer (PECOS: 16).
+    branching : int or sequence of int, default=32
+        Largest fan-out of the default indexer (PECOS: 16), or every level's fan-out
+        (for example :func:`xmrrs.indexing.pecos_fanouts` to match PECOS's tree).
     max_leaf_size : int, default=50
         Largest number of labels in a leaf of the default indexer (PECOS: 100). Wider,
         shallower trees with smaller leaves were more accurate and faster to train in our
@@ -176,7 +177,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         *,
         representation: str | Callable[..., Any] | Any = "pifa",
         indexer: Any = None,
-        branching: int = 32,
+        branching: int | Sequence[int] = 32,
         max_leaf_size: int = 50,
         kmeans_max_iter: int = 20,
         loss: Loss = "squared_hinge",
@@ -249,7 +250,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             )
         _integer(self.verbose, "verbose", 0)
         return {
-            "branching": _integer(self.branching, "branching", 2),
+            "branching": check_branching(self.branching),
             "max_leaf_size": _integer(self.max_leaf_size, "max_leaf_size", 1),
             "kmeans_max_iter": _integer(self.kmeans_max_iter, "kmeans_max_iter", 0),
             "loss": self.loss,

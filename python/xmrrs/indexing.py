@@ -46,7 +46,7 @@ from xmrrs import _xmrrs
 from xmrrs import sparse as xs
 from xmrrs._validation import csr_parts, to_scipy
 
-__all__ = ["ClusterTree", "HierarchicalKMeans", "label_representation"]
+__all__ = ["ClusterTree", "HierarchicalKMeans", "label_representation", "pecos_fanouts"]
 
 Method: TypeAlias = Literal["pifa", "pii", "pifa_concat", "spectral"]
 Representation: TypeAlias = sp.csr_matrix | np.ndarray
@@ -65,6 +65,44 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_branching(value: Any) -> int | tuple[int, ...]:
+    """Validate a ``branching``: an integer >= 2, or a sequence of per-level fan-outs >= 2."""
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return tuple(_check_int(c, "every fan-out in branching", 2) for c in value)
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        return tuple(_check_int(c, "every fan-out in branching", 2) for c in value.tolist())
+    return _check_int(value, "branching (an integer or a sequence of fan-outs)", 2)
+
+
+def pecos_fanouts(n_labels: int, nr_splits: int = 16, max_leaf_size: int = 100) -> list[int]:
+    """The per-level fan-outs of the tree PECOS builds, for ``branching=`` (matched runs).
+
+    PECOS splits in two to depth ``D = max(1, ceil(log2(n_labels / max_leaf_size)))`` (one
+    leaf if ``max_leaf_size >= n_labels``), then groups ``nr_splits`` consecutive nodes per
+    level while more than ``nr_splits`` remain: 44,677 labels with ``nr_splits=16,
+    max_leaf_size=100`` give ``[2, 16, 16]`` (512 leaves). ``nr_splits`` must be a power of 2
+    (as PECOS recommends), so every level's groups are whole.
+    """
+    n = _check_int(n_labels, "n_labels", 1)
+    b = _check_int(nr_splits, "nr_splits", 2)
+    m = _check_int(max_leaf_size, "max_leaf_size", 1)
+    if b & (b - 1):
+        raise ValueError(f"nr_splits must be a power of 2, got {b}")
+    if m >= n:
+        return []
+    depth = 1
+    while (m << depth) < n:
+        depth += 1
+    if (1 << depth) > n:
+        raise ValueError(f"{n} labels are too few for a binary tree of depth {depth}")
+    fanouts: list[int] = []
+    count = 1 << depth
+    while count > b:
+        fanouts.append(b)
+        count //= b
+    return [count, *fanouts] if count > 1 else fanouts
 
 
 def _check_seed(random_state: Any) -> int:
@@ -122,16 +160,8 @@ def _fill_empty(z: Representation, n_jobs: int | None) -> Representation:
         if norm == 0.0:
             return zc
         vals = (vals / norm).astype(np.float32)
-        fill = sp.csr_matrix(
-            (
-                np.tile(vals, empty.size),
-                np.tile(nz, empty.size),
-                np.concatenate([[0], np.cumsum(np.bincount(empty, minlength=zc.shape[0]))])
-                * nz.size,
-            ),
-            shape=zc.shape,
-        )
-        return xs.canonicalize(zc + fill, n_jobs=n_jobs)
+        parts = _xmrrs.csr_fill_empty_rows(csr_parts(zc, "Z"), nz.astype(np.int64), vals, n_jobs)
+        return to_scipy(parts)
     norms = np.einsum("ij,ij->i", z, z)
     empty = norms == 0
     if not empty.any() or empty.all():
@@ -566,9 +596,11 @@ class HierarchicalKMeans:
 
     Parameters
     ----------
-    branching : int, default=16
+    branching : int or sequence of int, default=16
         Largest number of children of a node (>= 2). Fan-outs are chosen as even as
-        possible under it (see the module docs), so they may be smaller.
+        possible under it (see the module docs), so they may be smaller. A sequence gives
+        every level's fan-out explicitly (each >= 2; one level per entry, ``max_leaf_size``
+        then does not set the shape): for example :func:`pecos_fanouts` for PECOS's shape.
     max_leaf_size : int, default=100
         Largest number of labels in a leaf (>= 1).
     spherical : bool, default=True
@@ -598,7 +630,7 @@ class HierarchicalKMeans:
 
     def __init__(
         self,
-        branching: int = 16,
+        branching: int | Sequence[int] = 16,
         max_leaf_size: int = 100,
         spherical: bool = True,
         balanced: bool = True,
@@ -641,7 +673,7 @@ class HierarchicalKMeans:
         ValueError
             Bad parameters, ``Z`` without rows, NaN or infinite values.
         """
-        branching = _check_int(self.branching, "branching", 2)
+        branching = check_branching(self.branching)
         max_leaf_size = _check_int(self.max_leaf_size, "max_leaf_size", 1)
         max_iter = _check_int(self.max_iter, "max_iter", 0)
         if isinstance(self.tol, bool) or not isinstance(self.tol, int | float | np.number):
@@ -658,9 +690,13 @@ class HierarchicalKMeans:
             z = _dense_finite(Z, "Z")
         if (z[0] if isinstance(z, tuple) else z.shape[0]) == 0:
             raise ValueError("Z has no rows (no labels to cluster)")
+        if isinstance(branching, tuple):
+            b, fanouts = max(branching, default=2), list(branching)
+        else:
+            b, fanouts = branching, None
         parts = _xmrrs.hierarchical_kmeans(
             z,
-            branching,
+            b,
             max_leaf_size,
             bool(self.spherical),
             bool(self.balanced),
@@ -668,6 +704,7 @@ class HierarchicalKMeans:
             float(self.tol),
             seed,
             self.n_jobs,
+            fanouts,
         )
         self.tree_ = ClusterTree._from_core(parts)
         return self

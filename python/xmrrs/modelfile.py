@@ -49,6 +49,10 @@ def _json_param(value: Any) -> tuple[bool, Any]:
         return True, int(value)
     if isinstance(value, float | np.floating):
         return True, float(value)
+    if isinstance(value, list | tuple | np.ndarray) and all(
+        isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value
+    ):
+        return True, [int(v) for v in value]  # e.g. per-level fan-outs in branching
     return False, repr(value)
 
 

@@ -195,6 +195,7 @@ fn main() -> Result<()> {
             max_iter: 20,
             tol: 0.01,
             seed: 0,
+            fanouts: None,
         };
         let tree = match &tree_file {
             None => hierarchical_kmeans(ZView::Sparse(z.view()), &kp)?,

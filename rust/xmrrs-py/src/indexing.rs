@@ -60,7 +60,7 @@ fn positive(v: i64, what: &str, min: i64) -> PyResult<usize> {
 /// Hierarchical B-ary k-means of label representations `z` (a CSR tuple or a C-contiguous
 /// float32 2-D array, one row per label): the tree's `(child_ptrs, leaf_ptr, labels)`.
 #[pyfunction]
-#[pyo3(signature = (z, branching=16, max_leaf_size=100, spherical=true, balanced=true, max_iter=20, tol=0.01, seed=0, n_jobs=None))]
+#[pyo3(signature = (z, branching=16, max_leaf_size=100, spherical=true, balanced=true, max_iter=20, tol=0.01, seed=0, n_jobs=None, fanouts=None))]
 pub fn hierarchical_kmeans<'py>(
     py: Python<'py>,
     z: &Bound<'py, PyAny>,
@@ -72,7 +72,15 @@ pub fn hierarchical_kmeans<'py>(
     tol: f32,
     seed: u64,
     n_jobs: Option<i64>,
+    fanouts: Option<Vec<i64>>,
 ) -> PyResult<TreeOut<'py>> {
+    let fanouts = fanouts
+        .map(|f| {
+            f.into_iter()
+                .map(|c| positive(c, "every fan-out", 2))
+                .collect::<PyResult<Vec<usize>>>()
+        })
+        .transpose()?;
     let params = KMeansParams {
         branching: positive(branching, "branching", 2)?,
         max_leaf_size: positive(max_leaf_size, "max_leaf_size", 1)?,
@@ -87,6 +95,7 @@ pub fn hierarchical_kmeans<'py>(
             )));
         },
         seed,
+        fanouts,
     };
     let tree = if let Ok(a) = z.cast::<numpy::PyArray2<f32>>() {
         let r: PyReadonlyArray2<'py, f32> = a.readonly();

@@ -98,6 +98,26 @@ fn csr_normalize_rows<'py>(
     Ok(csr_out(py, m))
 }
 
+/// `a` with every row that stores no entry set to the row `(cols, vals)` (sorted columns).
+#[pyfunction]
+#[pyo3(signature = (a, cols, vals, n_jobs=None))]
+fn csr_fill_empty_rows<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    cols: PyReadonlyArray1<'py, i64>,
+    vals: PyReadonlyArray1<'py, f32>,
+    n_jobs: Option<i64>,
+) -> PyResult<CsrOut<'py>> {
+    let a = CsrArg::extract(a, "A")?;
+    let v = a.view()?;
+    let cols = sparse::convert_indices_i64(cols.as_slice()?, v.n_cols()).map_err(errors::to_py)?;
+    let vals = vals.as_slice()?;
+    let m = run(py, n_jobs, || {
+        with_canonical(v, |v| sparse::fill_empty_rows(&v, &cols, vals))
+    })?;
+    Ok(csr_out(py, m))
+}
+
 /// Sparse x sparse product.
 #[pyfunction]
 #[pyo3(signature = (a, b, n_jobs=None))]
@@ -325,6 +345,7 @@ fn _xmrrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(csr_canonicalize, m)?)?;
     m.add_function(wrap_pyfunction!(csr_transpose, m)?)?;
     m.add_function(wrap_pyfunction!(csr_normalize_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(csr_fill_empty_rows, m)?)?;
     m.add_function(wrap_pyfunction!(csr_spgemm, m)?)?;
     m.add_function(wrap_pyfunction!(csr_dense, m)?)?;
     m.add_function(wrap_pyfunction!(csr_dot_dense_rows, m)?)?;

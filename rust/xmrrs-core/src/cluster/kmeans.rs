@@ -55,6 +55,10 @@ pub struct KMeansParams {
     pub tol: f32,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Explicit fan-out of every level (each `>= 2`), overriding the schedule derived from
+    /// `branching` and `max_leaf_size` (both then unused for the shape; `max_leaf_size` still
+    /// caps the unbalanced variant's children where the shape allows). Empty: one leaf.
+    pub fanouts: Option<Vec<usize>>,
 }
 
 impl Default for KMeansParams {
@@ -67,6 +71,7 @@ impl Default for KMeansParams {
             max_iter: 20,
             tol: CONVERGE_TOL,
             seed: 0,
+            fanouts: None,
         }
     }
 }
@@ -91,6 +96,20 @@ impl KMeansParams {
                 "max_leaf_size must be >= 1, got {}",
                 self.max_leaf_size
             )));
+        }
+        if let Some(f) = &self.fanouts {
+            if let Some(&c) = f.iter().find(|&&c| c < 2 || c > u16::MAX as usize) {
+                return Err(Error::invalid(format!(
+                    "every fan-out must be in [2, {}], got {c}",
+                    u16::MAX
+                )));
+            }
+            if f.iter()
+                .try_fold(1usize, |a, &c| a.checked_mul(c))
+                .is_none()
+            {
+                return Err(Error::invalid("the fan-outs' product overflows"));
+            }
         }
         Ok(())
     }
@@ -139,7 +158,8 @@ pub fn fanout_schedule(n_labels: usize, branching: usize, max_leaf_size: usize) 
 /// the depth is `D = ceil(log_B K)` (the least `D` with `B^D >= K`) and every node of level `t`
 /// splits into `c_t` children ([`fanout_schedule`]: fan-outs as even as possible, product
 /// `P >= K` as small as possible), or into `n` children when it holds `n < c_t` labels. All
-/// leaves sit at level `D`.
+/// leaves sit at level `D`. With explicit `fanouts` the tree has one level per entry and
+/// those fan-outs (PECOS's shapes, for instance `[2, 16, 16]`), whatever `max_leaf_size`.
 ///
 /// **Balanced** (`balanced = true`): a node of `n` labels gives its children `ceil(n / c)`
 /// (the first `n mod c` children) or `floor(n / c)` labels, so siblings differ by at most one,
@@ -228,7 +248,10 @@ pub fn hierarchical_kmeans(z: ZView<'_>, params: &KMeansParams) -> Result<Cluste
     if n_labels > u32::MAX as usize {
         return Err(Error::invalid("too many labels for u32 ids"));
     }
-    let fanouts = fanout_schedule(n_labels, params.branching, params.max_leaf_size);
+    let fanouts = match &params.fanouts {
+        Some(f) => f.clone(),
+        None => fanout_schedule(n_labels, params.branching, params.max_leaf_size),
+    };
     let (groups, label_norms) = if fanouts.is_empty() {
         (Vec::new(), Vec::new())
     } else {
@@ -1962,6 +1985,41 @@ mod tests {
     }
 
     #[test]
+    fn explicit_fanouts() {
+        let mut rng = SplitMix64::derived(7, 0, 0);
+        let (n, d) = (101usize, 5usize);
+        let data: Vec<f32> = (0..n * d).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        let z = ZView::Dense {
+            data: &data,
+            n_rows: n,
+            dim: d,
+        };
+        for balanced in [true, false] {
+            let p = KMeansParams {
+                fanouts: Some(vec![2, 4, 3]),
+                max_leaf_size: 1000,
+                balanced,
+                ..Default::default()
+            };
+            let t = hierarchical_kmeans(z, &p).unwrap();
+            assert_eq!(t.depth(), 3);
+            let per_level = t.n_nodes_per_level();
+            if balanced {
+                assert_eq!(per_level, vec![1, 2, 8, 24]);
+                let sizes: Vec<u32> = t.leaf_ptr().windows(2).map(|w| w[1] - w[0]).collect();
+                assert!(sizes.iter().all(|&s| s == 4 || s == 5), "{sizes:?}");
+            } else {
+                assert!(per_level[1] == 2 && per_level[2] <= 8 && per_level[3] <= 24);
+            }
+        }
+        let p = KMeansParams {
+            fanouts: Some(vec![]),
+            ..Default::default()
+        };
+        assert_eq!(hierarchical_kmeans(z, &p).unwrap().n_leaves(), 1);
+    }
+
+    #[test]
     fn schedule_rules() {
         assert!(fanout_schedule(100, 16, 100).is_empty());
         assert_eq!(fanout_schedule(101, 16, 100), vec![2]);
@@ -2367,6 +2425,10 @@ mod tests {
             },
             KMeansParams {
                 max_leaf_size: 0,
+                ..Default::default()
+            },
+            KMeansParams {
+                fanouts: Some(vec![2, 1]),
                 ..Default::default()
             },
         ] {

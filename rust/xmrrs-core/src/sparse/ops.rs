@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{Csr, CsrView};
+use super::{check_finite, Csr, CsrView};
 use crate::{simd, Error, Result};
 
 /// Splits `0..prefix.len()-1` into at most `parts` contiguous ranges of about equal weight,
@@ -230,6 +230,53 @@ pub fn normalize_rows_l2(a: &mut Csr) {
             }
         }
     });
+}
+
+/// `a` with every row that stores no entry set to the sparse row `(cols, vals)`, in one
+/// allocation of the result (`cols` strictly increasing and `< n_cols`; other rows copied).
+pub fn fill_empty_rows(a: &CsrView<'_>, cols: &[u32], vals: &[f32]) -> Result<Csr> {
+    if cols.len() != vals.len() {
+        return Err(Error::shape(format!(
+            "fill row has {} columns but {} values",
+            cols.len(),
+            vals.len()
+        )));
+    }
+    if cols.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Error::invalid(
+            "fill row columns must be strictly increasing",
+        ));
+    }
+    if cols.last().is_some_and(|&c| c as usize >= a.n_cols()) {
+        return Err(Error::invalid("fill row column out of range"));
+    }
+    check_finite(vals, "fill row")?;
+    let n_empty = (0..a.n_rows())
+        .filter(|&i| a.row_range(i).is_empty())
+        .count();
+    let nnz = a.nnz() + n_empty * cols.len();
+    let mut indptr = Vec::with_capacity(a.n_rows() + 1);
+    let mut indices = Vec::with_capacity(nnz);
+    let mut data = Vec::with_capacity(nnz);
+    indptr.push(0u64);
+    for i in 0..a.n_rows() {
+        let (c, v) = a.row(i);
+        if c.is_empty() {
+            indices.extend_from_slice(cols);
+            data.extend_from_slice(vals);
+        } else {
+            indices.extend_from_slice(c);
+            data.extend_from_slice(v);
+        }
+        indptr.push(indices.len() as u64);
+    }
+    Ok(Csr {
+        n_rows: a.n_rows(),
+        n_cols: a.n_cols(),
+        indptr,
+        indices,
+        data,
+    })
 }
 
 /// Sparse x sparse product `A B` (Gustavson, parallel over rows of `A`, balanced by work).
@@ -540,6 +587,26 @@ pub fn topk_csr(a: &CsrView<'_>, k: usize) -> Csr {
 mod tests {
     use super::*;
     use crate::parallel::install;
+
+    #[test]
+    fn fill_empty_rows_replaces_only_empty_rows() {
+        let a = Csr::new(
+            4,
+            5,
+            vec![0, 0, 2, 2, 3],
+            vec![1, 3, 4],
+            vec![1.0, 2.0, 3.0],
+        )
+        .unwrap();
+        let f = fill_empty_rows(&a.view(), &[0, 2], &[0.5, 0.25]).unwrap();
+        assert_eq!(f.indptr, vec![0, 2, 4, 6, 7]);
+        assert_eq!(f.indices, vec![0, 2, 1, 3, 0, 2, 4]);
+        assert_eq!(f.data, vec![0.5, 0.25, 1.0, 2.0, 0.5, 0.25, 3.0]);
+        assert!(fill_empty_rows(&a.view(), &[2, 0], &[1.0, 1.0]).is_err());
+        assert!(fill_empty_rows(&a.view(), &[5], &[1.0]).is_err());
+        assert!(fill_empty_rows(&a.view(), &[1], &[f32::NAN]).is_err());
+        assert!(fill_empty_rows(&a.view(), &[1], &[]).is_err());
+    }
 
     /// A small deterministic pseudo-random sparse matrix (may contain duplicates if `dups`).
     fn random_csr(n: usize, m: usize, density: f64, seed: u64, dups: bool) -> Csr {
