@@ -59,16 +59,16 @@ INDEXERS = ("xmrrs", "pecos")
 # --------------------------------------------------------------------------------------------
 
 
-def run_xmrrs(z: sp.csr_matrix, cfg: dict[str, int]) -> tuple[Any, list[np.ndarray]]:
+def run_xmrrs(z: sp.csr_matrix, cfg: dict[str, Any]) -> tuple[Any, list[np.ndarray]]:
     from xmrrs.indexing import HierarchicalKMeans
 
     est = HierarchicalKMeans(
-        branching=16,
+        branching=cfg.get("fanouts") or 16,
         max_leaf_size=cfg["max_leaf_size"],
         spherical=True,
         balanced=True,
         max_iter=cfg["max_iter"],
-        random_state=0,
+        random_state=cfg.get("seed", 0),
         n_jobs=cfg["n_jobs"],
     )
     return lambda: est.fit(z), lambda: est.tree_.level_assignments()
@@ -88,7 +88,7 @@ def run_pecos(z: sp.csr_matrix, cfg: dict[str, int]) -> tuple[Any, list[np.ndarr
             spherical=True,
             kmeans_max_iter=cfg["max_iter"],
             threads=cfg["n_jobs"],
-            seed=0,
+            seed=cfg.get("seed", 0),
         )
 
     def levels() -> list[np.ndarray]:
@@ -125,6 +125,13 @@ def worker(which: str, z_path: str, out_dir: str, cfg: dict[str, int]) -> None:
     out = Path(out_dir)
     np.save(out / f"{which}_leaf.npy", levels[-1])
     np.savez(out / f"{which}_levels.npz", *levels)
+    seed_times = [min(times)]
+    for seed in range(1, cfg.get("seeds", 1)):  # untimed-for-best extra seeds: quality spread
+        call, levels_of = (run_pecos if which == "pecos" else run_xmrrs)(z, {**cfg, "seed": seed})
+        t = time.perf_counter()
+        call()
+        seed_times.append(time.perf_counter() - t)
+        np.savez(out / f"{which}_levels_s{seed}.npz", *levels_of())
     info = {
         "time_s": min(times),
         "times_s": times,
@@ -133,6 +140,7 @@ def worker(which: str, z_path: str, out_dir: str, cfg: dict[str, int]) -> None:
         "rss_before_mb": before,
         "peak_rss_mb": peak,
         "ru_maxrss_mb": ru_peak,
+        "seed_times_s": seed_times,
     }
     (out / f"{which}.json").write_text(json.dumps(info) + "\n")
 
@@ -196,7 +204,11 @@ def run_worker(
         levels = [f[f"arr_{i}"] for i in range(len(f.files))]
     leaf = np.load(tmp / f"{which}_leaf.npy")
     assert np.array_equal(leaf, levels[-1])
-    return {**info, "process_s": wall, "levels": levels}
+    more = []
+    for seed in range(1, cfg.get("seeds", 1)):
+        with np.load(tmp / f"{which}_levels_s{seed}.npz") as f:
+            more.append([f[f"arr_{i}"] for i in range(len(f.files))])
+    return {**info, "process_s": wall, "levels": levels, "seed_levels": more}
 
 
 def fmt(v: float, spec: str) -> str:
@@ -214,9 +226,15 @@ def main() -> None:
     p.add_argument("--indexers", default=",".join(INDEXERS), help="comma-separated subset")
     p.add_argument("--repeat", type=int, default=3, help="calls per worker, best time kept")
     p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="also fit seeds 1..N-1 once each and report the spread of mean cos over seeds",
+    )
+    p.add_argument(
         "--no-match-leaves",
         action="store_true",
-        help="skip the extra xmrrs run with PECOS's largest leaf as max_leaf_size",
+        help="skip the extra xmrrs run on PECOS's tree shape (xmrrs.indexing.pecos_fanouts)",
     )
     p.add_argument("--out", default=str(HERE / "results" / "indexing.md"))
     p.add_argument("--worker", choices=(*INDEXERS, "xmrrs-matched"), help=argparse.SUPPRESS)
@@ -231,7 +249,7 @@ def main() -> None:
     import xmrrs
     from _machine import machine, write_results
     from xmrrs import sparse as xs
-    from xmrrs.indexing import label_representation
+    from xmrrs.indexing import label_representation, pecos_fanouts
 
     specs = list(a.data) + [f"synthetic:{n}" for n in a.synthetic]
     if not specs:
@@ -270,12 +288,31 @@ def main() -> None:
             while runs:
                 which, leaf = runs.pop(0)
                 python = PEERS_PYTHON if which == "pecos" else Path(sys.executable)
-                cfg = {"n_jobs": a.n_jobs, "max_iter": a.max_iter, "repeat": a.repeat}
-                r = run_worker(python, which, z_path, tmp, {**cfg, "max_leaf_size": leaf})
-                r.update(tree_stats(Z, r.pop("levels")), max_leaf_size=leaf)
+                cfg = {
+                    "n_jobs": a.n_jobs,
+                    "max_iter": a.max_iter,
+                    "repeat": a.repeat,
+                    "seeds": a.seeds,
+                }
+                fanouts = pecos_fanouts(n_labels, 16, 100) if which == "xmrrs-matched" else None
+                r = run_worker(
+                    python, which, z_path, tmp, {**cfg, "max_leaf_size": leaf, "fanouts": fanouts}
+                )
+                r.update(
+                    tree_stats(Z, r.pop("levels")), max_leaf_size=leaf, branching=fanouts or 16
+                )
+                coss = [r["mean_cos"]] + [
+                    tree_stats(Z, lv)["mean_cos"] for lv in r.pop("seed_levels")
+                ]
+                r.update(
+                    seed_cos=coss,
+                    cos_mean=float(np.mean(coss)),
+                    cos_min=min(coss),
+                    cos_max=max(coss),
+                    seed_time_mean_s=float(np.mean(r["seed_times_s"])),
+                )
                 if which == "pecos" and "xmrrs" in indexers and not a.no_match_leaves:
-                    if r["leaf_max"] < 100:  # xmrrs again with PECOS's leaf size
-                        runs.append(("xmrrs-matched", r["leaf_max"]))
+                    runs.append(("xmrrs-matched", leaf))  # xmrrs again on PECOS's tree shape
                 res[which] = r
                 print(
                     f"  {which:<13} {r['time_s']:8.2f} s  peak {r['peak_rss_mb']:7.0f} MB  "
@@ -292,7 +329,7 @@ def main() -> None:
                     "L": n_labels,
                     "indexer": which
                     if which != "xmrrs-matched"
-                    else f"xmrrs, max_leaf_size {r['max_leaf_size']}",
+                    else "xmrrs, PECOS's shape ({})".format(",".join(map(str, r["branching"]))),
                     **r,
                     "rss_delta_mb": r["peak_rss_mb"] - r["rss_before_mb"],
                     "ratio": r["time_s"] / ref,
@@ -317,7 +354,12 @@ def main() -> None:
         f"Indexing benchmark, {stamp}, {versions}, n_jobs={a.n_jobs}. PIFA of row-normalised X "
         "(computed once by xmrrs), branching/nr_splits 16, max_leaf_size 100, spherical, "
         f"{a.max_iter} iterations, seed 0; each indexer in its own process, "
-        f"best of {a.repeat} calls.",
+        f"best of {a.repeat} calls"
+        + (
+            f"; seeds 1-{a.seeds - 1} fitted once more each for the spread of mean cos."
+            if a.seeds > 1
+            else "."
+        ),
         f"Machine: {info['cores']} cores, {info['cpu']}, load average {info['load1']}.",
         "",
         *(f"- {n}" for n in notes),
@@ -327,18 +369,25 @@ def main() -> None:
         "ru_maxrss would include the parent's peak, inherited over fork/exec); "
         "RSS delta: peak minus RSS just before the call. mean cos: mean cosine of each label's "
         "row to its leaf centroid (same function for both trees). ratio: time / PECOS time. "
-        "'xmrrs, max_leaf_size M': xmrrs again with M = PECOS's largest leaf, so both trees "
-        "have about as many leaves (mean cos grows as leaves shrink: compare at equal leaves).",
+        "'xmrrs, PECOS's shape (a,b,c)': xmrrs again with branching=(a,b,c) from "
+        "xmrrs.indexing.pecos_fanouts, the fan-outs of PECOS's tree, so both trees have the "
+        "same shape and leaves (mean cos grows as leaves shrink: compare at equal leaves).",
         "",
         "| data set | L | indexer | time s | CPU s | peak RSS MB | RSS delta MB | leaves "
         "| leaf size "
-        "| depth | mean cos to leaf centroid | time ratio xmrrs/PECOS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| depth | mean cos to leaf centroid | time ratio xmrrs/PECOS |"
+        + (f" mean cos, seeds 0-{a.seeds - 1}: mean (min-max) |" if a.seeds > 1 else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if a.seeds > 1 else ""),
         *(
             f"| {r['data']} | {r['L']} | {r['indexer']} | {r['time_s']:.2f} | {r['cpu_s']:.2f} | "
             f"{r['peak_rss_mb']:.0f} | {r['rss_delta_mb']:.0f} | {r['leaves']} | "
             f"{r['leaf_min']}-{r['leaf_max']} | {r['depth']} | {r['mean_cos']:.4f} | "
             f"{fmt(r['ratio'], '.2f') if r['indexer'] != 'pecos' else '-'} |"
+            + (
+                f" {r['cos_mean']:.4f} ({r['cos_min']:.4f}-{r['cos_max']:.4f}) |"
+                if a.seeds > 1
+                else ""
+            )
             for r in rows
         ),
     ]
