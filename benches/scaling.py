@@ -172,7 +172,7 @@ def main() -> None:
     p.add_argument("--labels", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     p.add_argument(
         "--libraries",
-        default="xmrrs-defaults,pecos-xrlinear",
+        default="xmrrs-single,pecos-xrlinear",
         help="comma-separated names or groups, as in suite.py",
     )
     p.add_argument("--xmrrs-config", action="append", default=[], metavar="NAME=JSON")

@@ -19,7 +19,7 @@ from xmrrs.datasets import make_xmc
 from xmrrs.indexing import ClusterTree, HierarchicalKMeans
 from xmrrs.metrics import precision_at_1_scorer, precision_at_k
 
-SMALL = {"n_jobs": 2, "max_leaf_size": 20, "branching": 8}
+SMALL = {"n_jobs": 2, "max_leaf_size": 20, "branching": 8, "n_estimators": 1}
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +76,9 @@ def test_predict_and_decision_function_are_sparse_topk(
 
 def test_k_beyond_the_reachable_labels_pads(data: tuple) -> None:
     Xtr, Ytr, Xte, _ = data
-    clf = XRLinearClassifier(n_jobs=1, max_leaf_size=10, branching=4, beam_size=1).fit(
-        Xtr[:500], Ytr[:500, :40]
-    )
+    clf = XRLinearClassifier(
+        n_jobs=1, max_leaf_size=10, branching=4, beam_size=1, n_estimators=1
+    ).fit(Xtr[:500], Ytr[:500, :40])
     ids, scores = clf.predict_topk(Xte[:5], k=30)
     # beam 1 reaches one leaf of at most 10 labels
     assert np.all((ids[:, 10:] == -1) & np.isneginf(scores[:, 10:]))
@@ -177,7 +177,7 @@ def test_other_losses_and_negatives_train(data: tuple, loss: str, negatives: str
 
 def test_ensemble_of_trees(data: tuple, fitted: XRLinearClassifier) -> None:
     Xtr, Ytr, Xte, Yte = data
-    ens = XRLinearClassifier(**SMALL, n_estimators=3).fit(Xtr, Ytr)
+    ens = XRLinearClassifier(**{**SMALL, "n_estimators": 3}).fit(Xtr, Ytr)
     assert len(ens.models_) == 3
     p1 = precision_at_k(Yte, fitted.predict_topk(Xte, k=1)[0], k=1)
     p3 = precision_at_k(Yte, ens.predict_topk(Xte, k=1)[0], k=1)
@@ -197,9 +197,9 @@ def test_relevance_weights_change_the_model(data: tuple, fitted: XRLinearClassif
 def test_user_supplied_tree_indexer_and_representation(data: tuple) -> None:
     Xtr, Ytr, Xte, _ = data
     hk = HierarchicalKMeans(branching=4, max_leaf_size=50, random_state=5)
-    a = XRLinearClassifier(indexer=hk, n_jobs=1).fit(Xtr, Ytr)
+    a = XRLinearClassifier(indexer=hk, n_jobs=1, n_estimators=1).fit(Xtr, Ytr)
     assert a.tree_.n_nodes_per_level[1] <= 4
-    b = XRLinearClassifier(indexer=a.tree_, n_jobs=1).fit(Xtr, Ytr)
+    b = XRLinearClassifier(indexer=a.tree_, n_jobs=1, n_estimators=1).fit(Xtr, Ytr)
     assert b.tree_ == a.tree_
     np.testing.assert_array_equal(a.predict_topk(Xte)[0], b.predict_topk(Xte)[0])
     calls = []

@@ -135,11 +135,16 @@ XMRRS_CONFIGS: tuple[Library, ...] = (
         "xmrrs XRLinearClassifier with PECOS's settings and tree shape "
         "(branching=xmrrs.indexing.pecos_fanouts(n_labels, 16, 100), e.g. 2,16,16 on deps)",
     ),
-    Library("xmrrs-defaults", "xmrrs", {}, "xmrrs XRLinearClassifier with its defaults"),
     Library(
-        "xmrrs-ensemble3",
+        "xmrrs-defaults",
         "xmrrs",
-        {"n_estimators": 3},
-        "xmrrs XRLinearClassifier(n_estimators=3): its defaults, 3 trees averaged",
+        {},
+        "xmrrs XRLinearClassifier with its defaults (4 trees of branching 32, leaves of 50)",
+    ),
+    Library(
+        "xmrrs-single",
+        "xmrrs",
+        {"n_estimators": 1},
+        "xmrrs XRLinearClassifier(n_estimators=1): its defaults with a single tree",
     ),
 )

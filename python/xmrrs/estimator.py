@@ -108,12 +108,14 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     representation : {"pifa", "pii", "spectral"}, callable or array-like, default="pifa"
         Label representation clustered into the tree: a name for
         :func:`xmrrs.indexing.label_representation`, a callable ``f(X, Y) -> Z`` (``X`` rows
-        normalised if ``normalize``), or a matrix ``Z`` with one row per label.
+        normalised if ``normalize``), or a matrix ``Z`` with one row per label. It is
+        computed once per fit and shared by all ``n_estimators`` trees.
     indexer : object or ClusterTree, optional
         ``None`` builds :class:`~xmrrs.indexing.HierarchicalKMeans` from ``branching``,
         ``max_leaf_size`` and ``kmeans_max_iter``. An object with ``fit(Z)`` setting
         ``tree_`` is cloned and fitted on ``Z``; a :class:`~xmrrs.indexing.ClusterTree` over
-        the labels is used as it is (``representation`` is then not computed).
+        the labels is used as it is (``representation`` is then not computed; every one of
+        the ``n_estimators`` shares it, so use ``n_estimators=1`` with a given tree).
     branching : int or sequence of int, default=32
         Largest fan-out of the default indexer (PECOS: 16), or every level's fan-out
         (for example :func:`xmrrs.indexing.pecos_fanouts` to match PECOS's tree).
@@ -138,8 +140,12 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     negatives : {"tfn", "man", "tfn+man"}, default="tfn"
         Negatives of each node: instances of the same parent cluster (``tfn``), those the
         upper levels' beam reaches on the training set (``man``), or both.
-    n_estimators : int, default=1
-        Independent trees (seeds ``random_state + i``) whose scores are averaged.
+    n_estimators : int, default=4
+        Trees clustered with k-means seeds ``random_state + i`` (on the same representation),
+        each with its own models; their scores are averaged (Parabel uses 3). Four trees beat
+        the best peer's P@1 on debian/deps and on the 200k-label synthetic set while training
+        faster than PECOS (see the README); ``n_estimators=1`` trains and predicts about four
+        times faster and is about 0.008 P@1 lower on debian/deps.
     beam_size : int, default=10
         Beam width of the search on the inner levels.
     top_k : int, default=10
@@ -188,7 +194,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         bias: float = 1.0,
         threshold: float = 0.1,
         negatives: NegativeScheme = "tfn",
-        n_estimators: int = 1,
+        n_estimators: int = 4,
         beam_size: int = 10,
         top_k: int = 10,
         post_processor: str = "l3-hinge",
@@ -309,14 +315,15 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     # ------------------------------------------------------------------------------- fit
 
-    def _tree(self, Xn: sp.csr_matrix, Y: sp.csr_matrix, p: dict[str, Any], seed: int) -> Any:
+    def _representation(self, Xn: sp.csr_matrix, Y: sp.csr_matrix, seed: int) -> Any:
+        """The label representation clustered into every tree (None for a given tree)."""
         n_labels = Y.shape[1]
         if isinstance(self.indexer, ClusterTree):
             if self.indexer.n_labels != n_labels:
                 raise ValueError(
                     f"the indexer tree has {self.indexer.n_labels} labels but Y has {n_labels}"
                 )
-            return self.indexer
+            return None
         rep = self.representation
         if isinstance(rep, str):
             Z = label_representation(Xn, Y, rep, n_jobs=self.n_jobs, random_state=seed)  # type: ignore[arg-type]
@@ -329,6 +336,11 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 f"the label representation must have one row per label ({n_labels}), got "
                 f"{None if Z is None else Z.shape}"
             )
+        return Z
+
+    def _tree(self, Z: Any, n_labels: int, p: dict[str, Any], seed: int) -> Any:
+        if Z is None:
+            return self.indexer
         if self.indexer is None:
             indexer: Any = HierarchicalKMeans(
                 branching=p["branching"],
@@ -394,10 +406,13 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         models = []
         trees = []
         n_iter: list[list[float]] = []
+        t0 = time.perf_counter()
+        # one representation for every tree (it does not depend on the seed; the trees
+        # differ by their k-means seeds)
+        Z = self._representation(Xn, Ym, p["seed"])
         for i in range(p["n_estimators"]):
             seed = p["seed"] + i
-            t0 = time.perf_counter()
-            tree = self._tree(Xn, Ym, p, seed)
+            tree = self._tree(Z, Ym.shape[1], p, seed)
             t1 = time.perf_counter()
             model, passes = _xmrrs.xr_train(
                 x_parts,
@@ -424,6 +439,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             models.append(model)
             trees.append(tree)
             n_iter.append(passes)
+            t0 = time.perf_counter()
         self.n_iter_ = np.asarray(n_iter)
         self.models_ = models
         self.tree_ = trees[0]
