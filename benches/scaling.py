@@ -55,6 +55,21 @@ def spec_for(n_labels: int, min_rows: int = 100_000) -> str:
     return f"synthetic:{n_labels}:{n}:{N_TEST}:{n}"
 
 
+def fanouts_text(r: dict[str, Any]) -> str:
+    nodes = r.get("train", {}).get("nodes_per_level")
+    if not nodes:
+        return "-"
+    return ",".join(str(round(b / a)) for a, b in zip(nodes[:-1], nodes[1:], strict=False))
+
+
+def fanout_sum(r: dict[str, Any]) -> float:
+    """Sum over the levels of the fan-out (children per parent), from the reported tree."""
+    nodes = r.get("train", {}).get("nodes_per_level")
+    if not nodes:
+        return 0.0
+    return float(sum(b / a for a, b in zip(nodes[:-1], nodes[1:], strict=False)))
+
+
 def nominal_depth(n_labels: int, branching: int = 16, leaf: int = 100) -> int:
     """Layers of a tree with ``branching`` children per node and leaves of at most ``leaf``
     labels: the cluster levels plus the label layer."""
@@ -85,16 +100,16 @@ def render(records: list[dict[str, Any]]) -> list[str]:
         "rows L2-normalised. Each library in its own train and predict processes, measured "
         "as in suite.py.",
         "",
-        "| L | library | n_train | nnz(X) | depth | train_s | train_MB | model_MB | "
+        "| L | library | n_train | nnz(X) | depth | fan-outs | train_s | train_MB | model_MB | "
         "1q_med_ms@1t | 1q_med_ms | P@1 | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         d = r["data_meta"]
         if r["status"] != "ok":
             lines.append(
                 f"| {d['n_labels']} | {r['library']} | {d['n_train']} | {d['nnz_X_train']} | "
-                f"| {r['status']}: {r.get('reason', '')} | | | | | | |"
+                f"| | {r['status']}: {r.get('reason', '')} | | | | | | |"
             )
             continue
         t, p = r["train"], r["predict"]
@@ -102,26 +117,35 @@ def render(records: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {d['n_labels']} | {r['library']} | {d['n_train']} | {d['nnz_X_train']} | "
             f"{r['depth']}{'' if r['depth_reported'] else ' (nominal)'} | "
+            f"{fanouts_text(r)} | "
             f"{t['train_s']:.1f} | {t['train_peak_mb']:.0f} | {t['model_mb']:.1f} | "
             f"{p['q1_median_ms']:.3f} | {p['q_median_ms']:.3f} | {r['metrics']['P@1']:.4f} | "
             f"{r['load_train']:.1f}/{r['load_predict']:.1f}{busy} |"
         )
     lines += [
         "",
-        "Growth exponents (least-squares slope of log cost against log L, and against "
-        "log(nnz(X) x depth)); 1 = linear:",
+        "Growth exponents (least-squares slope of log cost against log L, against "
+        "log(nnz(X) x depth), and, where the library reports its tree, against "
+        "log(nnz(X) x sum of fan-outs): a level of c-way k-means scores every label against "
+        "c centroids, and tfn trains each of a parent's c children on the parent's "
+        "instances, so a level costs about nnz x c); 1 = linear:",
         "",
         "| library | against | " + " | ".join(c[0] for c in COSTS) + " | points |",
         "|---|---|" + "---|" * (len(COSTS) + 1),
     ]
     for lib in dict.fromkeys(r["library"] for r in records):
         ok = [r for r in records if r["library"] == lib and r["status"] == "ok"]
-        for against in ("L", "nnz(X) x depth"):
+        fan = [fanout_sum(r) for r in ok]
+        for against in ("L", "nnz(X) x depth", "nnz(X) x sum of fan-outs"):
+            if against.endswith("fan-outs") and not all(fan):
+                continue
             xs = [
                 float(r["data_meta"]["n_labels"])
                 if against == "L"
                 else float(r["data_meta"]["nnz_X_train"] * r["depth"])
-                for r in ok
+                if against == "nnz(X) x depth"
+                else float(r["data_meta"]["nnz_X_train"] * f)
+                for r, f in zip(ok, fan, strict=True)
             ]
             cells = [suite.fmt(slope(xs, [suite._get(r, c[1]) for r in ok]), ".2f") for c in COSTS]
             lines.append(f"| {lib} | {against} | " + " | ".join(cells) + f" | {len(ok)} |")
