@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import itertools
 import math
 import os
 import sys
@@ -59,7 +60,7 @@ def fanouts_text(r: dict[str, Any]) -> str:
     nodes = r.get("train", {}).get("nodes_per_level")
     if not nodes:
         return "-"
-    return ",".join(str(round(b / a)) for a, b in zip(nodes[:-1], nodes[1:], strict=False))
+    return ",".join(str(round(b / a)) for a, b in itertools.pairwise(nodes))
 
 
 def fanout_sum(r: dict[str, Any]) -> float:
@@ -67,7 +68,7 @@ def fanout_sum(r: dict[str, Any]) -> float:
     nodes = r.get("train", {}).get("nodes_per_level")
     if not nodes:
         return 0.0
-    return float(sum(b / a for a, b in zip(nodes[:-1], nodes[1:], strict=False)))
+    return float(sum(b / a for a, b in itertools.pairwise(nodes)))
 
 
 def nominal_depth(n_labels: int, branching: int = 16, leaf: int = 100) -> int:
