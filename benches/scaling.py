@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import itertools
+import json
 import math
 import os
 import sys
