@@ -139,7 +139,7 @@ XMRRS_CONFIGS: tuple[Library, ...] = (
         "xmrrs-defaults",
         "xmrrs",
         {},
-        "xmrrs XRLinearClassifier with its defaults (4 trees of branching 32, leaves of 50)",
+        "xmrrs XRLinearClassifier with its defaults (3 trees of branching 100, leaves of 100)",
     ),
     Library(
         "xmrrs-single",

@@ -116,13 +116,13 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         ``tree_`` is cloned and fitted on ``Z``; a :class:`~xmrrs.indexing.ClusterTree` over
         the labels is used as it is (``representation`` is then not computed; every one of
         the ``n_estimators`` shares it, so use ``n_estimators=1`` with a given tree).
-    branching : int or sequence of int, default=32
+    branching : int or sequence of int, default=100
         Largest fan-out of the default indexer (PECOS: 16), or every level's fan-out
-        (for example :func:`xmrrs.indexing.pecos_fanouts` to match PECOS's tree).
-    max_leaf_size : int, default=50
-        Largest number of labels in a leaf of the default indexer (PECOS: 100). Wider,
-        shallower trees with smaller leaves were more accurate and faster to train in our
-        benchmarks (see the README).
+        (for example :func:`xmrrs.indexing.pecos_fanouts` to match PECOS's tree). Wide,
+        shallow trees (two levels up to 10,000 leaves, as Bonsai's) were the most accurate
+        in our benchmarks (see the README).
+    max_leaf_size : int, default=100
+        Largest number of labels in a leaf of the default indexer (PECOS: 100).
     kmeans_max_iter : int, default=20
         Lloyd iterations per node of the default indexer.
     loss : {"squared_hinge", "hinge", "logistic"}, default="squared_hinge"
@@ -140,12 +140,12 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     negatives : {"tfn", "man", "tfn+man"}, default="tfn"
         Negatives of each node: instances of the same parent cluster (``tfn``), those the
         upper levels' beam reaches on the training set (``man``), or both.
-    n_estimators : int, default=4
+    n_estimators : int, default=3
         Trees clustered with k-means seeds ``random_state + i`` (on the same representation),
-        each with its own models; their scores are averaged (Parabel uses 3). Four trees beat
-        the best peer's P@1 on debian/deps and on the 200k-label synthetic set while training
-        faster than PECOS (see the README); ``n_estimators=1`` trains and predicts about four
-        times faster and is about 0.008 P@1 lower on debian/deps.
+        each with its own models; their scores are averaged (Parabel also uses 3). With the
+        default tree they beat the best peer's P@1 on the 200k-label synthetic set while
+        training faster than PECOS (see the README); ``n_estimators=1`` trains and predicts
+        about three times faster, at about 0.006 lower P@1 on debian/deps.
     beam_size : int, default=10
         Beam width of the search on the inner levels.
     top_k : int, default=10
@@ -183,8 +183,8 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         *,
         representation: str | Callable[..., Any] | Any = "pifa",
         indexer: Any = None,
-        branching: int | Sequence[int] = 32,
-        max_leaf_size: int = 50,
+        branching: int | Sequence[int] = 100,
+        max_leaf_size: int = 100,
         kmeans_max_iter: int = 20,
         loss: Loss = "squared_hinge",
         Cp: float = 1.0,
@@ -194,7 +194,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         bias: float = 1.0,
         threshold: float = 0.1,
         negatives: NegativeScheme = "tfn",
-        n_estimators: int = 4,
+        n_estimators: int = 3,
         beam_size: int = 10,
         top_k: int = 10,
         post_processor: str = "l3-hinge",
