@@ -404,15 +404,19 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             rel_parts = csr_parts(R, "relevance")
         y_parts = csr_parts(Ym, "Y")
         models = []
-        trees = []
         n_iter: list[list[float]] = []
         t0 = time.perf_counter()
         # one representation for every tree (it does not depend on the seed; the trees
-        # differ by their k-means seeds)
+        # differ by their k-means seeds); the trees are built first so that the
+        # representation is freed before the (memory-heavier) training
         Z = self._representation(Xn, Ym, p["seed"])
-        for i in range(p["n_estimators"]):
-            seed = p["seed"] + i
-            tree = self._tree(Z, Ym.shape[1], p, seed)
+        trees = [self._tree(Z, Ym.shape[1], p, p["seed"] + i) for i in range(p["n_estimators"])]
+        del Z
+        self._log(
+            f"representation and {len(trees)} tree(s) {trees[0].n_nodes_per_level} "
+            f"in {time.perf_counter() - t0:.2f} s"
+        )
+        for i, tree in enumerate(trees):
             t1 = time.perf_counter()
             model, passes = _xmrrs.xr_train(
                 x_parts,
@@ -428,18 +432,15 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 negatives=p["negatives"],
                 beam_size=p["beam_size"],
                 post_processor=self.post_processor,
-                seed=seed,
+                seed=p["seed"] + i,
                 relevance=rel_parts,
                 n_jobs=self.n_jobs,
             )
             self._log(
-                f"estimator {i + 1}/{p['n_estimators']}: tree {tree.n_nodes_per_level} "
-                f"in {t1 - t0:.2f} s, models in {time.perf_counter() - t1:.2f} s"
+                f"estimator {i + 1}/{p['n_estimators']}: models in {time.perf_counter() - t1:.2f} s"
             )
             models.append(model)
-            trees.append(tree)
             n_iter.append(passes)
-            t0 = time.perf_counter()
         self.n_iter_ = np.asarray(n_iter)
         self.models_ = models
         self.tree_ = trees[0]
