@@ -65,44 +65,15 @@ def worker_xmrrs(root: Path, seeds: int, n_jobs: int) -> np.ndarray:
 
 def worker_pecos(root: Path, seeds: int, n_jobs: int) -> np.ndarray:
     import scipy.sparse as sp
-    from pecos.xmc import Indexer, LabelEmbeddingFactory
-    from pecos.xmc.xlinear.model import XLinearModel
 
-    from runners import PECOS_PARAMS as p
+    from runners import PECOS_PARAMS
+    from runners.pecos import fit
 
     X, Y, Xte = _load(root, "X_train"), _load(root, "Y_train"), _load(root, "X_test")
     out = []
     for seed in range(seeds):
-        Z = LabelEmbeddingFactory.create(Y, X, method=p["label_embedding"], threads=n_jobs)
-        chain = Indexer.gen(
-            Z,
-            indexer_type="hierarchicalkmeans",
-            nr_splits=p["nr_splits"],
-            max_leaf_size=p["max_leaf_size"],
-            spherical=p["spherical"],
-            kmeans_max_iter=p["kmeans_max_iter"],
-            seed=seed,
-            threads=n_jobs,
-        )
-        model = XLinearModel.train(
-            X,
-            Y,
-            C=chain,
-            solver_type=p["solver_type"],
-            Cp=p["Cp"],
-            Cn=p["Cn"],
-            max_iter=p["max_iter"],
-            eps=p["eps"],
-            bias=p["bias"],
-            threshold=p["threshold"],
-            negative_sampling_scheme=p["negative_sampling_scheme"],
-            nr_splits=p["nr_splits"],
-            beam_size=p["beam_size"],
-            only_topk=10,
-            post_processor=p["post_processor"],
-            threads=n_jobs,
-        )
-        pred = model.predict(Xte, beam_size=p["beam_size"], only_topk=10, threads=n_jobs)
+        model, _ = fit(X, Y, {**PECOS_PARAMS, "seed": seed}, n_jobs)
+        pred = model.predict(Xte, beam_size=PECOS_PARAMS["beam_size"], only_topk=10, threads=n_jobs)
         out.append(_ids_of_csr(sp.csr_matrix(pred), 10))
     return np.stack(out)
 

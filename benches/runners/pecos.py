@@ -30,14 +30,12 @@ def probe(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def train(data: DataFiles, params: dict[str, Any], model_dir: Path, n_jobs: int) -> dict[str, Any]:
+def fit(X: Any, Y: Any, p: dict[str, Any], n_jobs: int) -> tuple[Any, dict[str, Any]]:
+    """PIFA, hierarchical k-means and ``XLinearModel.train`` with the settings ``p`` (the
+    names of :data:`runners.PECOS_PARAMS`): the model and the timings of the steps."""
     from pecos.xmc import Indexer, LabelEmbeddingFactory
     from pecos.xmc.xlinear.model import XLinearModel
 
-    X, Y = data.load_train()
-    X = sp.csr_matrix(X, dtype=np.float32)
-    Y = sp.csr_matrix(Y, dtype=np.float32)
-    p = params
     t = time.perf_counter()
     Z = LabelEmbeddingFactory.create(Y, X, method=p["label_embedding"], threads=n_jobs)
     emb_s = time.perf_counter() - t
@@ -70,18 +68,24 @@ def train(data: DataFiles, params: dict[str, Any], model_dir: Path, n_jobs: int)
         post_processor=p["post_processor"],
         threads=n_jobs,
     )
-    train_s = time.perf_counter() - t
-    t = time.perf_counter()
-    model.save(str(model_dir))
-    save_s = time.perf_counter() - t
-    return {
-        "train_s": train_s,
+    info = {
+        "train_s": time.perf_counter() - t,
         "embedding_s": emb_s,
         "indexing_s": index_s,
-        "save_s": save_s,
         "depth": len(chain),
         "n_leaves": int(chain[-1].shape[1]),
     }
+    return model, info
+
+
+def train(data: DataFiles, params: dict[str, Any], model_dir: Path, n_jobs: int) -> dict[str, Any]:
+    X, Y = data.load_train()
+    X = sp.csr_matrix(X, dtype=np.float32)
+    Y = sp.csr_matrix(Y, dtype=np.float32)
+    model, info = fit(X, Y, params, n_jobs)
+    t = time.perf_counter()
+    model.save(str(model_dir))
+    return {**info, "save_s": time.perf_counter() - t}
 
 
 class Predictor:
