@@ -290,6 +290,15 @@ fn build_chunk(lw: &LayerWeights, c0: usize, c1: usize, lp: &LayoutParams) -> Re
     Ok(out)
 }
 
+/// Every chunk's local columns in chunk order, converted by `narrow` (`n`: their total).
+fn concat_cols<T>(chunks: &[ChunkOut], n: usize, narrow: impl Fn(u32) -> T) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    for c in chunks {
+        v.extend(c.cols.iter().map(|&x| narrow(x)));
+    }
+    v
+}
+
 fn build_layer(lw: &LayerWeights, lp: &LayoutParams) -> Result<Layer> {
     let n_parents = lw.n_parents();
     let whole = n_parents > 1 && lw.n_children() <= lp.merge_max_children;
@@ -342,24 +351,14 @@ fn build_layer(lw: &LayerWeights, lp: &LayoutParams) -> Result<Layer> {
         nnz += c.nnz;
     }
     let chunk_width = if whole { lw.n_children() } else { max_width };
-    let cols = if chunk_width <= 1 << 8 && !lp.wide_cols {
-        let mut v = Vec::with_capacity(n_ents as usize);
-        for c in &chunks {
-            v.extend(c.cols.iter().map(|&x| x as u8));
-        }
-        Cols::U8(v.into())
-    } else if chunk_width <= 1 << 16 && !lp.wide_cols {
-        let mut v = Vec::with_capacity(n_ents as usize);
-        for c in &chunks {
-            v.extend(c.cols.iter().map(|&x| x as u16));
-        }
-        Cols::U16(v.into())
+    // the narrowest type that holds a local column (< chunk_width)
+    let n = n_ents as usize;
+    let cols = if lp.wide_cols || chunk_width > 1 << 16 {
+        Cols::U32(concat_cols(&chunks, n, |x| x).into())
+    } else if chunk_width > 1 << 8 {
+        Cols::U16(concat_cols(&chunks, n, |x| x as u16).into())
     } else {
-        let mut v = Vec::with_capacity(n_ents as usize);
-        for c in &chunks {
-            v.extend_from_slice(&c.cols);
-        }
-        Cols::U32(v.into())
+        Cols::U8(concat_cols(&chunks, n, |x| x as u8).into())
     };
     Ok(Layer {
         n_parents,
