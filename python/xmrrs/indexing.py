@@ -69,10 +69,10 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
 
 def check_branching(value: Any) -> int | tuple[int, ...]:
     """Validate a ``branching``: an integer >= 2, or a sequence of per-level fan-outs >= 2."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = value.tolist()
     if isinstance(value, Sequence) and not isinstance(value, str | bytes):
         return tuple(_check_int(c, "every fan-out in branching", 2) for c in value)
-    if isinstance(value, np.ndarray) and value.ndim == 1:
-        return tuple(_check_int(c, "every fan-out in branching", 2) for c in value.tolist())
     return _check_int(value, "branching (an integer or a sequence of fan-outs)", 2)
 
 
