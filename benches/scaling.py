@@ -251,16 +251,7 @@ def main() -> None:
     cache = Path(a.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="xmrrs-scaling-") as tmp:
-        s = suite.Settings(
-            n_jobs=a.n_jobs,
-            n_single=a.n_single,
-            warmup=a.warmup,
-            timeout=a.timeout,
-            settle=a.settle,
-            omp_wait_policy=a.omp_wait_policy,
-            peers_python=Path(a.peers_python),
-            tmp=Path(tmp),
-        )
+        s = suite.Settings.from_args(a, tmp)
         for n_labels in sorted(a.labels):
             data = suite.prepare_data(spec_for(n_labels, a.min_rows), cache, a.n_jobs)
             meta = data.meta

@@ -240,6 +240,20 @@ class Settings:
     peers_python: Path
     tmp: Path
 
+    @classmethod
+    def from_args(cls, a: argparse.Namespace, tmp: str | Path) -> Settings:
+        """The settings of the command-line options shared by suite.py and scaling.py."""
+        return cls(
+            n_jobs=a.n_jobs,
+            n_single=a.n_single,
+            warmup=a.warmup,
+            timeout=a.timeout,
+            settle=a.settle,
+            omp_wait_policy=a.omp_wait_policy,
+            peers_python=Path(a.peers_python),
+            tmp=Path(tmp),
+        )
+
 
 def worker_env(s: Settings) -> dict[str, str]:
     """Environment of the workers: thread counts pinned to ``n_jobs`` for every runtime."""
@@ -763,16 +777,7 @@ def main() -> None:
     cache = Path(a.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="xmrrs-suite-") as tmp:
-        s = Settings(
-            n_jobs=a.n_jobs,
-            n_single=a.n_single,
-            warmup=a.warmup,
-            timeout=a.timeout,
-            settle=a.settle,
-            omp_wait_policy=a.omp_wait_policy,
-            peers_python=Path(a.peers_python),
-            tmp=Path(tmp),
-        )
+        s = Settings.from_args(a, tmp)
         for spec in specs:
             data = prepare_data(spec, cache, a.n_jobs)
             meta = data.meta
