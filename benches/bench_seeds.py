@@ -50,12 +50,10 @@ def _ids_of_csr(p: Any, k: int) -> np.ndarray:
 def worker_xmrrs(root: Path, seeds: int, n_jobs: int) -> np.ndarray:
     import xmrrs
     from runners import XMRRS_PECOS_MATCHED
-    from runners.xmrrs import PECOS_TREE
-    from xmrrs.indexing import pecos_fanouts
+    from runners.xmrrs import estimator_kwargs
 
     X, Y, Xte = _load(root, "X_train"), _load(root, "Y_train"), _load(root, "X_test")
-    kw = {k: v for k, v in XMRRS_PECOS_MATCHED.items() if k != PECOS_TREE}
-    kw["branching"] = pecos_fanouts(Y.shape[1], *XMRRS_PECOS_MATCHED[PECOS_TREE])
+    _, kw = estimator_kwargs(XMRRS_PECOS_MATCHED, Y.shape[1])
     out = []
     for seed in range(seeds):
         est = xmrrs.XRLinearClassifier(n_jobs=n_jobs, random_state=seed, **kw).fit(X, Y)

@@ -59,15 +59,21 @@ def probe(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def train(data: DataFiles, params: dict[str, Any], model_dir: Path, n_jobs: int) -> dict[str, Any]:
+def estimator_kwargs(params: dict[str, Any], n_labels: int) -> tuple[str, dict[str, Any]]:
+    """The estimator class path and its constructor arguments for data with ``n_labels``
+    labels (``params[PECOS_TREE]`` resolved into ``branching``)."""
     path, kwargs = _split(params)
-    cls = _estimator_class(path)
-    X, Y = data.load_train()
     if PECOS_TREE in params:
         from xmrrs.indexing import pecos_fanouts
 
-        kwargs["branching"] = pecos_fanouts(Y.shape[1], *params[PECOS_TREE])
-    est = cls(n_jobs=n_jobs, random_state=0, **kwargs)
+        kwargs["branching"] = pecos_fanouts(n_labels, *params[PECOS_TREE])
+    return path, kwargs
+
+
+def train(data: DataFiles, params: dict[str, Any], model_dir: Path, n_jobs: int) -> dict[str, Any]:
+    X, Y = data.load_train()
+    path, kwargs = estimator_kwargs(params, Y.shape[1])
+    est = _estimator_class(path)(n_jobs=n_jobs, random_state=0, **kwargs)
     t = time.perf_counter()
     est.fit(X, Y)
     train_s = time.perf_counter() - t
