@@ -95,6 +95,27 @@ def test_same_seed_same_model_any_thread_count(data: tuple) -> None:
     np.testing.assert_array_equal(a[1], b[1])
 
 
+@pytest.mark.parametrize("n_estimators", [1, 2])
+def test_one_row_queries_equal_the_batch(data: tuple, n_estimators: int) -> None:
+    # rows are normalised inside the search: one row at a time (no thread pool) and the
+    # batch must agree bit for bit, whatever the input's scale, and leave the input alone
+    Xtr, Ytr, Xte, _ = data
+    clf = XRLinearClassifier(**{**SMALL, "n_estimators": n_estimators}).fit(Xtr, Ytr)
+    Q = sp.csr_matrix(Xte[:40] * 3.7)
+    before = Q.data.copy()
+    ids, scores = clf.predict_topk(Q, k=5)
+    for i in range(Q.shape[0]):
+        a, b = clf.predict_topk(Q[i], k=5)
+        np.testing.assert_array_equal(a[0], ids[i])
+        np.testing.assert_array_equal(b[0], scores[i])
+    np.testing.assert_array_equal(Q.data, before)
+    # same as normalising first and searching without normalisation
+    pre = clf.set_params(normalize=False).predict_topk(Normalizer().transform(Q), k=5)
+    clf.set_params(normalize=True)
+    np.testing.assert_array_equal(pre[0], ids)
+    np.testing.assert_allclose(pre[1], scores, rtol=1e-5, atol=1e-6)
+
+
 def test_dense_input_equals_sparse(data: tuple, fitted: XRLinearClassifier) -> None:
     _, _, Xte, _ = data
     a = fitted.predict_topk(Xte[:20])

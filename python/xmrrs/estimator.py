@@ -289,7 +289,8 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             ensure_min_samples=1,
         )
         parts = csr_parts(X, "X")
-        if self.normalize:
+        # rows of unit norm already (up to rounding) are used as they are: no copy
+        if self.normalize and not _xmrrs.csr_rows_are_unit(parts, self.n_jobs):
             parts = _xmrrs.csr_normalize_rows(parts, self.n_jobs)
         return parts, sp.csr_matrix(
             (parts[4], parts[3], parts[2]), shape=(parts[0], parts[1]), copy=False
@@ -454,12 +455,14 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         beam = self.beam_size if beam_size is None else beam_size
         beam = _integer(beam, "beam_size", 1)
         parts = self._x_predict(X)
-        if self.normalize:
-            parts = _xmrrs.csr_normalize_rows(parts, self.n_jobs)
+        # rows are normalised inside the search call (one-row queries without a thread pool)
+        normalize = bool(self.normalize)
         if len(self.models_) == 1:
-            return self.models_[0].predict_topk(parts, k, beam, self.post_processor, self.n_jobs)
+            return self.models_[0].predict_topk(
+                parts, k, beam, self.post_processor, self.n_jobs, normalize
+            )
         return _xmrrs.xr_predict_ensemble(
-            self.models_, parts, k, beam, self.post_processor, self.n_jobs
+            self.models_, parts, k, beam, self.post_processor, self.n_jobs, normalize
         )
 
     def predict_topk(

@@ -98,6 +98,19 @@ fn csr_normalize_rows<'py>(
     Ok(csr_out(py, m))
 }
 
+/// Whether every row of `a` has unit L2 norm already (or stores no non-zero value).
+#[pyfunction]
+#[pyo3(signature = (a, n_jobs=None))]
+fn csr_rows_are_unit<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    n_jobs: Option<i64>,
+) -> PyResult<bool> {
+    let a = CsrArg::extract(a, "A")?;
+    let v = a.view()?;
+    run(py, n_jobs, || Ok(sparse::rows_are_unit_l2(&v)))
+}
+
 /// `a` with every row that stores no entry set to the row `(cols, vals)` (sorted columns).
 #[pyfunction]
 #[pyo3(signature = (a, cols, vals, n_jobs=None))]
@@ -345,6 +358,7 @@ fn _xmrrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(csr_canonicalize, m)?)?;
     m.add_function(wrap_pyfunction!(csr_transpose, m)?)?;
     m.add_function(wrap_pyfunction!(csr_normalize_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(csr_rows_are_unit, m)?)?;
     m.add_function(wrap_pyfunction!(csr_fill_empty_rows, m)?)?;
     m.add_function(wrap_pyfunction!(csr_spgemm, m)?)?;
     m.add_function(wrap_pyfunction!(csr_dense, m)?)?;

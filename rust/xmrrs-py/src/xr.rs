@@ -11,6 +11,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use xmrrs_core::cluster::ClusterTree;
+use xmrrs_core::sparse::{self, CsrView};
 use xmrrs_core::xr::infer::{self, PredictParams, Searcher};
 use xmrrs_core::xr::model::XrModel;
 use xmrrs_core::xr::train::{self, TrainParams};
@@ -41,15 +42,38 @@ pub fn check_post_processor(name: &str) -> PyResult<()> {
 #[pyclass(name = "XrModel", module = "xmrrs._xmrrs", frozen)]
 pub struct PyXrModel {
     inner: XrModel,
-    searcher: Mutex<Searcher>,
+    scratch: Mutex<Scratch>,
+}
+
+/// Reusable buffers of the one-row path: the searcher and the normalised query values.
+#[derive(Default)]
+struct Scratch {
+    searcher: Searcher,
+    values: Vec<f32>,
 }
 
 impl PyXrModel {
     fn wrap(inner: XrModel) -> Self {
         PyXrModel {
             inner,
-            searcher: Mutex::new(Searcher::new()),
+            scratch: Mutex::new(Scratch::default()),
         }
+    }
+}
+
+/// `f` on `v`, or on a copy of `v` with L2-normalised rows when `normalize` and some row is
+/// not of unit norm already.
+fn maybe_normalized<R>(
+    v: CsrView<'_>,
+    normalize: bool,
+    f: impl FnOnce(&CsrView<'_>) -> xmrrs_core::Result<R>,
+) -> xmrrs_core::Result<R> {
+    if normalize && !sparse::rows_are_unit_l2(&v) {
+        let mut m = v.to_owned();
+        sparse::normalize_rows_l2(&mut m);
+        f(&m.view())
+    } else {
+        f(&v)
     }
 }
 
@@ -127,9 +151,11 @@ impl PyXrModel {
         Ok((ptrs, leaf, PyArray1::from_slice(py, self.inner.labels())))
     }
 
-    /// Top-`k` label ids (int64, -1 padded) and scores (float32, -inf padded) of each row.
+    /// Top-`k` label ids (int64, -1 padded) and scores (float32, -inf padded) of each row,
+    /// rows L2-normalised first when `normalize` (the input is not modified).
     /// A single row is searched on the calling thread with reusable scratch (no pool).
-    #[pyo3(signature = (x, k, beam_size, post_processor, n_jobs=None))]
+    #[pyo3(signature = (x, k, beam_size, post_processor, n_jobs=None, normalize=false))]
+    #[allow(clippy::too_many_arguments)]
     fn predict_topk<'py>(
         &self,
         py: Python<'py>,
@@ -138,6 +164,7 @@ impl PyXrModel {
         beam_size: usize,
         post_processor: &str,
         n_jobs: Option<i64>,
+        normalize: bool,
     ) -> PyResult<TopK<'py>> {
         let p = params(k, beam_size, post_processor)?;
         let a = CsrArg::extract(x, "X")?;
@@ -151,23 +178,34 @@ impl PyXrModel {
                     with_canonical(v, |v| {
                         let (idx, val) = v.row(0);
                         // a concurrent caller gets fresh scratch instead of waiting
-                        let mut guard = self.searcher.try_lock().ok();
+                        let mut guard = self.scratch.try_lock().ok();
                         let mut local;
-                        let s: &mut Searcher = match guard.as_deref_mut() {
+                        let s: &mut Scratch = match guard.as_deref_mut() {
                             Some(s) => s,
                             None => {
-                                local = Searcher::new();
+                                local = Scratch::default();
                                 &mut local
                             }
                         };
-                        s.search(&self.inner, idx, val, &p, &mut ids, &mut scores)
+                        let val = if normalize {
+                            s.values.clear();
+                            s.values.extend_from_slice(val);
+                            sparse::normalize_l2(&mut s.values);
+                            &s.values[..]
+                        } else {
+                            val
+                        };
+                        s.searcher
+                            .search(&self.inner, idx, val, &p, &mut ids, &mut scores)
                     })
                 })
             })?;
             return topk_out(py, ids, scores, 1, k);
         }
         let (ids, scores) = run(py, n_jobs, || {
-            with_canonical(v, |v| infer::predict(&self.inner, &v, &p))
+            with_canonical(v, |v| {
+                maybe_normalized(v, normalize, |v| infer::predict(&self.inner, v, &p))
+            })
         })?;
         topk_out(py, ids, scores, n, k)
     }
@@ -320,9 +358,11 @@ pub fn xr_train<'py>(
     Ok((PyXrModel::wrap(model), passes))
 }
 
-/// Averages the predictions of several models over the same labels (see the core docs).
+/// Averages the predictions of several models over the same labels (see the core docs);
+/// rows of `x` are L2-normalised first when `normalize`.
 #[pyfunction]
-#[pyo3(signature = (models, x, k, beam_size, post_processor, n_jobs=None))]
+#[pyo3(signature = (models, x, k, beam_size, post_processor, n_jobs=None, normalize=false))]
+#[allow(clippy::too_many_arguments)]
 pub fn xr_predict_ensemble<'py>(
     py: Python<'py>,
     models: Vec<PyRef<'py, PyXrModel>>,
@@ -331,6 +371,7 @@ pub fn xr_predict_ensemble<'py>(
     beam_size: usize,
     post_processor: &str,
     n_jobs: Option<i64>,
+    normalize: bool,
 ) -> PyResult<TopK<'py>> {
     let p = params(k, beam_size, post_processor)?;
     let a = CsrArg::extract(x, "X")?;
@@ -338,7 +379,9 @@ pub fn xr_predict_ensemble<'py>(
     let n = v.n_rows();
     let refs: Vec<&XrModel> = models.iter().map(|m| &m.inner).collect();
     let (ids, scores) = run(py, n_jobs, || {
-        with_canonical(v, |v| infer::predict_ensemble(&refs, &v, &p))
+        with_canonical(v, |v| {
+            maybe_normalized(v, normalize, |v| infer::predict_ensemble(&refs, v, &p))
+        })
     })?;
     topk_out(py, ids, scores, n, k)
 }

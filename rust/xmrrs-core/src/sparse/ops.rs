@@ -220,16 +220,36 @@ pub fn normalize_rows_l2(a: &mut Csr) {
     pieces.into_par_iter().for_each(|(r, vals)| {
         let base = indptr[r.start] as usize;
         for i in r {
-            let row = &mut vals[indptr[i] as usize - base..indptr[i + 1] as usize - base];
-            let ss: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-            if ss > 0.0 {
-                let norm = ss.sqrt() as f32;
-                for v in row.iter_mut() {
-                    *v /= norm;
-                }
-            }
+            normalize_l2(&mut vals[indptr[i] as usize - base..indptr[i + 1] as usize - base]);
         }
     });
+}
+
+/// Whether every row of `a` already has unit L2 norm (squared norm within `1e-5` of 1, in
+/// f64) or stores no non-zero value: [`normalize_rows_l2`] would then change values by a
+/// rounding error at most, and a copy can be spared.
+pub fn rows_are_unit_l2(a: &CsrView<'_>) -> bool {
+    (0..a.n_rows()).into_par_iter().all(|i| {
+        let ss: f64 = a
+            .row(i)
+            .1
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum();
+        ss == 0.0 || (ss - 1.0).abs() <= 1e-5
+    })
+}
+
+/// Scales `row` to unit L2 norm (sum of squares in f64; an all-zero row is left as is).
+/// [`normalize_rows_l2`] applies it to every row, so both give the same bits.
+pub fn normalize_l2(row: &mut [f32]) {
+    let ss: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    if ss > 0.0 {
+        let norm = ss.sqrt() as f32;
+        for v in row.iter_mut() {
+            *v /= norm;
+        }
+    }
 }
 
 /// `a` with every row that stores no entry set to the sparse row `(cols, vals)`, in one
@@ -795,5 +815,17 @@ mod tests {
             let s: f32 = v.iter().map(|x| x * x).sum();
             assert!(v.is_empty() || v.iter().all(|&x| x == 0.0) || (s - 1.0).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn unit_rows_are_recognised() {
+        let mut a = random_csr(30, 10, 0.3, 9, false);
+        assert!(!install(Some(2), || rows_are_unit_l2(&a.view())).unwrap());
+        normalize_rows_l2(&mut a);
+        assert!(install(Some(2), || rows_are_unit_l2(&a.view())).unwrap());
+        // one row off by 1% is enough to say no
+        let i = (0..30).find(|&i| a.indptr[i + 1] > a.indptr[i]).unwrap();
+        a.data[a.indptr[i] as usize] *= 1.01;
+        assert!(!install(Some(2), || rows_are_unit_l2(&a.view())).unwrap());
     }
 }
