@@ -410,7 +410,7 @@ fn main() {
         }
         let layouts = [
             (
-                "default (dense rows >= 50%, 2 rows/bucket, u16 cols)",
+                "default (dense rows >= 65%, 2 rows/bucket, u16 cols)",
                 LayoutParams::default(),
             ),
             (
