@@ -68,7 +68,7 @@ def _table(recs: list[dict[str, Any]]) -> list[str]:
         t, p, q = r["train"], r["predict"], r["metrics"]
         out.append(
             f"| {r['library']} | {t['train_s']:.2f} | {t['train_peak_mb']:.0f} | "
-            f"{t['model_mb']:.1f} | {p['pred_s']:.2f} | {p['q1_median_ms']:.3f} | "
+            f"{t['model_mb']:.1f} | {p['pred_s']:.3f} | {p['q1_median_ms']:.3f} | "
             f"{q['P@1']:.4f} | {q['P@3']:.4f} | {q['P@5']:.4f} | {q['PSP@5']:.4f} | "
             f"{ratio(r, 'train', 'train_s')} | {ratio(r, 'predict', 'pred_s')} | "
             f"{ratio(r, 'predict', 'q1_median_ms')} |"

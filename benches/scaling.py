@@ -212,6 +212,7 @@ def main() -> None:
     p.add_argument("--n-single", type=int, default=N_TEST)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--peers-python", default=str(suite.DEFAULT_PEERS_PYTHON))
+    p.add_argument("--xmrrs-python", choices=("peers", "own"), default="peers")
     p.add_argument("--omp-wait-policy", choices=("unset", "passive", "active"), default="unset")
     p.add_argument("--settle", type=float, default=0.0)
     p.add_argument("--timeout", type=float, default=3 * 3600.0)

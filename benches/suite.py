@@ -6,8 +6,12 @@ and napkinXC PLT, on the same data, measured the same way.
     .venv/bin/python benches/suite.py --plot-only          # re-render tables and plots
 
 Run it with xmrrs's python; the peers run with the python of ``benches/.venv-peers`` (made by
-``benches/setup_peers.sh``; ``--peers-python`` points elsewhere). A library that cannot be
-imported is skipped, and the output says so.
+``benches/setup_peers.sh``; ``--peers-python`` points elsewhere), and so, by default, do
+xmrrs's workers, which import the xmrrs package of the running python through a
+``PYTHONPATH`` that holds it alone: every library then runs on the same numpy, scipy and
+scikit-learn, whose import footprint alone differs by 10+ MB between versions (peak memory
+includes it). ``--xmrrs-python own`` runs xmrrs with this python instead. A library that
+cannot be imported is skipped, and the output says so.
 
 Data: a folder with ``train.txt`` and ``test.txt`` (XC format), or ``--synthetic L`` for
 ``xmrrs.datasets.make_xmc(n_train + n_test, n_features, L, random_state=0)`` split into the
@@ -23,7 +27,8 @@ Per library, each in its own processes, at ``--n-jobs`` threads (2):
   (``model_MB``: its size on disk) and reports its peak RSS (``train_MB``: ``VmHWM``, data
   included; ``ru_maxrss`` is not used, Linux carries it over fork/exec);
 - a *predict* process: loads the test matrix and the saved model, predicts the top 10 of the
-  whole test set in one call (``pred_s``), then ``--n-single`` (1000) test rows one at a time
+  whole test set in one call (``pred_s``; a call under 0.5 s is repeated, up to 5 calls, and
+  the fastest counts), then ``--n-single`` (1000) test rows one at a time
   (after ``--warmup`` untimed calls, garbage collector off): median and p99 latency at
   ``--n-jobs`` threads and at 1 thread; ``pred_MB`` is its peak RSS.
 
@@ -239,6 +244,7 @@ class Settings:
     omp_wait_policy: str
     peers_python: Path
     tmp: Path
+    xmrrs_python: str = "peers"
 
     @classmethod
     def from_args(cls, a: argparse.Namespace, tmp: str | Path) -> Settings:
@@ -252,11 +258,27 @@ class Settings:
             omp_wait_policy=a.omp_wait_policy,
             peers_python=Path(a.peers_python),
             tmp=Path(tmp),
+            xmrrs_python=getattr(a, "xmrrs_python", "peers"),
         )
 
 
-def worker_env(s: Settings) -> dict[str, str]:
-    """Environment of the workers: thread counts pinned to ``n_jobs`` for every runtime."""
+def _xmrrs_only_path(s: Settings) -> Path:
+    """A folder holding only a link to the xmrrs package this process imports, for the
+    peers' interpreter's ``PYTHONPATH`` (the rest of this venv stays out of its way)."""
+    import xmrrs
+
+    d = s.tmp / "xmrrs-only"
+    link = d / "xmrrs"
+    if not link.exists():
+        d.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path(xmrrs.__file__).resolve().parent, target_is_directory=True)
+    return d
+
+
+def worker_env(s: Settings, lib: Library | None = None) -> dict[str, str]:
+    """Environment of the workers: thread counts pinned to ``n_jobs`` for every runtime;
+    with ``xmrrs_python="peers"``, xmrrs's workers find this xmrrs package on the peers'
+    interpreter."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
         env[var] = str(s.n_jobs)
@@ -265,11 +287,15 @@ def worker_env(s: Settings) -> dict[str, str]:
         env["OMP_WAIT_POLICY"] = s.omp_wait_policy
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("PYTHONPATH", None)
+    if lib is not None and lib.runner == "xmrrs" and s.xmrrs_python == "peers":
+        env["PYTHONPATH"] = str(_xmrrs_only_path(s))
     return env
 
 
 def python_for(lib: Library, s: Settings) -> Path:
-    return s.peers_python if ENV_OF_RUNNER[lib.runner] == "peers" else Path(sys.executable)
+    if ENV_OF_RUNNER[lib.runner] == "peers" or s.xmrrs_python == "peers":
+        return s.peers_python
+    return Path(sys.executable)
 
 
 def run_stage(
@@ -304,7 +330,7 @@ def run_stage(
                 [str(python), str(Path(__file__).resolve()), "--worker", str(cfg_path)],
                 stdout=f,
                 stderr=subprocess.STDOUT,
-                env=worker_env(s),
+                env=worker_env(s, lib),
                 timeout=s.timeout,
                 check=False,
             )
@@ -445,7 +471,7 @@ def table_row(r: dict[str, Any], ref: dict[str, Any] | None) -> str:
         fmt(t["train_peak_mb"], ".0f"),
         fmt(_get(r, ("train", "train_lib_mb")), ".0f"),
         fmt(t["model_mb"], ".1f"),
-        fmt(p["pred_s"], ".2f"),
+        fmt(p["pred_s"], ".3f"),
         fmt(p["pred_peak_mb"], ".0f"),
         fmt(p["q_median_ms"], ".3f"),
         fmt(p["q_p99_ms"], ".3f"),
@@ -500,7 +526,8 @@ def render_table(records: list[dict[str, Any]]) -> list[str]:
         "train_MB_lib: train_MB less the RSS once the library is imported (before the data "
         "is loaded; the interpreter with numpy, scipy and the library's imports take 100-115 "
         "MB); model_MB: "
-        "on disk; pred_s: top-10 of the whole test set in one call; 1q: "
+        "on disk; pred_s: top-10 of the whole test set in one call (calls under 0.5 s are "
+        "repeated, up to 5 calls, and the fastest counts); 1q: "
         f"{r0['n_single']} test rows one at a time (median, p99) at {r0['n_jobs']} threads and "
         "at 1 thread (@1t); metrics by xmrrs.metrics from the top-10 ids (PSP: A=0.55, B=1.5, "
         "propensities of the training labels); load: 1-minute load average before training / "
@@ -713,6 +740,14 @@ def main() -> None:
     p.add_argument("--n-single", type=int, default=1000, help="test rows queried one at a time")
     p.add_argument("--warmup", type=int, default=20, help="untimed single queries first")
     p.add_argument("--peers-python", default=str(DEFAULT_PEERS_PYTHON))
+    p.add_argument(
+        "--xmrrs-python",
+        choices=("peers", "own"),
+        default="peers",
+        help="interpreter of xmrrs's workers: the peers' (default; this xmrrs package on the "
+        "peers' numpy, scipy and scikit-learn, so that every library pays the same import "
+        "footprint) or this one",
+    )
     p.add_argument(
         "--omp-wait-policy",
         choices=("unset", "passive", "active"),

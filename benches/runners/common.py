@@ -98,6 +98,11 @@ def pairs_topk_ids(rows: list[list[tuple[int, float]]], k: int) -> np.ndarray:
     return out
 
 
+#: a whole-test-set prediction faster than this is timed again, up to BATCH_REPEAT_MAX calls
+BATCH_REPEAT_BELOW_S = 0.5
+BATCH_REPEAT_MAX = 5
+
+
 def _latencies(pred: Any, singles: list[Any], k: int, warmup: int) -> tuple[np.ndarray, Any]:
     """Seconds per single-row ``predict`` call, in order, after ``warmup`` untimed calls."""
     for q in singles[-warmup:] if warmup else []:
@@ -173,7 +178,20 @@ def stage_predict(runner: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     out = pred.predict(batch, k)
     batch_s, batch_cpu_s = time.perf_counter() - t, time.process_time() - c
     ids = pred.to_ids(out, n, k)
-    del out, batch
+    del out
+    # a call of a few ms is at the mercy of one scheduler tick: short calls are repeated
+    # (every library alike) and the fastest counts, as timeit does
+    batch_calls = 1
+    while batch_s < BATCH_REPEAT_BELOW_S and batch_calls < BATCH_REPEAT_MAX:
+        t, c = time.perf_counter(), time.process_time()
+        pred.predict(batch, k)
+        s, cpu = time.perf_counter() - t, time.process_time() - c
+        batch_calls += 1
+        if s < batch_s:
+            batch_s, batch_cpu_s = s, cpu
+        if batch_calls * batch_s > BATCH_REPEAT_BELOW_S:
+            break
+    del batch
     peak_batch = peak_rss_mb()
 
     n_single = min(int(cfg["n_single"]), n)
@@ -192,6 +210,7 @@ def stage_predict(runner: Any, cfg: dict[str, Any]) -> dict[str, Any]:
         "n_test": n,
         "load_s": load_s,
         "pred_s": batch_s,
+        "pred_calls": batch_calls,
         "pred_cpu_s": batch_cpu_s,
         "rss_data_mb": rss_data,
         "rss_model_mb": rss_model,
