@@ -244,7 +244,7 @@ class Settings:
     omp_wait_policy: str
     peers_python: Path
     tmp: Path
-    xmrrs_python: str = "peers"
+    xmrrs_python: str
 
     @classmethod
     def from_args(cls, a: argparse.Namespace, tmp: str | Path) -> Settings:
@@ -258,7 +258,7 @@ class Settings:
             omp_wait_policy=a.omp_wait_policy,
             peers_python=Path(a.peers_python),
             tmp=Path(tmp),
-            xmrrs_python=getattr(a, "xmrrs_python", "peers"),
+            xmrrs_python=a.xmrrs_python,
         )
 
 

@@ -230,20 +230,20 @@ pub fn normalize_rows_l2(a: &mut Csr) {
 /// rounding error at most, and a copy can be spared.
 pub fn rows_are_unit_l2(a: &CsrView<'_>) -> bool {
     (0..a.n_rows()).into_par_iter().all(|i| {
-        let ss: f64 = a
-            .row(i)
-            .1
-            .iter()
-            .map(|&v| f64::from(v) * f64::from(v))
-            .sum();
+        let ss = squared_norm(a.row(i).1);
         ss == 0.0 || (ss - 1.0).abs() <= 1e-5
     })
+}
+
+/// Sum of squares, accumulated in f64.
+fn squared_norm(row: &[f32]) -> f64 {
+    row.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
 }
 
 /// Scales `row` to unit L2 norm (sum of squares in f64; an all-zero row is left as is).
 /// [`normalize_rows_l2`] applies it to every row, so both give the same bits.
 pub fn normalize_l2(row: &mut [f32]) {
-    let ss: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    let ss = squared_norm(row);
     if ss > 0.0 {
         let norm = ss.sqrt() as f32;
         for v in row.iter_mut() {
