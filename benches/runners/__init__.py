@@ -139,7 +139,8 @@ XMRRS_CONFIGS: tuple[Library, ...] = (
         "xmrrs-defaults",
         "xmrrs",
         {},
-        "xmrrs XRLinearClassifier with its defaults (3 trees of branching 100, leaves of 100)",
+        "xmrrs XRLinearClassifier with its defaults (3 mixed trees: one balanced of branching "
+        "100 and leaves of 100, two unbalanced of fan-out 50 and 100 at the same depth)",
     ),
     Library(
         "xmrrs-single",

@@ -306,6 +306,7 @@ _TRAIN_PARAMS = (
     "threshold",
     "negatives",
     "n_estimators",
+    "ensemble",
     "beam_size",
     "top_k",
     "post_processor",
@@ -374,6 +375,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--n-estimators", type=int, default=d["n_estimators"], help="trees averaged (an ensemble)"
+    )
+    g.add_argument(
+        "--ensemble",
+        choices=("mixed", "seeds"),
+        default=d["ensemble"],
+        help="mixed: trees 2.. unbalanced and wider (default); seeds: the same tree, new seeds",
     )
     g.add_argument("--random-state", type=int, default=d["random_state"], help="seed")
     g = t.add_argument_group("prediction defaults stored in the model")

@@ -40,6 +40,8 @@ __all__ = ["XRLinearClassifier"]
 
 Loss = Literal["squared_hinge", "hinge", "logistic"]
 NegativeScheme = Literal["tfn", "man", "tfn+man"]
+Ensemble = Literal["mixed", "seeds"]
+_ENSEMBLES = ("mixed", "seeds")
 _LOSSES = ("squared_hinge", "hinge", "logistic")
 _NEGATIVES = ("tfn", "man", "tfn+man")
 _REPRESENTATIONS = ("pifa", "pii", "spectral")
@@ -118,9 +120,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         the ``n_estimators`` shares it, so use ``n_estimators=1`` with a given tree).
     branching : int or sequence of int, default=100
         Largest fan-out of the default indexer (PECOS: 16), or every level's fan-out
-        (for example :func:`xmrrs.indexing.pecos_fanouts` to match PECOS's tree). Wide,
-        shallow trees (two levels up to 10,000 leaves, as Bonsai's) were the most accurate
-        in our benchmarks (see the README).
+        (for example :func:`xmrrs.indexing.pecos_fanouts` to match PECOS's tree).
     max_leaf_size : int, default=100
         Largest number of labels in a leaf of the default indexer (PECOS: 100).
     kmeans_max_iter : int, default=20
@@ -141,11 +141,20 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         Negatives of each node: instances of the same parent cluster (``tfn``), those the
         upper levels' beam reaches on the training set (``man``), or both.
     n_estimators : int, default=3
-        Trees clustered with k-means seeds ``random_state + i`` (on the same representation),
-        each with its own models; their scores are averaged (Parabel also uses 3). With the
-        default tree they beat the best peer's P@1 on the 200k-label synthetic set while
-        training faster than PECOS (see the README); ``n_estimators=1`` trains and predicts
-        about three times faster, at about 0.006 lower P@1 on debian/deps.
+        Trees, each with its own models, clustered on the same representation with k-means
+        seeds ``random_state + i``; their scores are averaged (Parabel also uses 3).
+        ``n_estimators=1`` trains and predicts about three times faster, at about 0.006 lower
+        P@1 on debian/deps.
+    ensemble : {"mixed", "seeds"}, default="mixed"
+        How the trees of the default indexer differ. ``"seeds"``: only by their seeds.
+        ``"mixed"``: tree 0 is the balanced tree of ``branching`` and ``max_leaf_size``;
+        trees 1, 2, ... are *unbalanced* (each label joins its nearest centroid, as in
+        Bonsai) with the same depth as tree 0 and fan-out ``branching // 2`` (odd ``i``) or
+        ``branching`` (even ``i``) at every level, so their leaves are smaller and uneven
+        (when tree 0 is one leaf, so are they).
+        Mixed trees err differently and average better: with the defaults they beat the best
+        peer's P@1 on debian/deps and the 200k-label synthetic set while training faster than
+        PECOS (see the README). Ignored with a given ``indexer``.
     beam_size : int, default=10
         Beam width of the search on the inner levels.
     top_k : int, default=10
@@ -195,6 +204,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         threshold: float = 0.1,
         negatives: NegativeScheme = "tfn",
         n_estimators: int = 3,
+        ensemble: Ensemble = "mixed",
         beam_size: int = 10,
         top_k: int = 10,
         post_processor: str = "l3-hinge",
@@ -217,6 +227,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.threshold = threshold
         self.negatives = negatives
         self.n_estimators = n_estimators
+        self.ensemble = ensemble
         self.beam_size = beam_size
         self.top_k = top_k
         self.post_processor = post_processor
@@ -242,6 +253,8 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _check_params(self) -> dict[str, Any]:
         if self.loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+        if self.ensemble not in _ENSEMBLES:
+            raise ValueError(f"ensemble must be one of {_ENSEMBLES}, got {self.ensemble!r}")
         if self.negatives not in _NEGATIVES:
             raise ValueError(f"negatives must be one of {_NEGATIVES}, got {self.negatives!r}")
         if not isinstance(self.post_processor, str):
@@ -339,17 +352,27 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             )
         return Z
 
-    def _tree(self, Z: Any, n_labels: int, p: dict[str, Any], seed: int) -> Any:
+    def _tree(
+        self, Z: Any, n_labels: int, p: dict[str, Any], seed: int, first: Any = None, i: int = 0
+    ) -> Any:
+        """Tree ``i`` of the ensemble (``first``: tree 0, whose depth the mixed trees share)."""
         if Z is None:
             return self.indexer
         if self.indexer is None:
-            indexer: Any = HierarchicalKMeans(
-                branching=p["branching"],
-                max_leaf_size=p["max_leaf_size"],
-                max_iter=p["kmeans_max_iter"],
-                random_state=seed,
-                n_jobs=self.n_jobs,
-            )
+            kw: dict[str, Any] = {
+                "branching": p["branching"],
+                "max_leaf_size": p["max_leaf_size"],
+                "max_iter": p["kmeans_max_iter"],
+                "random_state": seed,
+                "n_jobs": self.n_jobs,
+            }
+            depth = 0 if first is None else len(first.n_nodes_per_level) - 1
+            if depth > 0 and self.ensemble == "mixed":
+                b = p["branching"]
+                b = max(b) if isinstance(b, tuple) else b
+                width = max(2, b // 2) if i % 2 == 1 else b
+                kw.update(branching=(width,) * depth, balanced=False)
+            indexer: Any = HierarchicalKMeans(**kw)
         else:
             indexer = clone(self.indexer)
             if "random_state" in indexer.get_params():
@@ -408,10 +431,12 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         n_iter: list[list[float]] = []
         t0 = time.perf_counter()
         # one representation for every tree (it does not depend on the seed; the trees
-        # differ by their k-means seeds); the trees are built first so that the
+        # differ by their k-means seeds and, mixed, their shapes); built first so that the
         # representation is freed before the (memory-heavier) training
         Z = self._representation(Xn, Ym, p["seed"])
-        trees = [self._tree(Z, Ym.shape[1], p, p["seed"] + i) for i in range(p["n_estimators"])]
+        trees = [self._tree(Z, Ym.shape[1], p, p["seed"])]
+        for i in range(1, p["n_estimators"]):
+            trees.append(self._tree(Z, Ym.shape[1], p, p["seed"] + i, trees[0], i))
         del Z
         self._log(
             f"representation and {len(trees)} tree(s) {trees[0].n_nodes_per_level} "
