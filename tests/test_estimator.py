@@ -205,6 +205,30 @@ def test_ensemble_of_trees(data: tuple, fitted: XRLinearClassifier) -> None:
     assert p3 >= p1 - 0.01
 
 
+def test_mixed_ensemble_shapes(data: tuple) -> None:
+    Xtr, Ytr, Xte, _ = data
+    kw = {**SMALL, "n_estimators": 3}
+    mixed = XRLinearClassifier(**kw).fit(Xtr, Ytr)
+    seeds = XRLinearClassifier(**kw, ensemble="seeds").fit(Xtr, Ytr)
+    trees = [ClusterTree._from_core(m.tree_parts()) for m in mixed.models_]
+    same = [ClusterTree._from_core(m.tree_parts()) for m in seeds.models_]
+    # tree 0 is the balanced default tree in both; "seeds" repeats its shape
+    assert trees[0] == same[0] == mixed.tree_
+    assert trees[0].n_nodes_per_level == [1, 5, 20]
+    assert all(t.n_nodes_per_level == trees[0].n_nodes_per_level for t in same)
+    # mixed: same depth, fan-out branching // 2 (tree 1) and branching (tree 2)
+    for tree, width in zip(trees[1:], (4, 8), strict=True):
+        assert tree.depth == trees[0].depth
+        assert [int(np.diff(p).max()) for p in tree.child_ptrs] == [width, width]
+    # 4 x 4 leaves of <= 20 cannot hold 400 labels: the caps force 25 each; 8 x 8 can: uneven
+    assert set(np.diff(trees[1].leaf_ptr).tolist()) == {25}
+    sizes = np.diff(trees[2].leaf_ptr)
+    assert sizes.max() <= 20 and sizes.max() - sizes.min() > 1
+    assert not np.array_equal(mixed.predict_topk(Xte)[0], seeds.predict_topk(Xte)[0])
+    with pytest.raises(ValueError, match="ensemble must be one of"):
+        XRLinearClassifier(ensemble="bagged").fit(Xtr, Ytr)
+
+
 def test_relevance_weights_change_the_model(data: tuple, fitted: XRLinearClassifier) -> None:
     Xtr, Ytr, Xte, _ = data
     R = Ytr.copy()

@@ -143,7 +143,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     n_estimators : int, default=3
         Trees, each with its own models, clustered on the same representation with k-means
         seeds ``random_state + i``; their scores are averaged (Parabel also uses 3).
-        ``n_estimators=1`` trains and predicts about three times faster, at about 0.006 lower
+        ``n_estimators=1`` trains and predicts about three times faster, at about 0.009 lower
         P@1 on debian/deps.
     ensemble : {"mixed", "seeds"}, default="mixed"
         How the trees of the default indexer differ. ``"seeds"``: only by their seeds.
@@ -151,10 +151,11 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         trees 1, 2, ... are *unbalanced* (each label joins its nearest centroid, as in
         Bonsai) with the same depth as tree 0 and fan-out ``branching // 2`` (odd ``i``) or
         ``branching`` (even ``i``) at every level, so their leaves are smaller and uneven
-        (when tree 0 is one leaf, so are they).
-        Mixed trees err differently and average better: with the defaults they beat the best
-        peer's P@1 on debian/deps and the 200k-label synthetic set while training faster than
-        PECOS (see the README). Ignored with a given ``indexer``.
+        (leaves still hold at most ``max_leaf_size`` labels where that many leaves can hold
+        them all, else as few as they can, evenly; when tree 0 is one leaf, so are they).
+        Mixed trees err differently and average better on most of our benchmark sets (P@1
+        +0.002 to +0.010 on five of eight; -0.005 on rcv1-subset1 and -0.009 on the 200k-label
+        synthetic set; see the README). Ignored with a given ``indexer``.
     beam_size : int, default=10
         Beam width of the search on the inner levels.
     top_k : int, default=10
@@ -366,7 +367,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 "random_state": seed,
                 "n_jobs": self.n_jobs,
             }
-            depth = 0 if first is None else len(first.n_nodes_per_level) - 1
+            depth = 0 if first is None else first.depth
             if depth > 0 and self.ensemble == "mixed":
                 b = p["branching"]
                 b = max(b) if isinstance(b, tuple) else b
