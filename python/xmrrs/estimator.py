@@ -353,10 +353,9 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             )
         return Z
 
-    def _tree(
-        self, Z: Any, n_labels: int, p: dict[str, Any], seed: int, first: Any = None, i: int = 0
-    ) -> Any:
+    def _tree(self, Z: Any, n_labels: int, p: dict[str, Any], i: int, first: Any = None) -> Any:
         """Tree ``i`` of the ensemble (``first``: tree 0, whose depth the mixed trees share)."""
+        seed = p["seed"] + i
         if Z is None:
             return self.indexer
         if self.indexer is None:
@@ -435,9 +434,9 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         # differ by their k-means seeds and, mixed, their shapes); built first so that the
         # representation is freed before the (memory-heavier) training
         Z = self._representation(Xn, Ym, p["seed"])
-        trees = [self._tree(Z, Ym.shape[1], p, p["seed"])]
+        trees = [self._tree(Z, Ym.shape[1], p, 0)]
         for i in range(1, p["n_estimators"]):
-            trees.append(self._tree(Z, Ym.shape[1], p, p["seed"] + i, trees[0], i))
+            trees.append(self._tree(Z, Ym.shape[1], p, i, trees[0]))
         del Z
         self._log(
             f"representation and {len(trees)} tree(s) {trees[0].n_nodes_per_level} "
