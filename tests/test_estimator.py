@@ -16,7 +16,7 @@ from sklearn.preprocessing import Normalizer
 from xmrrs import XRLinearClassifier
 from xmrrs.baseline import LabelCentroidBaseline
 from xmrrs.datasets import make_xmc
-from xmrrs.indexing import ClusterTree, HierarchicalKMeans
+from xmrrs.indexing import ClusterTree, HierarchicalKMeans, label_representation
 from xmrrs.metrics import precision_at_1_scorer, precision_at_k
 
 SMALL = {"n_jobs": 2, "max_leaf_size": 20, "branching": 8, "n_estimators": 1}
@@ -224,6 +224,19 @@ def test_mixed_ensemble_shapes(data: tuple) -> None:
     assert set(np.diff(trees[1].leaf_ptr).tolist()) == {25}
     sizes = np.diff(trees[2].leaf_ptr)
     assert sizes.max() <= 20 and sizes.max() - sizes.min() > 1
+    # tree 1 is clustered on PIFA (the representation), tree 2 on PII (the second view)
+    for i, width, rep in ((1, 4, "pifa"), (2, 8, "pii")):
+        hk = HierarchicalKMeans(
+            branching=(width, width), max_leaf_size=20, balanced=False, random_state=i, n_jobs=2
+        )
+        Xn = Normalizer().fit_transform(Xtr).astype(np.float32)
+        assert hk.fit(label_representation(Xn, Ytr, rep, n_jobs=2)).tree_ == trees[i], rep
+    # another representation: every tree is clustered on it
+    pii = XRLinearClassifier(**kw, representation="pii").fit(Xtr, Ytr)
+    hk = HierarchicalKMeans(branching=(4, 4), max_leaf_size=20, balanced=False, random_state=1)
+    assert hk.fit(label_representation(Xtr, Ytr, "pii")).tree_ == ClusterTree._from_core(
+        pii.models_[1].tree_parts()
+    )
     assert not np.array_equal(mixed.predict_topk(Xte)[0], seeds.predict_topk(Xte)[0])
     with pytest.raises(ValueError, match="ensemble must be one of"):
         XRLinearClassifier(ensemble="bagged").fit(Xtr, Ytr)

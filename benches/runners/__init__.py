@@ -140,7 +140,8 @@ XMRRS_CONFIGS: tuple[Library, ...] = (
         "xmrrs",
         {},
         "xmrrs XRLinearClassifier with its defaults (3 mixed trees: one balanced of branching "
-        "100 and leaves of 100, two unbalanced of fan-out 50 and 100 at the same depth)",
+        "100 and leaves of 100, two unbalanced of fan-out 50 and 100 at the same depth, the "
+        "second clustered on PII)",
     ),
     Library(
         "xmrrs-single",

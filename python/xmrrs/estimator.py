@@ -111,7 +111,8 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         Label representation clustered into the tree: a name for
         :func:`xmrrs.indexing.label_representation`, a callable ``f(X, Y) -> Z`` (``X`` rows
         normalised if ``normalize``), or a matrix ``Z`` with one row per label. It is
-        computed once per fit and shared by all ``n_estimators`` trees.
+        computed once per fit and shared by the trees (with ``"pifa"`` and
+        ``ensemble="mixed"``, trees 2, 4, ... are clustered on ``"pii"`` instead).
     indexer : object or ClusterTree, optional
         ``None`` builds :class:`~xmrrs.indexing.HierarchicalKMeans` from ``branching``,
         ``max_leaf_size`` and ``kmeans_max_iter``. An object with ``fit(Z)`` setting
@@ -141,8 +142,8 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         Negatives of each node: instances of the same parent cluster (``tfn``), those the
         upper levels' beam reaches on the training set (``man``), or both.
     n_estimators : int, default=3
-        Trees, each with its own models, clustered on the same representation with k-means
-        seeds ``random_state + i``; their scores are averaged (Parabel also uses 3).
+        Trees, each with its own models and k-means seed ``random_state + i``; their scores
+        are averaged (Parabel also uses 3).
         ``n_estimators=1`` trains and predicts about three times faster, at about 0.009 lower
         P@1 on debian/deps.
     ensemble : {"mixed", "seeds"}, default="mixed"
@@ -153,9 +154,10 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         ``branching`` (even ``i``) at every level, so their leaves are smaller and uneven
         (leaves still hold at most ``max_leaf_size`` labels where that many leaves can hold
         them all, else as few as they can, evenly; when tree 0 is one leaf, so are they).
-        Mixed trees err differently and average better on most of our benchmark sets (P@1
-        +0.002 to +0.010 on five of eight; -0.005 on rcv1-subset1 and -0.009 on the 200k-label
-        synthetic set; see the README). Ignored with a given ``indexer``.
+        With ``representation="pifa"``, the even trees are clustered on PII (each label's
+        training instances) instead: a second view of the labels, and cheaper to cluster.
+        Mixed trees err differently and average better than same-shape trees on most of our
+        benchmark sets (see the README). Ignored with a given ``indexer``.
     beam_size : int, default=10
         Beam width of the search on the inner levels.
     top_k : int, default=10
@@ -353,6 +355,16 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             )
         return Z
 
+    def _pii_view(self, first: Any) -> bool:
+        """Whether the mixed ensemble clusters its even trees on PII (see ``ensemble``)."""
+        return (
+            self.ensemble == "mixed"
+            and self.indexer is None
+            and isinstance(self.representation, str)
+            and self.representation == "pifa"
+            and first.depth > 0
+        )
+
     def _tree(self, Z: Any, n_labels: int, p: dict[str, Any], i: int, first: Any = None) -> Any:
         """Tree ``i`` of the ensemble (``first``: tree 0, whose depth the mixed trees share)."""
         seed = p["seed"] + i
@@ -431,13 +443,19 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         n_iter: list[list[float]] = []
         t0 = time.perf_counter()
         # one representation for every tree (it does not depend on the seed; the trees
-        # differ by their k-means seeds and, mixed, their shapes); built first so that the
-        # representation is freed before the (memory-heavier) training
+        # differ by their k-means seeds and, mixed, their shapes and the PII view); built
+        # first so that the representations are freed before the (memory-heavier) training
         Z = self._representation(Xn, Ym, p["seed"])
         trees = [self._tree(Z, Ym.shape[1], p, 0)]
+        Z_pii = None
         for i in range(1, p["n_estimators"]):
-            trees.append(self._tree(Z, Ym.shape[1], p, i, trees[0]))
-        del Z
+            Zi = Z
+            if i % 2 == 0 and self._pii_view(trees[0]):
+                if Z_pii is None:
+                    Z_pii = label_representation(Xn, Ym, "pii", n_jobs=self.n_jobs)
+                Zi = Z_pii
+            trees.append(self._tree(Zi, Ym.shape[1], p, i, trees[0]))
+        del Z, Z_pii
         self._log(
             f"representation and {len(trees)} tree(s) {trees[0].n_nodes_per_level} "
             f"in {time.perf_counter() - t0:.2f} s"
