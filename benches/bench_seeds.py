@@ -13,6 +13,11 @@ them with ``xmrrs.metrics``. Timings are not the point here (see ``suite.py``).
 
 Writes a Markdown table to ``--out`` (default ``benches/results/seeds.md``) and JSON lines
 next to it.
+
+``--defaults`` compares the library defaults instead: ``XRLinearClassifier()`` with
+``random_state`` = 0..N-1 against every run of the peers on the same split recorded in
+``benches/results/suite.jsonl`` (omikuji is not seeded, so its spread comes from repeated
+suite runs; PECOS is seeded 0 there). Default ``--out``: ``benches/results/seeds_defaults.md``.
 """
 
 from __future__ import annotations
@@ -47,13 +52,13 @@ def _ids_of_csr(p: Any, k: int) -> np.ndarray:
     return ids
 
 
-def worker_xmrrs(root: Path, seeds: int, n_jobs: int) -> np.ndarray:
+def worker_xmrrs(root: Path, seeds: int, n_jobs: int, defaults: bool = False) -> np.ndarray:
     import xmrrs
     from runners import XMRRS_PECOS_MATCHED
     from runners.xmrrs import estimator_kwargs
 
     X, Y, Xte = _load(root, "X_train"), _load(root, "Y_train"), _load(root, "X_test")
-    _, kw = estimator_kwargs(XMRRS_PECOS_MATCHED, Y.shape[1])
+    kw = {} if defaults else estimator_kwargs(XMRRS_PECOS_MATCHED, Y.shape[1])[1]
     out = []
     for seed in range(seeds):
         est = xmrrs.XRLinearClassifier(n_jobs=n_jobs, random_state=seed, **kw).fit(X, Y)
@@ -76,22 +81,52 @@ def worker_pecos(root: Path, seeds: int, n_jobs: int) -> np.ndarray:
     return np.stack(out)
 
 
+PEERS = ("pecos-xrlinear", "omikuji-parabel", "omikuji-bonsai", "napkinxc-plt")
+
+
+SPLIT_KEYS = ("name", "n_train", "n_test", "n_features", "n_labels", "nnz_X_train", "nnz_Y_train")
+
+
+def peer_history(meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """P@1/3/5 of every recorded suite run of each peer on this split (same name and sizes;
+    the cache digest also covers the files' mtimes, which change when the data is copied)."""
+    import json
+
+    runs: dict[str, list[list[float]]] = {}
+    path = HERE / "results" / "suite.jsonl"
+    want = [meta.get(k) for k in SPLIT_KEYS]
+    for line in path.read_text().splitlines() if path.exists() else []:
+        r = json.loads(line)
+        if r.get("status") != "ok" or r.get("library") not in PEERS:
+            continue
+        if [r.get("data_meta", {}).get(k) for k in SPLIT_KEYS] != want:
+            continue
+        m = r["metrics"]
+        runs.setdefault(r["library"], []).append([m["P@1"], m["P@3"], m["P@5"]])
+    return {lib: np.array(v) for lib, v in runs.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", action="append", default=[], help="data folder (repeat)")
     ap.add_argument("--synthetic", action="append", default=[], help="make_xmc spec (repeat)")
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--n-jobs", type=int, default=2)
-    ap.add_argument("--out", default=str(HERE / "results" / "seeds.md"))
+    ap.add_argument("--defaults", action="store_true", help="the library defaults vs the peers")
+    ap.add_argument("--out", default=None, help="Markdown table (see above)")
     ap.add_argument("--cache-dir", default=None, help="the suite's data cache")
     ap.add_argument("--worker", choices=("xmrrs", "pecos"), help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     ap.add_argument("--ids", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        fn = worker_xmrrs if a.worker == "xmrrs" else worker_pecos
-        np.save(a.ids, fn(Path(a.root), a.seeds, a.n_jobs))
+        if a.worker == "xmrrs":
+            ids = worker_xmrrs(Path(a.root), a.seeds, a.n_jobs, a.defaults)
+        else:
+            ids = worker_pecos(Path(a.root), a.seeds, a.n_jobs)
+        np.save(a.ids, ids)
         return
+    out = a.out or str(HERE / "results" / ("seeds_defaults.md" if a.defaults else "seeds.md"))
 
     import scipy.sparse as sp
 
@@ -101,8 +136,8 @@ def main() -> None:
 
     cache = Path(a.cache_dir) if a.cache_dir else suite.DEFAULT_CACHE
     specs = list(a.data) + [f"synthetic:{s}" for s in a.synthetic]
-    libs = ["xmrrs", "pecos"] if PEERS_PYTHON.exists() else ["xmrrs"]
-    if "pecos" not in libs:
+    libs = ["xmrrs", "pecos"] if PEERS_PYTHON.exists() and not a.defaults else ["xmrrs"]
+    if "pecos" not in libs and not a.defaults:
         print(f"note: {PEERS_PYTHON} is missing (run benches/setup_peers.sh); PECOS skipped")
     rows: list[dict[str, Any]] = []
     for spec in specs:
@@ -115,16 +150,18 @@ def main() -> None:
                 ids_path = Path(d) / "ids.npy"
                 cmd = [str(python), __file__, "--worker", lib, "--root", str(ds.root)]
                 cmd += ["--ids", str(ids_path), "--seeds", str(a.seeds)]
+                cmd += ["--defaults"] if a.defaults else []
                 subprocess.run([*cmd, "--n-jobs", str(a.n_jobs)], check=True)
                 all_ids = np.load(ids_path)
             per_seed = np.array(
                 [[precision_at_k(Yte, ids, k=k) for k in (1, 3, 5)] for ids in all_ids]
             )
             res[lib] = per_seed
+            name = "xmrrs-defaults" if a.defaults else "xmrrs-pecos-matched"
             rows.append(
                 {
                     "data": ds.name,
-                    "library": "xmrrs-pecos-matched" if lib == "xmrrs" else "pecos-xrlinear",
+                    "library": name if lib == "xmrrs" else "pecos-xrlinear",
                     "seeds": a.seeds,
                     "per_seed": per_seed.round(6).tolist(),
                     "mean": per_seed.mean(axis=0).tolist(),
@@ -136,6 +173,21 @@ def main() -> None:
             print(f"  {ds.name} {lib}: P@1/3/5 mean {m.round(4)}", flush=True)
         if len(res) == 2:
             rows[-2]["diff_vs_pecos"] = (res["xmrrs"].mean(0) - res["pecos"].mean(0)).tolist()
+        if a.defaults:
+            ours = res["xmrrs"].mean(0)
+            for lib, per_run in peer_history(ds.meta).items():
+                rows.append(
+                    {
+                        "data": ds.name,
+                        "library": lib,
+                        "seeds": len(per_run),
+                        "per_seed": per_run.round(6).tolist(),
+                        "mean": per_run.mean(axis=0).tolist(),
+                        "min": per_run.min(axis=0).tolist(),
+                        "max": per_run.max(axis=0).tolist(),
+                        "diff_vs_ours": (ours - per_run.mean(0)).tolist(),
+                    }
+                )
 
     info = machine()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -143,24 +195,35 @@ def main() -> None:
     def cell(r: dict[str, Any], i: int) -> str:
         return f"{r['mean'][i]:.4f} ({r['min'][i]:.4f}-{r['max'][i]:.4f})"
 
+    if a.defaults:
+        head = (
+            f"Accuracy of the defaults over seeds 0-{a.seeds - 1}, {stamp}; machine: "
+            f"{info['cores']} cores, {info['cpu']}. xmrrs-defaults: XRLinearClassifier() with "
+            "random_state 0..N-1; peers: every suite run on the same split in "
+            "benches/results/suite.jsonl (runs: the number of them). Cells: mean (min-max); "
+            "diff: xmrrs-defaults mean - the peer's mean."
+        )
+    else:
+        head = (
+            f"Accuracy over seeds 0-{a.seeds - 1}, {stamp}; machine: {info['cores']} cores, "
+            f"{info['cpu']}. xmrrs-pecos-matched: PECOS's settings and tree shape "
+            "(pecos_fanouts); pecos-xrlinear: the suite's PECOS row; only the seed changes. "
+            "Cells: mean over seeds (min-max); diff: xmrrs mean - PECOS mean."
+        )
     lines = [
-        f"Accuracy over seeds 0-{a.seeds - 1}, {stamp}; machine: {info['cores']} cores, "
-        f"{info['cpu']}. xmrrs-pecos-matched: PECOS's settings and tree shape "
-        "(pecos_fanouts); pecos-xrlinear: the suite's PECOS row; only the seed changes. "
-        "Cells: mean over seeds (min-max); diff: xmrrs mean - PECOS mean.",
+        head,
         "",
-        "| data set | library | P@1 | P@3 | P@5 | diff P@1 | diff P@3 | diff P@5 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| data set | library | runs | P@1 | P@3 | P@5 | diff P@1 | diff P@3 | diff P@5 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        d = r.get("diff_vs_pecos")
-        diffs = [f"{v:+.4f}" for v in d] if d else ["-"] * 3
+        diff = r.get("diff_vs_pecos") or r.get("diff_vs_ours")
+        diffs = [f"{v:+.4f}" for v in diff] if diff else ["-"] * 3
         lines.append(
-            f"| {r['data']} | {r['library']} | {cell(r, 0)} | {cell(r, 1)} | {cell(r, 2)} | "
-            + " | ".join(diffs)
-            + " |"
+            f"| {r['data']} | {r['library']} | {r['seeds']} | {cell(r, 0)} | {cell(r, 1)} | "
+            f"{cell(r, 2)} | " + " | ".join(diffs) + " |"
         )
-    write_results(a.out, lines, [{"date": stamp, **info, **r} for r in rows])
+    write_results(out, lines, [{"date": stamp, **info, **r} for r in rows])
 
 
 if __name__ == "__main__":
