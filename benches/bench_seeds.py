@@ -140,6 +140,7 @@ def main() -> None:
     if "pecos" not in libs and not a.defaults:
         print(f"note: {PEERS_PYTHON} is missing (run benches/setup_peers.sh); PECOS skipped")
     rows: list[dict[str, Any]] = []
+    name = "xmrrs-defaults" if a.defaults else "xmrrs-pecos-matched"
     for spec in specs:
         ds = suite.prepare_data(spec, cache, a.n_jobs)
         Yte = sp.load_npz(ds.root / "Y_test.npz").tocsr()
@@ -157,7 +158,6 @@ def main() -> None:
                 [[precision_at_k(Yte, ids, k=k) for k in (1, 3, 5)] for ids in all_ids]
             )
             res[lib] = per_seed
-            name = "xmrrs-defaults" if a.defaults else "xmrrs-pecos-matched"
             rows.append(
                 {
                     "data": ds.name,

@@ -225,11 +225,11 @@ def test_mixed_ensemble_shapes(data: tuple) -> None:
     sizes = np.diff(trees[2].leaf_ptr)
     assert sizes.max() <= 20 and sizes.max() - sizes.min() > 1
     # tree 1 is clustered on PIFA (the representation), tree 2 on PII (the second view)
+    Xn = Normalizer().fit_transform(Xtr).astype(np.float32)
     for i, width, rep in ((1, 4, "pifa"), (2, 8, "pii")):
         hk = HierarchicalKMeans(
             branching=(width, width), max_leaf_size=20, balanced=False, random_state=i, n_jobs=2
         )
-        Xn = Normalizer().fit_transform(Xtr).astype(np.float32)
         assert hk.fit(label_representation(Xn, Ytr, rep, n_jobs=2)).tree_ == trees[i], rep
     # another representation: every tree is clustered on it
     pii = XRLinearClassifier(**kw, representation="pii").fit(Xtr, Ytr)

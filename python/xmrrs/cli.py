@@ -380,7 +380,8 @@ def _parser() -> argparse.ArgumentParser:
         "--ensemble",
         choices=("mixed", "seeds"),
         default=d["ensemble"],
-        help="mixed: trees 2.. unbalanced and wider (default); seeds: the same tree, new seeds",
+        help="mixed: trees 2.. unbalanced and wider, tree 3 on PII (default); seeds: the same "
+        "tree, new seeds",
     )
     g.add_argument("--random-state", type=int, default=d["random_state"], help="seed")
     g = t.add_argument_group("prediction defaults stored in the model")

@@ -447,13 +447,10 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         # first so that the representations are freed before the (memory-heavier) training
         Z = self._representation(Xn, Ym, p["seed"])
         trees = [self._tree(Z, Ym.shape[1], p, 0)]
-        Z_pii = None
+        pii_view = p["n_estimators"] > 2 and self._pii_view(trees[0])
+        Z_pii = label_representation(Xn, Ym, "pii", n_jobs=self.n_jobs) if pii_view else None
         for i in range(1, p["n_estimators"]):
-            Zi = Z
-            if i % 2 == 0 and self._pii_view(trees[0]):
-                if Z_pii is None:
-                    Z_pii = label_representation(Xn, Ym, "pii", n_jobs=self.n_jobs)
-                Zi = Z_pii
+            Zi = Z_pii if pii_view and i % 2 == 0 else Z
             trees.append(self._tree(Zi, Ym.shape[1], p, i, trees[0]))
         del Z, Z_pii
         self._log(
