@@ -141,7 +141,7 @@ XMRRS_CONFIGS: tuple[Library, ...] = (
         {},
         "xmrrs XRLinearClassifier with its defaults (3 mixed trees: one balanced of branching "
         "100 and leaves of 100, two unbalanced of fan-out 50 and 100 at the same depth, the "
-        "second clustered on PII)",
+        "second clustered on PII; Cp=0.8)",
     ),
     Library(
         "xmrrs-single",

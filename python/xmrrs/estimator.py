@@ -130,8 +130,8 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         Loss of the per-node linear models (L2-regularised, solved in the dual).
     Cp : float, default=0.8
         Penalty of positive examples (> 0; PECOS: 1). With the default ensemble, 0.8 scored
-        about 0.003 higher P@1 than 1 on debian/deps and 0.002 lower on the 200k synthetic
-        set (seeds 0-2; see the README).
+        about 0.003 higher P@1 than 1 on debian/deps and 0.003 lower on the 200k synthetic
+        set (means over seeds 0-4; see the README).
     Cn : float, default=1.0
         Penalty of negative examples (> 0).
     max_iter : int, default=100
@@ -148,7 +148,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     n_estimators : int, default=3
         Trees, each with its own models and k-means seed ``random_state + i``; their scores
         are averaged (Parabel also uses 3).
-        ``n_estimators=1`` trains and predicts about three times faster, at about 0.008 lower
+        ``n_estimators=1`` trains and predicts about three times faster, at about 0.0085 lower
         P@1 on debian/deps.
     ensemble : {"mixed", "seeds"}, default="mixed"
         How the trees of the default indexer differ. ``"seeds"``: only by their seeds.
