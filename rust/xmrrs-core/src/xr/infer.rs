@@ -1064,7 +1064,22 @@ mod tests {
                     wide_cols: true,
                     ..LayoutParams::default()
                 },
+                // no dense copies, and dense copies of every one-chunk layer
+                LayoutParams {
+                    dense_copy_max_bytes: 0,
+                    ..LayoutParams::default()
+                },
+                LayoutParams {
+                    dense_copy_max_bytes: usize::MAX,
+                    dense_copy_min_fill: 0.0,
+                    ..LayoutParams::default()
+                },
             ];
+            let copied = |m: &XrModel| m.layers.iter().filter(|l| l.dense.is_some()).count();
+            let all = XrModel::with_layout(&tree, &layers, d, &layouts[6]).unwrap();
+            assert!(copied(&all) > 0, "shape {shape}: no layer has a dense copy");
+            let none = XrModel::with_layout(&tree, &layers, d, &layouts[5]).unwrap();
+            assert_eq!(copied(&none), 0);
             let models: Vec<XrModel> = std::iter::once(base)
                 .chain(
                     layouts

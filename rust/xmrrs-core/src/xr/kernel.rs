@@ -85,6 +85,8 @@ pub(crate) struct LayerView<'a, C> {
     pub bkt: &'a [u32],
     pub cols: &'a [C],
     pub vals: &'a [f32],
+    /// Dense row-major copy of the only chunk's rows, when the layer has one chunk.
+    pub dense: Option<&'a [f32]>,
 }
 
 /// Borrowed arrays of one chunk.
@@ -98,6 +100,8 @@ pub(crate) struct Chunk<'a, C> {
     pub cols: &'a [C],
     pub vals: &'a [f32],
     pub bias: &'a [f32],
+    /// Dense row-major copy of the rows (`feat.len()` x width), if kept.
+    pub dense: Option<&'a [f32]>,
     /// First child (node id in the layer).
     pub c0: usize,
 }
@@ -155,6 +159,11 @@ impl<'a, C: Col> LayerView<'a, C> {
             cols: self.cols.get(ents.clone()).ok_or(Corrupt)?,
             vals: self.vals.get(ents).ok_or(Corrupt)?,
             bias: self.bias.get(c0..c1).ok_or(Corrupt)?,
+            dense: if self.n_chunks() == 1 {
+                self.dense
+            } else {
+                None
+            },
             c0,
         })
     }
@@ -170,6 +179,11 @@ impl<C: Col> Chunk<'_, C> {
     /// `acc += xv * row r`. `r < feat.len()`.
     #[inline(always)]
     fn add_row(&self, r: usize, xv: f32, acc: &mut [f32]) -> Result<(), Corrupt> {
+        if let Some(d) = self.dense {
+            let w = acc.len();
+            simd::axpy(xv, d.get(r * w..(r + 1) * w).ok_or(Corrupt)?, acc);
+            return Ok(());
+        }
         let s = self.ptr[r] as usize;
         let e = self.ptr[r + 1] as usize;
         let (Some(cols), Some(vals)) = (self.cols.get(s..e), self.vals.get(s..e)) else {

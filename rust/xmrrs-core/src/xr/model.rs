@@ -34,6 +34,12 @@
 //! features) larger than PECOS's (2.39 MiB at 0.5, 2.14 at 0.65, 1.69 with full rows only;
 //! PECOS 2.3); at 0.65 its batch time is unchanged and debian/deps' is 19% longer.
 //!
+//! A layer stored as one chunk whose rows fit in [`LayoutParams::dense_copy_max_bytes`] when
+//! dense, and are at least [`LayoutParams::dense_copy_min_fill`] full, also gets a dense
+//! row-major copy in memory (built at construction and at load, never written): each of its
+//! rows is then one SIMD axpy. On bibtex (one block of 159 labels by 1836 feature rows, 49%
+//! full) this made a batch of the test set 1.27x faster on one thread.
+//!
 //! # Files
 //!
 //! [`XrModel::save`] writes a directory with two files, each atomically (temporary file,
@@ -89,6 +95,13 @@ pub struct LayoutParams {
     /// A layer with at most this many children is stored as one chunk holding them all
     /// (one lookup per query feature instead of one per beam node); 0 disables.
     pub merge_max_children: usize,
+    /// A layer stored as one chunk also gets a dense in-memory copy of its rows (never
+    /// written to the file) when that copy takes at most this many bytes and ...
+    pub dense_copy_max_bytes: usize,
+    /// ... at least this fraction of its cells are non-zero. Every row then takes one SIMD
+    /// axpy instead of a scatter; results are bit-identical (the same products are added in
+    /// the same order, plus zeros).
+    pub dense_copy_min_fill: f32,
 }
 
 impl Default for LayoutParams {
@@ -98,6 +111,8 @@ impl Default for LayoutParams {
             rows_per_bucket: 2,
             wide_cols: false,
             merge_max_children: 4096,
+            dense_copy_max_bytes: 4 << 20,
+            dense_copy_min_fill: 0.2,
         }
     }
 }
@@ -132,6 +147,9 @@ pub(crate) struct Layer {
     pub bkt: Buf<u32>,
     pub cols: Cols,
     pub vals: Buf<f32>,
+    /// Dense row-major copy (rows x width) of a one-chunk layer (see
+    /// [`LayoutParams::dense_copy_max_bytes`]); in memory only.
+    pub dense: Option<Vec<f32>>,
 }
 
 /// A borrowed layer with its column type resolved.
@@ -165,6 +183,7 @@ impl Layer {
             bkt: &self.bkt,
             cols,
             vals: &self.vals,
+            dense: self.dense.as_deref(),
         }
     }
 
@@ -380,7 +399,50 @@ fn build_layer(lw: &LayerWeights, lp: &LayoutParams) -> Result<Layer> {
         bkt: bkt.into(),
         cols,
         vals: vals.into(),
+        dense: None,
     })
+    .map(|mut l| {
+        l.dense = dense_copy(&l, lp);
+        l
+    })
+}
+
+/// The dense copy of a one-chunk layer's rows (see [`LayoutParams::dense_copy_max_bytes`]),
+/// or `None` when the layer has several chunks, the copy would be too large or too empty, or
+/// the arrays are inconsistent (a corrupt mapped file: the kernels then report it).
+fn dense_copy(l: &Layer, lp: &LayoutParams) -> Option<Vec<f32>> {
+    if l.chunk_shift.len() != 1 {
+        return None;
+    }
+    let width = if l.whole { l.n_children } else { l.max_width };
+    let rows = l.row_feat.len();
+    let cells = rows.checked_mul(width)?;
+    if cells == 0
+        || cells.checked_mul(4)? > lp.dense_copy_max_bytes
+        || (l.nnz as f64) < f64::from(lp.dense_copy_min_fill) * cells as f64
+    {
+        return None;
+    }
+    let ptr = l.row_ptr.get(..rows + 1)?;
+    let mut d = vec![0f32; cells];
+    let fill = |cols: &[usize], d: &mut [f32]| -> Option<()> {
+        for (r, w) in ptr.windows(2).enumerate() {
+            let (a, b) = (w[0] as usize, w[1] as usize);
+            let vals = l.vals.get(a..b)?;
+            let row = d.get_mut(r * width..(r + 1) * width)?;
+            for (&c, &v) in cols.get(a..b)?.iter().zip(vals) {
+                *row.get_mut(c)? = v;
+            }
+        }
+        Some(())
+    };
+    let cols: Vec<usize> = match &l.cols {
+        Cols::U8(c) => c.iter().map(|&x| x as usize).collect(),
+        Cols::U16(c) => c.iter().map(|&x| x as usize).collect(),
+        Cols::U32(c) => c.iter().map(|&x| x as usize).collect(),
+    };
+    fill(&cols, &mut d)?;
+    Some(d)
 }
 
 /// An XR-Linear model ready for beam search (see the module docs for the layout and files).
@@ -452,9 +514,11 @@ impl XrModel {
         if layout.dense_min_fill.is_nan()
             || layout.dense_min_fill <= 0.0
             || layout.rows_per_bucket == 0
+            || layout.dense_copy_min_fill.is_nan()
+            || layout.dense_copy_min_fill < 0.0
         {
             return Err(Error::invalid(
-                "dense_min_fill must be > 0 and rows_per_bucket >= 1",
+                "dense_min_fill must be > 0, rows_per_bucket >= 1 and dense_copy_min_fill >= 0",
             ));
         }
         for (m, lw) in layers.iter().enumerate() {
@@ -549,7 +613,8 @@ impl XrModel {
     pub fn layer_nnz(&self) -> Vec<usize> {
         self.layers.iter().map(|l| l.nnz).collect()
     }
-    /// Total bytes of the model's arrays (what the array file holds, headers aside).
+    /// Total bytes of the model's arrays (what the array file holds, headers aside; not the
+    /// in-memory dense copies of small layers).
     pub fn nbytes(&self) -> usize {
         self.labels.len() * 4 + self.layers.iter().map(Layer::nbytes).sum::<usize>()
     }
@@ -927,8 +992,10 @@ impl XrModel {
                 bkt,
                 cols,
                 vals,
+                dense: None,
             };
             check_small(&mut layer).map_err(|e| Error::invalid(format!("layer {m}: {e}")))?;
+            layer.dense = dense_copy(&layer, &LayoutParams::default());
             layers.push(layer);
         }
         if n_above != man.n_labels {
