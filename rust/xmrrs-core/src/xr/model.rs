@@ -425,24 +425,30 @@ fn dense_copy(l: &Layer, lp: &LayoutParams) -> Option<Vec<f32>> {
     }
     let ptr = l.row_ptr.get(..rows + 1)?;
     let mut d = vec![0f32; cells];
-    let fill = |cols: &[usize], d: &mut [f32]| -> Option<()> {
-        for (r, w) in ptr.windows(2).enumerate() {
-            let (a, b) = (w[0] as usize, w[1] as usize);
-            let vals = l.vals.get(a..b)?;
-            let row = d.get_mut(r * width..(r + 1) * width)?;
-            for (&c, &v) in cols.get(a..b)?.iter().zip(vals) {
-                *row.get_mut(c)? = v;
-            }
-        }
-        Some(())
-    };
-    let cols: Vec<usize> = match &l.cols {
-        Cols::U8(c) => c.iter().map(|&x| x as usize).collect(),
-        Cols::U16(c) => c.iter().map(|&x| x as usize).collect(),
-        Cols::U32(c) => c.iter().map(|&x| x as usize).collect(),
-    };
-    fill(&cols, &mut d)?;
+    match &l.cols {
+        Cols::U8(c) => fill_dense(ptr, c, &l.vals, width, &mut d)?,
+        Cols::U16(c) => fill_dense(ptr, c, &l.vals, width, &mut d)?,
+        Cols::U32(c) => fill_dense(ptr, c, &l.vals, width, &mut d)?,
+    }
     Some(d)
+}
+
+/// Scatters the entries of rows `ptr` (offsets into `cols`/`vals`) into the row-major `d`.
+fn fill_dense<C: Col>(
+    ptr: &[u32],
+    cols: &[C],
+    vals: &[f32],
+    width: usize,
+    d: &mut [f32],
+) -> Option<()> {
+    for (r, w) in ptr.windows(2).enumerate() {
+        let (a, b) = (w[0] as usize, w[1] as usize);
+        let row = d.get_mut(r * width..(r + 1) * width)?;
+        for (c, &v) in cols.get(a..b)?.iter().zip(vals.get(a..b)?) {
+            *row.get_mut(c.idx())? = v;
+        }
+    }
+    Some(())
 }
 
 /// An XR-Linear model ready for beam search (see the module docs for the layout and files).
