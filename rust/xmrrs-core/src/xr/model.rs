@@ -382,7 +382,7 @@ fn build_layer(lw: &LayerWeights, lp: &LayoutParams) -> Result<Layer> {
     } else {
         Cols::U8(concat_cols(&chunks, n, |x| x as u8).into())
     };
-    Ok(Layer {
+    let mut layer = Layer {
         n_parents,
         n_children: lw.n_children(),
         whole,
@@ -400,11 +400,9 @@ fn build_layer(lw: &LayerWeights, lp: &LayoutParams) -> Result<Layer> {
         cols,
         vals: vals.into(),
         dense: None,
-    })
-    .map(|mut l| {
-        l.dense = dense_copy(&l, lp);
-        l
-    })
+    };
+    layer.dense = dense_copy(&layer, lp);
+    Ok(layer)
 }
 
 /// The dense copy of a one-chunk layer's rows (see [`LayoutParams::dense_copy_max_bytes`]),
@@ -414,7 +412,7 @@ fn dense_copy(l: &Layer, lp: &LayoutParams) -> Option<Vec<f32>> {
     if l.chunk_shift.len() != 1 {
         return None;
     }
-    let width = if l.whole { l.n_children } else { l.max_width };
+    let width = l.chunk_width();
     let rows = l.row_feat.len();
     let cells = rows.checked_mul(width)?;
     if cells == 0
