@@ -74,6 +74,7 @@ def hierarchical_kmeans(
     seed: int = 0,
     n_jobs: int | None = None,
     fanouts: list[int] | None = None,
+    n_init: int | None = None,
 ) -> TreeParts: ...
 def cluster_tree_from_parts(
     child_ptrs: list[npt.NDArray[np.int64]],

@@ -614,6 +614,12 @@ class HierarchicalKMeans:
         (``0 <= tol < 1``; 0 waits until nothing moves; labels with identical rows trading
         places do not count). From the fifth round on, a node also stops when the round
         improves its objective by less than 1e-4 (relative).
+    n_init : int or "auto", default="auto"
+        k-means runs per node (>= 1), each from its own k-means++ seeding; the run with the
+        best objective (sum of the members' similarities to their centroids) is kept.
+        ``"auto"``: 3 runs at nodes of at most 8 children, 1 elsewhere. A split into few
+        children hinges on few seeds, and an unlucky draw can leave it in a poor local
+        optimum; such nodes are also cheap to run again.
     random_state : int, optional
         Seed (None means 0). Seeds are k-means++ draws from a stream per node derived from
         (seed, level, node), so the tree does not depend on ``n_jobs``.
@@ -626,7 +632,7 @@ class HierarchicalKMeans:
         The fitted tree.
     """
 
-    _PARAMS = ("branching", "max_leaf_size", "spherical", "balanced", "max_iter", "tol")
+    _PARAMS = ("branching", "max_leaf_size", "spherical", "balanced", "max_iter", "tol", "n_init")
 
     def __init__(
         self,
@@ -638,6 +644,7 @@ class HierarchicalKMeans:
         random_state: int | None = 0,
         n_jobs: int | None = None,
         tol: float = 0.01,
+        n_init: int | Literal["auto"] = "auto",
     ) -> None:
         self.branching = branching
         self.max_leaf_size = max_leaf_size
@@ -645,6 +652,7 @@ class HierarchicalKMeans:
         self.balanced = balanced
         self.max_iter = max_iter
         self.tol = tol
+        self.n_init = n_init
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -683,6 +691,12 @@ class HierarchicalKMeans:
         for name in ("spherical", "balanced"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if isinstance(self.n_init, str) and self.n_init == "auto":
+            n_init = None
+        elif isinstance(self.n_init, bool) or not isinstance(self.n_init, int | np.integer):
+            raise ValueError(f'n_init must be "auto" or an integer >= 1, got {self.n_init!r}')
+        else:
+            n_init = _check_int(self.n_init, "n_init", 1)
         seed = _check_seed(self.random_state)
         if sp.issparse(Z):
             z: Any = csr_parts(Z, "Z")
@@ -705,6 +719,7 @@ class HierarchicalKMeans:
             seed,
             self.n_jobs,
             fanouts,
+            n_init,
         )
         self.tree_ = ClusterTree._from_core(parts)
         return self

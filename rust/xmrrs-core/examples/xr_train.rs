@@ -195,6 +195,7 @@ fn main() -> Result<()> {
             max_iter: 20,
             tol: 0.01,
             seed: 0,
+            n_init: None,
             fanouts: None,
         };
         let tree = match &tree_file {

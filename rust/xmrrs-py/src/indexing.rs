@@ -60,7 +60,7 @@ fn positive(v: i64, what: &str, min: i64) -> PyResult<usize> {
 /// Hierarchical B-ary k-means of label representations `z` (a CSR tuple or a C-contiguous
 /// float32 2-D array, one row per label): the tree's `(child_ptrs, leaf_ptr, labels)`.
 #[pyfunction]
-#[pyo3(signature = (z, branching=16, max_leaf_size=100, spherical=true, balanced=true, max_iter=20, tol=0.01, seed=0, n_jobs=None, fanouts=None))]
+#[pyo3(signature = (z, branching=16, max_leaf_size=100, spherical=true, balanced=true, max_iter=20, tol=0.01, seed=0, n_jobs=None, fanouts=None, n_init=None))]
 pub fn hierarchical_kmeans<'py>(
     py: Python<'py>,
     z: &Bound<'py, PyAny>,
@@ -73,6 +73,7 @@ pub fn hierarchical_kmeans<'py>(
     seed: u64,
     n_jobs: Option<i64>,
     fanouts: Option<Vec<i64>>,
+    n_init: Option<i64>,
 ) -> PyResult<TreeOut<'py>> {
     let fanouts = fanouts
         .map(|f| {
@@ -95,6 +96,7 @@ pub fn hierarchical_kmeans<'py>(
             )));
         },
         seed,
+        n_init: n_init.map(|r| positive(r, "n_init", 1)).transpose()?,
         fanouts,
     };
     let tree = if let Ok(a) = z.cast::<numpy::PyArray2<f32>>() {
