@@ -332,3 +332,31 @@ def test_target_representation_invariance(data: tuple) -> None:
         outs.append(clf.predict(Xte))
     for o in outs[1:]:
         assert (o != outs[0]).nnz == 0
+
+
+def test_csr_fit_checks_match_the_other_inputs(data: tuple) -> None:
+    # scipy CSR skips sklearn's validate_data in fit: same checks, same model
+    Xtr, Ytr, Xte, _ = data
+    clf = XRLinearClassifier(**SMALL)
+    for bad in (Xtr[:0], Xtr[:, :0]):
+        with pytest.raises(ValueError, match="minimum of 1 is required"):
+            clf.fit(bad, Ytr[: bad.shape[0]])
+        with pytest.raises(ValueError, match="minimum of 1 is required"):
+            clf.fit(bad.tocsc(), Ytr[: bad.shape[0]])
+    for v in (np.nan, np.inf):
+        bad = Xtr.copy()
+        bad.data[1] = v
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            clf.fit(bad, Ytr)
+        y_bad = Ytr.astype(np.float32)
+        y_bad.data[0] = v
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            clf.fit(Xtr, y_bad)
+    a = XRLinearClassifier(**SMALL).fit(Xtr, Ytr)
+    b = XRLinearClassifier(**SMALL).fit(Xtr.tocsc(), Ytr)
+    c = XRLinearClassifier(**SMALL).fit(sp.csr_array(Xtr.astype(np.float64)), Ytr)
+    assert a.n_features_in_ == b.n_features_in_ == c.n_features_in_ == Xtr.shape[1]
+    assert not hasattr(a, "feature_names_in_")
+    for other in (b, c):
+        for x, y in zip(a.predict_topk(Xte), other.predict_topk(Xte), strict=True):
+            np.testing.assert_array_equal(x, y)
