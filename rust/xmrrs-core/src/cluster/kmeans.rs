@@ -7,8 +7,9 @@ use rayon::prelude::*;
 
 use super::rng::SplitMix64;
 use super::tree::ClusterTree;
+use crate::simd::{self, CACHE_BYTES};
 use crate::sparse::{check_finite, Csr, CsrView};
-use crate::{simd, Error, Result};
+use crate::{Error, Result};
 
 /// Label representations to cluster: one row per label.
 #[derive(Clone, Copy, Debug)]
@@ -534,9 +535,6 @@ fn scores_dispatch<I: Iterator<Item = (usize, f32)>>(
 /// Entries ahead whose centroid column [`SparseRows`] prefetches while scoring, when the
 /// table exceeds [`CACHE_BYTES`] (below, the prefetches only cost instructions).
 const PREFETCH: usize = 16;
-/// About the cache of a core (L2 and a share of L3): centroid tables beyond this are
-/// prefetched when gathered, or streamed by scoring by columns.
-const CACHE_BYTES: usize = 2 << 20;
 
 /// Hints the CPU to fetch `wt[at..at + len]` into cache (no effect on results; the address
 /// may lie out of bounds, nothing is read). A power-of-two `len <= 16` is taken to be one
