@@ -617,10 +617,11 @@ class HierarchicalKMeans:
     n_init : int or "auto", default="auto"
         k-means runs per node (>= 1), each from its own k-means++ seeding; the run with the
         best objective (sum of the members' similarities to their centroids) is kept.
-        ``"auto"``: 3 runs at nodes of at most 8 children and 10,000 labels, 1 elsewhere.
-        There a few seeds decide the split of few labels, and an unlucky draw can leave it
-        in a poor local optimum, while a run costs little. (At large nodes, more runs raised
-        the objective but not precision@k consistently in our benchmarks.)
+        ``"auto"``: 3 runs at nodes of at most 8 children when ``Z`` has at most 10,000 rows,
+        1 elsewhere. In a small tree a few seeds decide the split of a large share of the
+        labels, and an unlucky draw can leave it in a poor local optimum, while a run costs
+        milliseconds. (In large trees, more runs raised the objective but not precision@k
+        consistently in our benchmarks, and cost time.)
     random_state : int, optional
         Seed (None means 0). Seeds are k-means++ draws from a stream per node derived from
         (seed, level, node), so the tree does not depend on ``n_jobs``.

@@ -58,8 +58,8 @@ pub struct KMeansParams {
     pub seed: u64,
     /// k-means runs per node, each from its own k-means++ seeding (drawn one after another
     /// from the node's stream); the run with the best objective is kept. `None`:
-    /// [`AUTO_N_INIT`] runs at nodes of at most [`AUTO_N_INIT_MAX_FANOUT`] children and
-    /// [`AUTO_N_INIT_MAX_MEMBERS`] members, one elsewhere. `Some(0)` is invalid.
+    /// [`AUTO_N_INIT`] runs at nodes of at most [`AUTO_N_INIT_MAX_FANOUT`] children in trees
+    /// of at most [`AUTO_N_INIT_MAX_LABELS`] labels, one elsewhere. `Some(0)` is invalid.
     pub n_init: Option<usize>,
     /// Explicit fan-out of every level (each `>= 2`), overriding the schedule derived from
     /// `branching` and `max_leaf_size` (both then unused for the shape; `max_leaf_size` still
@@ -197,11 +197,11 @@ pub fn fanout_schedule(n_labels: usize, branching: usize, max_leaf_size: usize) 
 /// or, from the fifth round on, improves the objective (the sum, in f64 and member order, of
 /// each member's score in its cluster) by at most `1e-4` of its magnitude; the last round's
 /// assignment is kept either way. A node runs k-means `n_init` times (by default 3 times
-/// at nodes of at most 8 children and 10,000 members, once elsewhere), each run seeded anew
-/// from the same stream, and keeps the run of the highest objective (scored against its own
-/// centroids; the first among equals). Children are ordered by cluster index and the
-/// labels within a child by id. A node whose labels all have identical rows (nothing to cluster)
-/// is split evenly in id order, as balanced.
+/// at nodes of at most 8 children in trees of at most 10,000 labels, once elsewhere), each
+/// run seeded anew from the same stream, and keeps the run of the highest objective (scored
+/// against its own centroids; the first among equals). Children are ordered by cluster
+/// index and the labels within a child by id. A node whose labels all have identical rows
+/// (nothing to cluster) is split evenly in id order, as balanced.
 ///
 /// **Work.** Labels with identical rows (same columns and value bits; common in practice:
 /// tail labels with the same positives, or the filled rows of labels without any) are
@@ -369,6 +369,8 @@ fn split_node(
     }
     let dup = dup.as_deref();
     let norms: Vec<f32> = seg.iter().map(|&l| labels.norms[l as usize]).collect();
+    let small = c <= AUTO_N_INIT_MAX_FANOUT && labels.norms.len() <= AUTO_N_INIT_MAX_LABELS;
+    let runs = params.n_init.unwrap_or(if small { AUTO_N_INIT } else { 1 });
     let assign = match z {
         ZView::Dense { data, dim, .. } => {
             let rows = DenseRows {
@@ -376,7 +378,7 @@ fn split_node(
                 dim: *dim,
                 members: seg,
             };
-            kmeans_node(&rows, &norms, dup, c, &hi, params, rng)
+            kmeans_node(&rows, &norms, dup, c, &hi, params, runs, rng)
         }
         ZView::Sparse(v) => {
             let nnz: usize = seg.iter().map(|&l| v.row_range(l as usize).len()).sum();
@@ -386,13 +388,13 @@ fn split_node(
                     z: local.view(),
                     members: None,
                 };
-                kmeans_node(&rows, &norms, dup, c, &hi, params, rng)
+                kmeans_node(&rows, &norms, dup, c, &hi, params, runs, rng)
             } else {
                 let rows = SparseRows {
                     z: *v,
                     members: Some(seg),
                 };
-                kmeans_node(&rows, &norms, dup, c, &hi, params, rng)
+                kmeans_node(&rows, &norms, dup, c, &hi, params, runs, rng)
             }
         }
     };
@@ -794,23 +796,25 @@ const INCREMENTAL_FRAC: usize = 4;
 const SEED_SAMPLE_PER_CLUSTER: usize = 64;
 const SEED_SAMPLE_MIN: usize = 2048;
 
-/// Runs of k-means at a small node (at most [`AUTO_N_INIT_MAX_FANOUT`] children and
-/// [`AUTO_N_INIT_MAX_MEMBERS`] members) when [`KMeansParams::n_init`] is `None`. There a
-/// few seeds decide the split of few labels, and a bad draw leaves Lloyd's balanced
-/// iterations in a poor local optimum (on rcv1-subset1's one 2-way split, 2 of 12 seeds fell
-/// to a mean cosine of 0.597-0.601 against 0.605-0.609, costing 0.01-0.02 of P@1), while a
-/// run costs little. At the large top nodes of PECOS's tree shapes, three runs raised the
-/// objective but not P@1 consistently (mean over 8 seeds: -0.0034 on debian/deps, +0.0027
-/// on the 200k synthetic set) and cost up to a third more indexing time.
+/// Runs of k-means at a node of at most [`AUTO_N_INIT_MAX_FANOUT`] children in a tree of at
+/// most [`AUTO_N_INIT_MAX_LABELS`] labels when [`KMeansParams::n_init`] is `None`. In a
+/// small tree a few seeds decide the split of a large share of the labels, and a bad draw
+/// leaves Lloyd's balanced iterations in a poor local optimum (on rcv1-subset1's one 2-way
+/// split, 2 of 12 seeds fell to a mean cosine of 0.597-0.601 against 0.605-0.609, costing
+/// 0.01-0.02 of P@1), while a run costs milliseconds. In large trees, three runs at the top
+/// nodes of PECOS's shapes raised the objective but not P@1 consistently (mean over 8 seeds:
+/// -0.0034 on debian/deps, +0.0027 on the 200k synthetic set) and cost up to a third more
+/// indexing time; at their many small deep nodes they would triple a level's cost.
 pub const AUTO_N_INIT: usize = 3;
 /// See [`AUTO_N_INIT`].
 pub const AUTO_N_INIT_MAX_FANOUT: usize = 8;
 /// See [`AUTO_N_INIT`].
-pub const AUTO_N_INIT_MAX_MEMBERS: usize = 10_000;
+pub const AUTO_N_INIT_MAX_LABELS: usize = 10_000;
 
-/// Runs k-means on one node ([`KMeansParams::n_init`] times, keeping the run of the best
-/// objective, the first among equals); returns the child (cluster index) of each member.
-/// `norms`: of the member rows; `dup`: from [`local_duplicates`].
+/// Runs k-means on one node `runs` times, keeping the run of the best objective (the first
+/// among equals); returns the child (cluster index) of each member. `norms`: of the member
+/// rows; `dup`: from [`local_duplicates`].
+#[allow(clippy::too_many_arguments)]
 fn kmeans_node<R: Rows>(
     rows: &R,
     norms: &[f32],
@@ -818,10 +822,9 @@ fn kmeans_node<R: Rows>(
     c: usize,
     hi: &[usize],
     params: &KMeansParams,
+    runs: usize,
     rng: &mut SplitMix64,
 ) -> Vec<u16> {
-    let small = c <= AUTO_N_INIT_MAX_FANOUT && rows.len() <= AUTO_N_INIT_MAX_MEMBERS;
-    let runs = params.n_init.unwrap_or(if small { AUTO_N_INIT } else { 1 });
     let exact = runs > 1;
     let (mut best, mut best_obj) = kmeans_run(rows, norms, dup, c, hi, params, rng, exact);
     for _ in 1..runs {
@@ -2581,8 +2584,8 @@ mod tests {
             assert_eq!(t.n_nodes_per_level(), vec![1, 10]);
             assert_eq!(t, fit(Some(1), seed, 24));
         }
-        // more than 10,000 members: "auto" is one run
-        let big = AUTO_N_INIT_MAX_MEMBERS + 1;
+        // a tree of more than 10,000 labels: "auto" is one run
+        let big = AUTO_N_INIT_MAX_LABELS + 1;
         let (data, _) = planted(big, 8, 4, 5);
         let z = ZView::Dense {
             data: &data,
