@@ -825,10 +825,29 @@ fn kmeans_node<R: Rows>(
     runs: usize,
     rng: &mut SplitMix64,
 ) -> Vec<u16> {
+    let d = rows.dim();
+    let par = rows.work() >= PAR_WORK;
+    let min_len = if par { MIN_ROWS_PER_TASK } else { usize::MAX };
+    // scored by columns when the padded table would not stay in cache (streamed in order,
+    // with no lanes of padding then)
+    let colmajor = if lane_stride(c).saturating_mul(d).saturating_mul(4) > CACHE_BYTES {
+        ColMajor::build(rows, dup, lane_stride(c), par)
+    } else {
+        None
+    };
+    let scoring = Scoring {
+        rows,
+        norms,
+        spherical: params.spherical,
+        c,
+        min_len,
+        dup,
+        colmajor: colmajor.as_ref(),
+    };
     let exact = runs > 1;
-    let (mut best, mut best_obj) = kmeans_run(rows, norms, dup, c, hi, params, rng, exact);
+    let (mut best, mut best_obj) = kmeans_run(&scoring, hi, params, par, rng, exact);
     for _ in 1..runs {
-        let (assign, obj) = kmeans_run(rows, norms, dup, c, hi, params, rng, exact);
+        let (assign, obj) = kmeans_run(&scoring, hi, params, par, rng, exact);
         if obj > best_obj {
             (best, best_obj) = (assign, obj);
         }
@@ -840,29 +859,23 @@ fn kmeans_node<R: Rows>(
 /// and its [`objective`]: against the centroids of the assignment itself when `exact` (one
 /// more update and scoring of the members), else against those of the round before (a
 /// lower bound for the spherical and Euclidean scores).
-#[allow(clippy::too_many_arguments)]
 fn kmeans_run<R: Rows>(
-    rows: &R,
-    norms: &[f32],
-    dup: Option<&[u32]>,
-    c: usize,
+    scoring: &Scoring<'_, R>,
     hi: &[usize],
     params: &KMeansParams,
+    par: bool,
     rng: &mut SplitMix64,
     exact: bool,
 ) -> (Vec<u16>, f64) {
+    let (rows, norms, c, min_len, dup) = (
+        scoring.rows,
+        scoring.norms,
+        scoring.c,
+        scoring.min_len,
+        scoring.dup,
+    );
     let n = rows.len();
-    let d = rows.dim();
-    let par = rows.work() >= PAR_WORK;
-    let min_len = if par { MIN_ROWS_PER_TASK } else { usize::MAX };
-    // scored by columns when the padded table would not stay in cache (streamed in order,
-    // with no lanes of padding then)
-    let colmajor = if lane_stride(c).saturating_mul(d).saturating_mul(4) > CACHE_BYTES {
-        ColMajor::build(rows, dup, lane_stride(c), par)
-    } else {
-        None
-    };
-    let mut cent = Centroids::new(c, d, colmajor.is_none());
+    let mut cent = Centroids::new(c, rows.dim(), scoring.colmajor.is_none());
     let sample_cap = (SEED_SAMPLE_PER_CLUSTER * c).max(SEED_SAMPLE_MIN);
     let seeds = if n <= sample_cap {
         kmeanspp(rows, dup, c, norms, params.spherical, min_len, rng)
@@ -883,15 +896,6 @@ fn kmeans_run<R: Rows>(
     // the table starts at zero: add each seed to its cluster
     let seed_ops: Vec<Vec<(u32, bool)>> = seeds.iter().map(|&k| vec![(k as u32, true)]).collect();
     cent.apply(rows, &seed_ops, par);
-    let scoring = Scoring {
-        rows,
-        norms,
-        spherical: params.spherical,
-        c,
-        min_len,
-        dup,
-        colmajor: colmajor.as_ref(),
-    };
     let mut scores = vec![0f32; n * c];
     scoring.run(&cent, None, &mut scores);
     let mut assign = assign_capacity(&scores, n, c, hi, !params.balanced, min_len);
