@@ -693,12 +693,8 @@ class HierarchicalKMeans:
         for name in ("spherical", "balanced"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        if isinstance(self.n_init, str) and self.n_init == "auto":
-            n_init = None
-        elif isinstance(self.n_init, bool) or not isinstance(self.n_init, int | np.integer):
-            raise ValueError(f'n_init must be "auto" or an integer >= 1, got {self.n_init!r}')
-        else:
-            n_init = _check_int(self.n_init, "n_init", 1)
+        auto = isinstance(self.n_init, str) and self.n_init == "auto"
+        n_init = None if auto else _check_int(self.n_init, 'n_init (other than "auto")', 1)
         seed = _check_seed(self.random_state)
         if sp.issparse(Z):
             z: Any = csr_parts(Z, "Z")

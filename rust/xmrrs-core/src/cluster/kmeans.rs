@@ -2516,6 +2516,7 @@ mod tests {
         let t = hierarchical_kmeans(ZView::Sparse(zeros.view()), &p).unwrap();
         assert_eq!(t.n_leaves(), 5);
     }
+
     /// The spherical k-means objective of a tree's leaves: the sum of each label's cosine
     /// to the sum of its leaf's rows.
     fn leaf_cosines(data: &[f32], dim: usize, t: &ClusterTree) -> f64 {
