@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import re
+import shutil
+import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import joblib
@@ -41,7 +47,7 @@ def test_save_load_is_bit_identical(
     model.save(tmp_path / "m")
     loaded = XRLinearClassifier.load(tmp_path / "m", mmap=mmap)
     _same(model, loaded, Xte)
-    assert loaded.get_params() == model.get_params()
+    assert loaded.get_params() == {**model.get_params(), "n_jobs": None}
     assert loaded.tree_ == model.tree_
     np.testing.assert_array_equal(loaded.classes_, model.classes_)
     one = Xte[:1]
@@ -136,3 +142,198 @@ def test_named_classes_round_trip(tmp_path: Path) -> None:
     back = XRLinearClassifier.load(tmp_path / "m")
     np.testing.assert_array_equal(back.classes_, clf.classes_)
     assert back.score(X, lists) == clf.score(X, lists)
+
+
+def _tree(path: Path) -> dict[str, bytes | None]:
+    """Every entry under ``path`` with the bytes of its regular files (None otherwise)."""
+    return {
+        str(p.relative_to(path)): p.read_bytes() if p.is_file() and not p.is_fifo() else None
+        for p in sorted(path.rglob("*"))
+    }
+
+
+def _only_model_files(path: Path) -> None:
+    """``path`` holds the manifest and the estimator directories it names, nothing else."""
+    names = json.loads((path / MANIFEST).read_text())["estimators"]
+    assert sorted(p.name for p in path.iterdir()) == sorted([MANIFEST, *names])
+    for name in names:
+        files = sorted(p.name for p in (path / name).iterdir())
+        assert files == ["xr_model.json", "xr_model.safetensors"]
+
+
+def test_save_refuses_a_directory_with_foreign_entries_and_changes_nothing(
+    tmp_path: Path, model: XRLinearClassifier
+) -> None:
+    base = _saved(tmp_path, model)
+    est0 = json.loads((base / MANIFEST).read_text())["estimators"][0]
+    cases: list[tuple[str, str]] = [
+        ("notes.txt", "notes.txt"),  # a file beside a model
+        (f"{est0}/keep.txt", "keep.txt"),  # a foreign file inside an estimator
+        ("estimator-7/keep.txt", "keep.txt"),  # inside a directory of our naming pattern
+        ("data/x.npz", "data"),  # a foreign directory
+        ("estimator-3", "estimator-3"),  # a file where our directories go
+        (".xmrrs-model.json.tmp-0123", ".xmrrs-model.json.tmp-0123"),  # not our token
+    ]
+    for i, (extra, named) in enumerate(cases):
+        path = tmp_path / f"case{i}"
+        shutil.copytree(base, path)
+        (path / extra).parent.mkdir(parents=True, exist_ok=True)
+        (path / extra).write_text("precious")
+        before = _tree(path)
+        with pytest.raises(FileExistsError, match=re.escape(named)):
+            model.save(path)
+        assert _tree(path) == before, extra
+    # no manifest at all: a directory of someone else's files
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match=r"keep\.txt"):
+        model.save(other)
+    assert (other / "keep.txt").read_text() == "x"
+    # a file, a FIFO manifest
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a directory"):
+        model.save(tmp_path / "file")
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / MANIFEST)
+    with pytest.raises(FileExistsError, match=re.escape(MANIFEST)):
+        model.save(fifo)
+    assert (fifo / MANIFEST).is_fifo()
+
+
+def test_save_over_old_layout_and_leftovers_keeps_only_the_new_model(
+    tmp_path: Path, split: tuple, model: XRLinearClassifier
+) -> None:
+    _, _, Xte = split
+    path = _saved(tmp_path, model)
+    # the layout of xmrrs before the token (estimator-0, ...), with n_jobs in the params
+    manifest = json.loads((path / MANIFEST).read_text())
+    for i, name in enumerate(manifest["estimators"]):
+        os.rename(path / name, path / f"estimator-{i}")
+    manifest["estimators"] = [f"estimator-{i}" for i in range(len(manifest["estimators"]))]
+    manifest["params"]["n_jobs"] = 2
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    _same(model, XRLinearClassifier.load(path), Xte)
+    # leftovers of interrupted saves: a manifest temp file, partial estimator directories,
+    # temp files of the core, a half-built new model beside the directory
+    token = "0123456789abcdef"
+    (path / f".{MANIFEST}.tmp-{token}").write_text("{")
+    (path / f"estimator-0-{token}").mkdir()
+    (path / f"estimator-0-{token}" / ".xr_model.safetensors.tmp4242").write_bytes(b"x")
+    (path / f"estimator-1-{token}").mkdir()
+    shutil.copytree(path / "estimator-1", path / "estimator-2")
+    new = tmp_path / f".{path.name}.xmrrs-new-{token}"
+    shutil.copytree(path, new)
+    _same(model, XRLinearClassifier.load(path), Xte)
+    model.save(path)
+    _only_model_files(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]
+    _same(model, XRLinearClassifier.load(path, mmap=True), Xte)
+
+
+def test_saved_directories_follow_the_umask(tmp_path: Path, model: XRLinearClassifier) -> None:
+    old = os.umask(0o022)
+    try:
+        model.save(tmp_path / "a" / "m")
+    finally:
+        os.umask(old)
+    path = tmp_path / "a" / "m"
+    for d in [path, *(p for p in path.iterdir() if p.is_dir())]:
+        assert stat.S_IMODE(d.stat().st_mode) == 0o755, d
+    assert stat.S_IMODE((path / MANIFEST).stat().st_mode) == 0o644
+
+
+def _in_thread(fn: Callable[[], object], timeout: float = 10.0) -> BaseException | None:
+    """Run ``fn`` in a daemon thread; the exception it raised (fails if it blocks)."""
+    out: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            fn()
+            out.append(None)
+        except BaseException as e:
+            out.append(e)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert out, "load blocked"
+    return out[0]
+
+
+def test_a_fifo_manifest_is_an_error_not_a_hang(
+    tmp_path: Path, model: XRLinearClassifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _saved(tmp_path, model)
+    (path / MANIFEST).unlink()
+    os.mkfifo(path / MANIFEST)
+    err = _in_thread(lambda: XRLinearClassifier.load(path))
+    assert isinstance(err, ValueError) and "regular file" in str(err)
+    # swapped in after the check: the open does not block and fstat catches it
+    real_stat = os.stat
+    regular = os.stat(__file__)
+
+    def fake_stat(p: object, *args: object, **kwargs: object) -> os.stat_result:
+        return regular if str(p) == str(path / MANIFEST) else real_stat(p, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", fake_stat)
+    err = _in_thread(lambda: XRLinearClassifier.load(path))
+    monkeypatch.undo()
+    assert isinstance(err, ValueError) and "regular file" in str(err)
+
+
+def test_loaded_parameters_are_validated(tmp_path: Path, model: XRLinearClassifier) -> None:
+    path = _saved(tmp_path, model)
+    mpath = path / MANIFEST
+    good = json.loads(mpath.read_text())
+    bad_params = [
+        {"normalize": "no"},
+        {"Cp": "0.8"},
+        {"n_estimators": 2.5},
+        {"top_k": True},
+        {"beam_size": 0},
+        {"branching": [2, 1]},
+        {"branching": "16"},
+        {"loss": ["hinge"]},
+        {"random_state": "7"},
+        {"post_processor": 3},
+        {"representation": 3},
+        {"indexer": {"a": 1}},
+    ]
+    for bad in bad_params:
+        mpath.write_text(json.dumps({**good, "params": {**good["params"], **bad}}))
+        with pytest.raises(ValueError, match=re.escape(str(mpath))):
+            XRLinearClassifier.load(path)
+    for key, value in [
+        ("n_features_in", str(good["n_features_in"])),
+        ("params", [["Cp", 1.0]]),
+        ("feature_names_in", ["a"]),
+        ("classes", {"kind": "range", "n": "300"}),
+        ("estimators", [1]),
+    ]:
+        mpath.write_text(json.dumps({**good, key: value}))
+        with pytest.raises(ValueError, match="corrupt"):
+            XRLinearClassifier.load(path)
+    est = good["estimators"][0]
+    mpath.write_text(json.dumps({**good, "estimators": [MANIFEST]}))
+    with pytest.raises(ValueError, match="not a directory"):
+        XRLinearClassifier.load(path)
+    mpath.write_text(json.dumps({**good, "estimators": [est, "estimator-9"]}))
+    with pytest.raises(ValueError, match="missing"):
+        XRLinearClassifier.load(path)
+
+
+def test_n_jobs_comes_from_the_caller_not_the_file(
+    tmp_path: Path, model: XRLinearClassifier
+) -> None:
+    path = _saved(tmp_path, model)
+    manifest = json.loads((path / MANIFEST).read_text())
+    assert "n_jobs" not in manifest["params"]
+    manifest["params"]["n_jobs"] = 4096
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    assert XRLinearClassifier.load(path).n_jobs is None
+    assert XRLinearClassifier.load(path, n_jobs=1, mmap=True).n_jobs == 1
+    manifest["params"]["n_jobs"] = "all of them"
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    assert XRLinearClassifier.load(path, n_jobs=2).n_jobs == 2

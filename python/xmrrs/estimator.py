@@ -580,19 +580,37 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     # ------------------------------------------------------------------------ persistence
 
     def save(self, path: Any) -> None:
-        """Write the fitted model to the directory ``path`` (no pickle inside); see
-        :mod:`xmrrs.modelfile`."""
+        """Write the fitted model to the directory ``path`` (no pickle inside), crash-safely.
+
+        ``path`` must be new, empty, or an xmrrs model (which is replaced); see
+        :func:`xmrrs.modelfile.save`. ``n_jobs`` is not saved.
+        """
         from xmrrs.modelfile import save
 
         save(self, path)
 
     @classmethod
-    def load(cls, path: Any, *, mmap: bool = False) -> XRLinearClassifier:
-        """Read a model written by :meth:`save`; ``mmap=True`` maps the weights read-only
-        (ready in milliseconds, shared between processes)."""
+    def load(
+        cls, path: Any, *, mmap: bool = False, n_jobs: int | None = None
+    ) -> XRLinearClassifier:
+        """Read a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Model directory.
+        mmap : bool, default=False
+            Map the weights read-only (ready in milliseconds, shared between processes).
+        n_jobs : int, optional
+            Threads of the loaded model (``n_jobs`` is never read from the file).
+
+        Returns
+        -------
+        XRLinearClassifier
+        """
         from xmrrs.modelfile import load
 
-        return load(cls, path, mmap=mmap)
+        return load(cls, path, mmap=mmap, n_jobs=n_jobs)
 
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()

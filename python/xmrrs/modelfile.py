@@ -3,29 +3,39 @@
 Layout (``format_version`` 1)::
 
     model/
-      xmrrs-model.json   manifest: format name and version, xmrrs version, parameters,
-                         n_features_in, feature names, classes, list of estimators
-      estimator-0/       one directory per tree, written by the Rust core: a JSON manifest and
-      estimator-1/       one array file (dtype, shape, offset, checksum of each array)
+      xmrrs-model.json        manifest: format name and version, xmrrs version, parameters,
+                              n_features_in, feature names, classes, list of estimators
+      estimator-0-<token>/    one directory per tree, written by the Rust core: a JSON manifest
+      estimator-1-<token>/    and one array file (dtype, shape, offset, checksum of each array)
 
-Nothing is pickled, so loading a model from a stranger cannot run code. Loading checks the
-format version, every shape and (unless ``mmap=True``) the checksums, and rejects a truncated
-or corrupt directory with a ``ValueError`` that names the file. With ``mmap=True`` the weights
-are mapped read-only: the model answers queries within milliseconds of ``load`` and processes
-share the pages; the checksum is then not read (call ``verify()`` on each of ``models_`` to
-check it), but every structural check still runs.
+(models written by xmrrs 0.x before the token name their directories ``estimator-0``...;
+they load the same.) Nothing is pickled, so loading a model from a stranger cannot run code.
+Loading checks the format version, the parameters, every shape and (unless ``mmap=True``) the
+checksums, and rejects a truncated or corrupt directory with a ``ValueError`` that names the
+file. With ``mmap=True`` the weights are mapped read-only: the model answers queries within
+milliseconds of ``load`` and processes share the pages; the checksum is then not read (call
+``verify()`` on each of ``models_`` to check it), but every structural check still runs.
+
+Saving is crash-safe: the manifest is the commit point. A new model's estimators are written
+into fresh directories beside the old ones, then the manifest is written to a temporary file,
+synced and renamed over ``xmrrs-model.json``; only then are the old estimators deleted. A
+process killed at any moment leaves either the complete old model or the complete new one
+(plus leftovers that ``load`` ignores and the next ``save`` removes). Concurrent saves to one
+path are not supported.
 
 Constructor parameters that JSON cannot hold (a callable ``representation``, an ``indexer``
 object) are saved as their ``repr`` and restored to their defaults: they only matter to a new
-``fit``.
+``fit``. ``n_jobs`` is not saved: the loading process chooses it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,50 +82,233 @@ def _classes_json(classes: np.ndarray) -> dict[str, Any]:
 
 
 def _classes_from_json(c: Any, where: str) -> np.ndarray:
+    kind = c.get("kind") if isinstance(c, dict) else None
+    if kind == "range" and _is_int(c.get("n")) and c["n"] >= 0:
+        return np.arange(c["n"])
+    values = c.get("values") if isinstance(c, dict) else None
+    if kind == "str" and isinstance(values, list) and all(isinstance(v, str) for v in values):
+        return np.asarray(values, dtype=str)
+    if kind == "int" and isinstance(values, list) and all(_is_int(v) for v in values):
+        try:
+            return np.asarray(values, dtype=np.int64)
+        except OverflowError:
+            pass
+    raise ValueError(f"{where}: corrupt 'classes' entry (kind {kind!r})")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# names of what a save writes; a directory that holds anything else is not replaced
+_TOKEN = "[0-9a-f]{16}"
+_ESTIMATOR_DIR = re.compile(rf"estimator-[0-9]+(-{_TOKEN})?")  # no token: models of xmrrs 0.x
+_MANIFEST_TMP = re.compile(rf"\.{re.escape(MANIFEST)}\.tmp-{_TOKEN}")
+_ESTIMATOR_FILE = re.compile(r"xr_model\.json|[^.].*\.safetensors")
+_ESTIMATOR_TMP = re.compile(r"\.(xr_model\.json|[^.].*\.safetensors)\.tmp[0-9A-Za-z_.-]*")
+
+
+def _new_dir_pattern(name: str) -> re.Pattern[str]:
+    """Names of the directories beside ``name`` in which a save builds a brand-new model."""
+    return re.compile(rf"\.{re.escape(name)}\.xmrrs-new-{_TOKEN}")
+
+
+def _not_ours(entry: Path) -> FileExistsError:
+    return FileExistsError(
+        f"{entry} is not part of an xmrrs model; refusing to replace the model directory "
+        f"{entry.parent} (nothing was changed)"
+    )
+
+
+def _check_estimator_dir(d: Path) -> None:
+    """Raise unless ``d`` holds only files that the Rust core writes for an estimator."""
+    with os.scandir(d) as entries:
+        for e in entries:
+            if not (
+                e.is_file(follow_symlinks=False)
+                and (_ESTIMATOR_FILE.fullmatch(e.name) or _ESTIMATOR_TMP.fullmatch(e.name))
+            ):
+                raise _not_ours(d / e.name)
+
+
+def _read_manifest(mpath: Path) -> Any:
+    """The parsed manifest at ``mpath``, read only if it is a regular file (never blocks on a
+    FIFO or a device)."""
     try:
-        if c["kind"] == "range":
-            return np.arange(int(c["n"]))
-        if c["kind"] == "str":
-            return np.asarray(c["values"], dtype=str)
-        if c["kind"] == "int":
-            return np.asarray(c["values"], dtype=np.int64)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{where}: corrupt 'classes' entry ({e})") from None
-    raise ValueError(f"{where}: unknown classes kind {c.get('kind')!r}")
+        st = os.stat(mpath)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(
+            f"{mpath.parent} is not an xmrrs model directory (no {MANIFEST})"
+        ) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{mpath}: the manifest is not a regular file")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(mpath, flags)
+    with open(fd, "rb", closefd=True) as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between stat and open
+            raise ValueError(f"{mpath}: the manifest is not a regular file")
+        raw = f.read()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{mpath}: corrupt manifest ({e})") from None
+
+
+def _stale_entries(path: Path) -> list[Path]:
+    """Check that the existing directory ``path`` holds nothing but an xmrrs model's files
+    and leftovers of an interrupted save; return what a new save there replaces (everything
+    but the manifest).
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` is not a directory, or an entry is not ours (the message names it).
+    """
+    if not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a directory; refusing to replace it")
+    named: set[str] = set()
+    try:
+        manifest = _read_manifest(path / MANIFEST)
+        if isinstance(manifest, dict) and isinstance(manifest.get("estimators"), list):
+            named = {e for e in manifest["estimators"] if isinstance(e, str)}
+    except (FileNotFoundError, ValueError):
+        pass  # no manifest, or a corrupt one: every entry must then match our own names
+    stale = []
+    with os.scandir(path) as entries:
+        for e in entries:
+            entry = path / e.name
+            if e.name == MANIFEST or _MANIFEST_TMP.fullmatch(e.name):
+                if not e.is_file(follow_symlinks=False):
+                    raise _not_ours(entry)
+            elif e.name in named or _ESTIMATOR_DIR.fullmatch(e.name):
+                if not e.is_dir(follow_symlinks=False):
+                    raise _not_ours(entry)
+                _check_estimator_dir(entry)
+            else:
+                raise _not_ours(entry)
+            if e.name != MANIFEST:
+                stale.append(entry)
+    return stale
+
+
+def _stale_new_dirs(path: Path) -> list[Path]:
+    """Directories beside ``path`` left by an interrupted save of a brand-new model there."""
+    pattern = _new_dir_pattern(path.name)
+    stale = []
+    try:
+        with os.scandir(path.parent) as entries:
+            names = [e.name for e in entries if pattern.fullmatch(e.name)]
+    except OSError:
+        return []
+    for name in names:
+        try:
+            _stale_entries(path.parent / name)
+        except OSError:
+            continue  # not (only) ours: left alone
+        stale.append(path.parent / name)
+    return stale
+
+
+def _remove(entries: list[Path]) -> None:
+    for entry in entries:
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                os.unlink(entry)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass  # the model is saved; a leftover that cannot be removed is harmless
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` durable (where the platform allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # e.g. Windows: directories cannot be opened
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write(path: Path, est: Any, manifest: dict[str, Any], token: str) -> None:
+    """Write the estimators, then the manifest (the commit point), into directory ``path``.
+
+    On an error before the commit, everything written is removed and ``path`` is as before.
+    """
+    created: list[Path] = []
+    tmp = path / f".{MANIFEST}.tmp-{token}"
+    replacing = False
+    try:
+        for name, model in zip(manifest["estimators"], est.models_, strict=True):
+            d = path / name
+            os.mkdir(d)  # the umask applies
+            created.append(d)
+            model.save(str(d))  # the core writes its files atomically and syncs them
+            _fsync_dir(d)
+        created.append(tmp)
+        with open(tmp, "x", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        replacing = True
+        os.replace(tmp, path / MANIFEST)
+    except BaseException:
+        # an interrupt that lands just after the rename must not remove the new model
+        if not (replacing and not os.path.lexists(tmp)):
+            _remove(created)
+        raise
+    _fsync_dir(path)
 
 
 def save(est: Any, path: str | os.PathLike[str]) -> None:
-    """Write a fitted estimator to the directory ``path``, atomically.
+    """Write a fitted estimator to the directory ``path``, crash-safely.
 
-    An existing ``path`` is replaced only if it is an xmrrs model or an empty directory.
+    ``path`` may be new, an empty directory, or a directory holding only an xmrrs model
+    (its manifest, the estimator directories it names, and leftovers of an interrupted
+    save); an existing model is replaced so that ``path`` holds, at every instant, either
+    the complete old model or the complete new one. Anything else in ``path`` is refused
+    before anything is written.
+
+    Parameters
+    ----------
+    est : XRLinearClassifier
+        A fitted estimator.
+    path : str or path-like
+        Model directory; missing parents are created.
 
     Raises
     ------
     sklearn.exceptions.NotFittedError
         ``est`` is not fitted.
     FileExistsError
-        ``path`` exists and is not an xmrrs model directory.
+        ``path`` exists and is not a directory, or holds an entry that is not part of an xmrrs
+        model (the message names it); nothing was changed.
     """
-    from sklearn.utils.validation import check_is_fitted
+    if not hasattr(est, "models_"):
+        from sklearn.utils.validation import check_is_fitted
 
-    check_is_fitted(est, "models_")
+        check_is_fitted(est, "models_")
     path = Path(path)
-    if path.exists() and not (path / MANIFEST).is_file():
-        if not path.is_dir() or any(path.iterdir()):
-            raise FileExistsError(
-                f"{path} exists and is not an xmrrs model (nor an empty directory); refusing "
-                "to replace it"
-            )
+    exists = os.path.lexists(path)
+    stale = _stale_entries(path) if exists else []  # check everything before writing
     params: dict[str, Any] = {}
     unsaved: dict[str, str] = {}
     for k, v in est.get_params(deep=False).items():
+        if k == "n_jobs":
+            continue  # a property of the machine, not of the model: the loader chooses it
         ok, j = _json_param(v)
         if ok:
             params[k] = j
         else:
             unsaved[k] = j
     names = getattr(est, "feature_names_in_", None)
-    estimators = [f"estimator-{i}" for i in range(len(est.models_))]
+    token = secrets.token_hex(8)
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -125,49 +318,73 @@ def save(est: Any, path: str | os.PathLike[str]) -> None:
         "n_features_in": int(est.n_features_in_),
         "feature_names_in": None if names is None else [str(s) for s in names],
         "classes": _classes_json(np.asarray(est.classes_)),
-        "estimators": estimators,
+        "estimators": [f"estimator-{i}-{token}" for i in range(len(est.models_))],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        for name, model in zip(estimators, est.models_, strict=True):
-            model.save(str(tmp / name))
-        with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if exists:
+        _write(path, est, manifest, token)
+    else:
+        # a brand-new model is built beside path and renamed into place
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.xmrrs-new-{token}"
+        os.mkdir(tmp)  # the umask applies (tempfile.mkdtemp would make it private)
+        try:
+            _write(tmp, est, manifest, token)
+            os.rename(tmp, path)
+        except BaseException:
+            _remove([tmp])
+            raise
+        _fsync_dir(path.parent)
+    _remove(stale + _stale_new_dirs(path))
 
 
-def load(cls: type[T], path: str | os.PathLike[str], *, mmap: bool = False) -> T:
+def _check_loaded_params(params: Any, where: Path) -> dict[str, Any]:
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise ValueError(f"{where}: corrupt manifest ('params' is not an object)")
+    out: dict[str, Any] = {k: v for k, v in params.items() if k != "n_jobs"}
+    # JSON holds these two only as a name and as null (see _json_param)
+    if "representation" in out and not isinstance(out["representation"], str):
+        raise ValueError(
+            f"{where}: bad parameters (representation must be a string, got "
+            f"{out['representation']!r})"
+        )
+    if out.get("indexer") is not None:
+        raise ValueError(f"{where}: bad parameters (indexer must be null, got {out['indexer']!r})")
+    return out
+
+
+def load(
+    cls: type[T],
+    path: str | os.PathLike[str],
+    *,
+    mmap: bool = False,
+    n_jobs: int | None = None,
+) -> T:
     """Read a model directory written by :func:`save` into a new ``cls`` instance.
+
+    Parameters
+    ----------
+    cls : type
+        The estimator class (:class:`~xmrrs.XRLinearClassifier`).
+    path : str or path-like
+        Model directory.
+    mmap : bool, default=False
+        Map the weights read-only instead of reading them (checksums are then not read).
+    n_jobs : int, optional
+        ``n_jobs`` of the loaded estimator (a value stored in the file is ignored).
 
     Raises
     ------
     FileNotFoundError
         No model at ``path``.
     ValueError
-        Not an xmrrs model, an unsupported format version, or a corrupt/truncated file.
+        Not an xmrrs model, an unsupported format version, bad parameters, or a
+        corrupt/truncated file (the message names the file).
     """
     from xmrrs.indexing import ClusterTree
 
     path = Path(path)
     mpath = path / MANIFEST
-    if not mpath.is_file():
-        raise FileNotFoundError(f"{path} is not an xmrrs model directory (no {MANIFEST})")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{mpath}: corrupt manifest ({e})") from None
+    manifest = _read_manifest(mpath)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{mpath}: not an {FORMAT} model")
     version = manifest.get("format_version")
@@ -176,31 +393,58 @@ def load(cls: type[T], path: str | os.PathLike[str], *, mmap: bool = False) -> T
             f"{mpath}: format version {version!r}, this xmrrs reads version {FORMAT_VERSION}"
         )
     try:
-        params = dict(manifest["params"])
-        n_features = int(manifest["n_features_in"])
-        estimators = [str(e) for e in manifest["estimators"]]
+        params = _check_loaded_params(manifest["params"], mpath)
+        n_features = manifest["n_features_in"]
+        estimators = manifest["estimators"]
         feature_names = manifest["feature_names_in"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{mpath}: corrupt manifest (missing or bad {e})") from None
-    classes = _classes_from_json(manifest.get("classes"), str(mpath))
-    if not estimators:
+    except KeyError as e:
+        raise ValueError(f"{mpath}: corrupt manifest (missing {e})") from None
+    if not _is_int(n_features) or n_features < 1:
+        raise ValueError(f"{mpath}: corrupt manifest (n_features_in {n_features!r})")
+    if feature_names is not None and not (
+        isinstance(feature_names, list)
+        and len(feature_names) == n_features
+        and all(isinstance(s, str) for s in feature_names)
+    ):
+        raise ValueError(f"{mpath}: corrupt manifest (feature_names_in)")
+    if not isinstance(estimators, list) or not estimators:
         raise ValueError(f"{mpath}: corrupt manifest (no estimators)")
+    classes = _classes_from_json(manifest.get("classes"), str(mpath))
+    try:
+        factory: Any = cls
+        est: Any = factory(**params, n_jobs=n_jobs)
+    except TypeError as e:
+        raise ValueError(f"{mpath}: parameters do not fit {cls.__name__} ({e})") from None
+    try:
+        check = getattr(est, "_check_params", None)
+        if check is not None:
+            check()
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{mpath}: bad parameters ({e})") from None
     models = []
     for name in estimators:
-        if "/" in name or "\\" in name or name.startswith("."):
+        if (
+            not isinstance(name, str)
+            or not name
+            or name.startswith(".")
+            or any(c in name for c in "/\\\0")
+        ):
             raise ValueError(f"{mpath}: corrupt manifest (bad estimator name {name!r})")
-        model = _xmrrs.XrModel.load(str(path / name), mmap)
+        d = path / name
+        try:
+            is_dir = stat.S_ISDIR(os.stat(d).st_mode)
+        except FileNotFoundError:
+            raise ValueError(f"{d}: estimator directory named by {mpath} is missing") from None
+        if not is_dir:
+            raise ValueError(f"{d}: estimator named by {mpath} is not a directory")
+        model = _xmrrs.XrModel.load(str(d), mmap)
         if model.n_features != n_features or model.n_labels != len(classes):
             raise ValueError(
-                f"{path / name}: model of shape ({model.n_features} features, "
+                f"{d}: model of shape ({model.n_features} features, "
                 f"{model.n_labels} labels) does not match the manifest ({n_features}, "
                 f"{len(classes)})"
             )
         models.append(model)
-    try:
-        est: Any = cls(**params)
-    except TypeError as e:
-        raise ValueError(f"{mpath}: parameters do not fit {cls.__name__} ({e})") from None
     est.models_ = models
     est.classes_ = classes
     est.n_features_in_ = n_features
