@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -167,18 +168,52 @@ def _write_predictions(path: str, ids: Any, scores: Any, classes: Any) -> None:
             f.write("\n")
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (links included; resolved paths when one
+    of them does not exist)."""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_output(output: str, inputs: dict[str, str | None], model: str) -> None:
+    """Refuse an output path that names an input file, the model or a file of the model.
+
+    Raises
+    ------
+    ValueError
+        ``output`` is one of ``inputs``, ``model``, or inside ``model``.
+    """
+    for what, path in inputs.items():
+        if path is not None and _same_file(output, path):
+            raise ValueError(f"-o {output} is the {what} ({path}); refusing to overwrite it")
+    real, model_real = os.path.realpath(output), os.path.realpath(model)
+    if _same_file(output, model) or real.startswith(model_real.rstrip(os.sep) + os.sep):
+        raise ValueError(f"-o {output} is inside the model {model}; refusing to overwrite it")
+    if os.path.exists(output) and os.path.isdir(model):
+        for root, _, files in os.walk(model):
+            if any(_same_file(output, os.path.join(root, f)) for f in files):
+                raise ValueError(
+                    f"-o {output} is a file of the model {model}; refusing to overwrite it"
+                )
+
+
 def _predict(args: argparse.Namespace) -> int:
     from xmrrs import XRLinearClassifier
 
+    _check_output(args.output, {"data file": args.data, "labels file": args.labels}, args.model)
     prog = _Progress(args.quiet)
     with prog.step(f"loading {args.model}"):
-        clf = XRLinearClassifier.load(args.model, mmap=args.mmap)
-        clf.set_params(n_jobs=args.n_jobs)
+        clf = XRLinearClassifier.load(args.model, mmap=args.mmap, n_jobs=args.n_jobs)
         if args.post_processor:
             clf.set_params(post_processor=args.post_processor)
     with prog.step(f"reading {args.data}"):
         X, _ = _read(args.data, args.format, args.labels, args.n_jobs)
-    ids, scores = _predict_chunks(clf, X, args.k, args.beam_size, prog)
+    k = min(args.k, len(clf.classes_))
+    ids, scores = _predict_chunks(clf, X, k, args.beam_size, prog)
     with prog.step(f"writing {args.output}"):
         _write_predictions(args.output, ids, scores, clf.classes_)
     return 0
@@ -212,20 +247,20 @@ def _read_predictions(path: str, n_labels: int) -> Any:
 def _evaluate(args: argparse.Namespace) -> int:
     from xmrrs import metrics
 
+    if (args.model is None) == (args.predictions is None):
+        raise ValueError("pass exactly one of --model and --predictions")
     prog = _Progress(args.quiet)
     with prog.step(f"reading {args.data}"):
         X, Y = _read(args.data, args.format, args.labels, args.n_jobs)
     if Y is None:
         raise ValueError("evaluation needs labels: pass --labels Y.npz with .npz features")
-    if (args.model is None) == (args.predictions is None):
-        raise ValueError("pass exactly one of --model and --predictions")
+    k = min(args.k, Y.shape[1])  # metrics at 1..k: no more ranks than labels
     if args.model is not None:
         from xmrrs import XRLinearClassifier
 
         with prog.step(f"loading {args.model}"):
-            clf = XRLinearClassifier.load(args.model, mmap=True)
-            clf.set_params(n_jobs=args.n_jobs)
-        pred, _ = _predict_chunks(clf, X, args.k, args.beam_size, prog)
+            clf = XRLinearClassifier.load(args.model, mmap=True, n_jobs=args.n_jobs)
+        pred, _ = _predict_chunks(clf, X, min(k, len(clf.classes_)), args.beam_size, prog)
     else:
         pred = _read_predictions(args.predictions, Y.shape[1])
         if pred.shape[0] != Y.shape[0]:
@@ -235,7 +270,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         with prog.step(f"reading {args.train} for propensities"):
             _, Ytr = _read(args.train, args.format, args.train_labels, args.n_jobs)
         prop = metrics.propensity(Ytr)
-    report = metrics.ranking_report(Y, pred, ks=tuple(range(1, args.k + 1)), propensity=prop)
+    report = metrics.ranking_report(Y, pred, ks=tuple(range(1, k + 1)), propensity=prop)
     if args.json:
         print(json.dumps(report))
     else:
@@ -283,6 +318,16 @@ def _demo(args: argparse.Namespace) -> int:
     scores["nDCG@5"] = ndcg_at_k(Yte, ids, k=5)
     print(" | ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return 0 if np.isfinite(list(scores.values())).all() else 1
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def _branching(text: str) -> int | tuple[int, ...]:
@@ -403,8 +448,15 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="predictions: .npz (CSR of scores) or text (id:score per row)",
     )
-    pr.add_argument("-k", type=int, default=10, help="labels per row (default 10)")
-    pr.add_argument("-b", "--beam-size", type=int, default=None, help="beam width override")
+    pr.add_argument(
+        "-k",
+        type=_positive_int,
+        default=10,
+        help="labels per row (default 10; at most the model's number of labels)",
+    )
+    pr.add_argument(
+        "-b", "--beam-size", type=_positive_int, default=None, help="beam width override"
+    )
     pr.add_argument("--post-processor", default=None, help="post-processor override")
     pr.add_argument(
         "--no-mmap",
@@ -420,8 +472,15 @@ def _parser() -> argparse.ArgumentParser:
     _add_data(e)
     e.add_argument("-m", "--model", help="model directory to evaluate")
     e.add_argument("-p", "--predictions", help="predictions file written by 'xmrrs predict'")
-    e.add_argument("-k", type=int, default=5, help="metrics at 1..k (default 5)")
-    e.add_argument("-b", "--beam-size", type=int, default=None, help="beam width override")
+    e.add_argument(
+        "-k",
+        type=_positive_int,
+        default=5,
+        help="metrics at 1..k (default 5; at most the number of labels)",
+    )
+    e.add_argument(
+        "-b", "--beam-size", type=_positive_int, default=None, help="beam width override"
+    )
     e.add_argument("--train", help="training data file, for propensity-scored metrics")
     e.add_argument("--train-labels", help="labels of an .npz --train file")
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -437,14 +496,31 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def interrupted() -> int:
+    """Report an interrupt (Ctrl-C) on stderr in one line; returns its exit code, 130."""
+    print("xmrrs: interrupted", file=sys.stderr, flush=True)
+    return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
-    args = _parser().parse_args(argv)
+    """Run the command line; returns the process exit code.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 success, 1 internal error, 2 bad usage or input, 130 interrupted (bad usage exits
+        through ``SystemExit(2)`` from :mod:`argparse`).
+    """
     try:
+        args = _parser().parse_args(argv)
         return int(args.func(args))
     except KeyboardInterrupt:
-        print("xmrrs: interrupted", file=sys.stderr)
-        return 130
+        return interrupted()
     except (ValueError, TypeError, OSError) as e:
         print(f"xmrrs: error: {e}", file=sys.stderr)
         return 2
@@ -454,4 +530,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xmrrs.__main__ import run
+
+    run()
