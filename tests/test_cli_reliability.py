@@ -158,3 +158,18 @@ def test_predict_refuses_to_write_over_its_inputs_before_any_work(
     assert main(["predict", str(data), "-m", str(model), "-o", str(out), "-k", "3", "-q"]) == 0
     assert sp.load_npz(out).shape == (400, 40)
     assert np.all(np.diff(sp.load_npz(out).indptr) <= 3)
+
+
+def test_train_refuses_a_model_path_it_could_not_save_to_before_training(
+    files: tuple, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = files[0]
+    before = data.read_bytes()
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "keep.txt").write_text("x")
+    for target, named in ((data, "not a directory"), (tmp_path / "dir", "keep.txt")):
+        assert main(["train", str(data), "-m", str(target), "-n", "1"]) == 2
+        err = capsys.readouterr().err
+        assert named in err and "reading" not in err and "training" not in err
+    assert data.read_bytes() == before
+    assert (tmp_path / "dir" / "keep.txt").read_text() == "x"

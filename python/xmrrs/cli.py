@@ -108,7 +108,9 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from xmrrs import XRLinearClassifier
+    from xmrrs.modelfile import check_target
 
+    check_target(args.model)  # before hours of training
     prog = _Progress(args.quiet)
     with prog.step(f"reading {args.data}"):
         X, Y = _read(args.data, args.format, args.labels, args.n_jobs)

@@ -43,7 +43,7 @@ import numpy as np
 
 from xmrrs import _xmrrs
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "load", "save"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "check_target", "load", "save"]
 
 FORMAT = "xmrrs.XRLinearClassifier"
 FORMAT_VERSION = 1
@@ -264,6 +264,20 @@ def _write(path: Path, est: Any, manifest: dict[str, Any], token: str) -> None:
             _remove(created)
         raise
     _fsync_dir(path)
+
+
+def check_target(path: str | os.PathLike[str]) -> None:
+    """Check, writing nothing, that :func:`save` may write a model to ``path``.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and is not a directory, or holds an entry that is not part of an xmrrs
+        model (the message names it).
+    """
+    path = Path(path)
+    if os.path.lexists(path):
+        _stale_entries(path)
 
 
 def save(est: Any, path: str | os.PathLike[str]) -> None:
