@@ -27,7 +27,8 @@ def is_label_lists(Y: Any) -> bool:
         return True
     if arr.ndim == 2 and arr.dtype.kind in "biuf":
         return not np.isin(arr, (0, 1)).all()
-    return True
+    # a 2-D complex array is a (bad) indicator, for as_indicator to reject
+    return not (arr.ndim == 2 and arr.dtype.kind == "c")
 
 
 def encode_label_lists(
@@ -84,7 +85,8 @@ def as_indicator(Y: Any, n_samples: int) -> tuple[sp.csr_matrix, np.ndarray | No
     Raises
     ------
     ValueError
-        Wrong number of rows, values other than 0/1, NaN, a 1-D target, no labels at all.
+        Wrong number of rows, values other than 0/1, complex values, NaN, a 1-D target, no
+        labels at all.
     """
     names: np.ndarray | None = None
     if Y is None:
@@ -94,6 +96,10 @@ def as_indicator(Y: Any, n_samples: int) -> tuple[sp.csr_matrix, np.ndarray | No
     elif sp.issparse(Y):
         if Y.ndim != 2:
             raise ValueError(f"Y must be 2-D, got {Y.ndim}-D")
+        if Y.dtype.kind not in "biuf":
+            raise ValueError(
+                f"Unknown label type: Y must be a numeric 0/1 indicator, got dtype {Y.dtype}"
+            )
         M = sp.csr_matrix(Y, dtype=np.float32, copy=True)
     else:
         arr = np.asarray(Y)

@@ -450,6 +450,8 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if relevance is not None:
             if names is not None:
                 raise ValueError("relevance needs Y as an indicator matrix, not label lists")
+            if np.iscomplexobj(relevance.data if sp.issparse(relevance) else relevance):
+                raise ValueError("relevance must be real, got complex values")
             R = sp.csr_matrix(relevance, dtype=np.float32)
             if R.shape != Ym.shape:
                 raise ValueError(f"relevance has shape {R.shape}, Y has {Ym.shape}")
@@ -509,9 +511,12 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     # --------------------------------------------------------------------------- predict
 
     def _search(self, X: Any, k: int, beam_size: int | None) -> tuple[np.ndarray, np.ndarray]:
-        k = _integer(k, "k", 1)
+        check_is_fitted(self, "models_")
+        # no more labels or beam entries than the model has (the core allocates k per row)
+        n_labels = len(self.classes_)
+        k = min(_integer(k, "k", 1), n_labels)
         beam = self.beam_size if beam_size is None else beam_size
-        beam = _integer(beam, "beam_size", 1)
+        beam = min(_integer(beam, "beam_size", 1), n_labels)
         parts = self._x_predict(X)
         # rows are normalised inside the search call (one-row queries without a thread pool)
         normalize = bool(self.normalize)
@@ -532,16 +537,16 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
         k : int, optional
-            Labels per row (default ``top_k``).
+            Labels per row (default ``top_k``); more than ``n_labels`` means ``n_labels``.
         beam_size : int, optional
-            Beam width (default ``beam_size``).
+            Beam width (default ``beam_size``), at most ``n_labels``.
 
         Returns
         -------
-        ids : ndarray of int64, shape (n_samples, k)
-            Column indices into ``classes_``; ``-1`` pads rows where the beam reached fewer
-            than ``k`` labels.
-        scores : ndarray of float32, shape (n_samples, k)
+        ids : ndarray of int64, shape (n_samples, min(k, n_labels))
+            Column indices into ``classes_`` (``n_labels = len(classes_)``); ``-1`` pads rows
+            where the beam reached fewer labels.
+        scores : ndarray of float32, shape (n_samples, min(k, n_labels))
             Path scores (higher is better); ``-inf`` where ``ids`` is ``-1``.
         """
         return self._search(X, self.top_k if k is None else k, beam_size)

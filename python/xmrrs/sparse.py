@@ -90,40 +90,74 @@ def dot_dense_rows(a: Any, w: Any, *, n_jobs: int | None = None) -> np.ndarray:
     return np.asarray(_xmrrs.csr_dot_dense_rows(csr_parts(a, "A"), dense_f32(w, "W"), n_jobs))
 
 
+def _ids(ids: Any, name: str) -> np.ndarray:
+    """``ids`` as a flat int64 array; anything but integers is an error, not truncated."""
+    arr = np.asarray(ids)
+    if arr.dtype.kind not in "iu" and arr.size > 0:
+        raise ValueError(
+            f"{name} must be integer ids, got dtype {arr.dtype}"
+            + (" (a boolean mask: pass np.flatnonzero(mask))" if arr.dtype.kind == "b" else "")
+        )
+    if arr.dtype.kind == "u" and arr.size > 0 and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} holds an id beyond the int64 range")
+    return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
+
+
 def take_rows(a: Any, rows: Any, *, n_jobs: int | None = None) -> Sparse:
-    """Rows ``rows`` of ``a`` in that order (repeats allowed; negative ids are an error)."""
-    idx = np.ascontiguousarray(np.asarray(rows).reshape(-1), dtype=np.int64)
+    """Rows ``rows`` of ``a`` in that order (repeats allowed; negative ids are an error).
+
+    Raises
+    ------
+    ValueError
+        ``rows`` are not integers (floats, booleans...) or are out of range.
+    """
+    idx = _ids(rows, "rows")
     return to_scipy(_xmrrs.csr_row_gather(csr_parts(a, "A"), idx, n_jobs), is_sparray(a))
 
 
 def take_cols(a: Any, cols: Any, *, n_jobs: int | None = None) -> Sparse:
-    """Columns ``cols`` of ``a`` in that order (repeats allowed; negative ids are an error)."""
-    idx = np.ascontiguousarray(np.asarray(cols).reshape(-1), dtype=np.int64)
+    """Columns ``cols`` of ``a`` in that order (repeats allowed; negative ids are an error).
+
+    Raises
+    ------
+    ValueError
+        ``cols`` are not integers (floats, booleans...) or are out of range.
+    """
+    idx = _ids(cols, "cols")
     return to_scipy(_xmrrs.csr_col_gather(csr_parts(a, "A"), idx, n_jobs), is_sparray(a))
 
 
 def topk(a: Any, k: int, *, n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-row top-``k`` stored entries, best first; ties go to the lower column.
 
+    Parameters
+    ----------
+    a : sparse matrix or array-like of shape (n_rows, n_cols)
+    k : int
+        Entries per row (a positive integer; more than ``n_cols`` means ``n_cols``).
+
     Returns
     -------
-    ids : ndarray of int64, shape (n_rows, k)
-        Column ids, padded with -1 where a row has fewer than ``k`` stored entries.
-    scores : ndarray of float32, shape (n_rows, k)
+    ids : ndarray of int64, shape (n_rows, min(k, n_cols))
+        Column ids, padded with -1 where a row has fewer stored entries.
+    scores : ndarray of float32, shape (n_rows, min(k, n_cols))
         The matching values, padded with ``-inf``.
     """
-    k = _check_k(k)
-    ids, scores = _xmrrs.csr_topk(csr_parts(a, "A"), k, n_jobs)
+    parts = csr_parts(a, "A")
+    ids, scores = _xmrrs.csr_topk(parts, _check_k(k, parts[1]), n_jobs)
     return np.asarray(ids), np.asarray(scores)
 
 
 def topk_csr(a: Any, k: int, *, n_jobs: int | None = None) -> Sparse:
-    """``a`` with only the ``k`` largest stored entries of each row kept."""
-    k = _check_k(k)
-    return to_scipy(_xmrrs.csr_topk_csr(csr_parts(a, "A"), k, n_jobs), is_sparray(a))
+    """``a`` with only the ``k`` largest stored entries of each row kept (``k`` a positive
+    integer; all entries when ``k`` is at least the number of columns)."""
+    parts = csr_parts(a, "A")
+    return to_scipy(_xmrrs.csr_topk_csr(parts, _check_k(k, parts[1]), n_jobs), is_sparray(a))
 
 
-def _check_k(k: int) -> int:
+def _check_k(k: int, n_cols: int) -> int:
+    """``k`` capped at ``n_cols`` (a row has no more entries; the core allocates ``k`` per
+    row)."""
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
+    return min(int(k), n_cols)
