@@ -20,13 +20,13 @@ fn main() -> xmrrs_core::Result<()> {
     let mut x = d.x;
     sparse::normalize_rows_l2(&mut x);
     parallel::install(Some(threads), || -> xmrrs_core::Result<()> {
-        let yt = sparse::transpose(&d.y.view());
+        let yt = sparse::transpose(&d.y.view())?;
         for _ in 0..3 {
             let t = Instant::now();
             let z = sparse::spgemm(&yt.view(), &x.view())?;
             println!("spgemm {:.4} s nnz {}", t.elapsed().as_secs_f64(), z.nnz());
             let t = Instant::now();
-            let zt = sparse::transpose(&z.view());
+            let zt = sparse::transpose(&z.view())?;
             println!(
                 "transpose of the product {:.4} s nnz {}",
                 t.elapsed().as_secs_f64(),

@@ -179,7 +179,7 @@ fn main() -> Result<()> {
         let t = Instant::now();
         let mut yn = y.clone();
         sparse::normalize_rows_l2(&mut yn);
-        let yt = sparse::transpose(&yn.view());
+        let yt = sparse::transpose(&yn.view())?;
         drop(yn);
         let mut z = sparse::spgemm(&yt.view(), &x.view())?;
         drop(yt);

@@ -16,6 +16,9 @@ pub enum Error {
         line: usize,
         msg: String,
     },
+    /// A buffer whose size comes from the caller's data or a file could not be allocated.
+    #[error("{0}")]
+    Memory(String),
     /// The operating system refused a read or a write.
     #[error("{path}: {source}")]
     Io {

@@ -5,9 +5,11 @@
 //! - [`io`]: the Extreme Classification Repository and LIBSVM multilabel text formats.
 //! - [`simd`]: runtime-dispatched dense kernels (AVX2/FMA on x86-64, portable fallback).
 //! - [`parallel`]: thread-pool selection from an sklearn-style `n_jobs`.
+//! - [`alloc`]: fallible allocation of buffers sized by input ([`Error::Memory`], not an abort).
 //!
 //! Every public entry point that sees user data returns [`Result`]; none panics on bad input.
 
+pub mod alloc;
 pub mod cluster;
 pub mod error;
 pub mod io;

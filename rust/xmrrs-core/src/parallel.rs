@@ -1,16 +1,19 @@
 //! Thread pools chosen by an sklearn-style `n_jobs`.
 //!
-//! Pools are cached per thread count and rebuilt in a child process after `fork`, so a
-//! forked worker (multiprocessing, joblib's loky excepted) never waits on threads that do not
-//! exist in it.
+//! Pools are cached per thread count, at most [`MAX_POOLS`] of them (the least recently used
+//! is dropped, and its threads exit once no call uses it), and rebuilt in a child process
+//! after `fork`, so a forked worker (multiprocessing, joblib's loky excepted) never waits on
+//! threads that do not exist in it.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::{Error, Result};
 
-/// Resolves `n_jobs` to a thread count: `None` and `-1` mean every core, `k > 0` means `k`,
-/// `-k` means `cores + 1 - k` (at least 1); `0` is an error.
+/// Most threads one pool gets, whatever `n_jobs` asks (results do not depend on it).
+pub const MAX_THREADS: usize = 1024;
+
+/// Resolves `n_jobs` to a thread count: `None` and `-1` mean every core, `k > 0` means `k`
+/// (at most [`MAX_THREADS`]), `-k` means `cores + 1 - k` (at least 1); `0` is an error.
 pub fn resolve_n_jobs(n_jobs: Option<i64>) -> Result<usize> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
     match n_jobs {
@@ -18,14 +21,18 @@ pub fn resolve_n_jobs(n_jobs: Option<i64>) -> Result<usize> {
         Some(0) => Err(Error::invalid(
             "n_jobs == 0 is not allowed; use None, -1 or a positive count",
         )),
-        Some(k) if k > 0 => Ok(k as usize),
-        Some(k) => Ok((cores + 1 + k).max(1) as usize),
+        Some(k) if k > 0 => Ok(usize::try_from(k).map_or(MAX_THREADS, |k| k.min(MAX_THREADS))),
+        Some(k) => Ok(cores.saturating_add(1).saturating_add(k).max(1) as usize),
     }
 }
 
+/// Most pools kept alive at once (distinct `n_jobs` values in use).
+pub const MAX_POOLS: usize = 4;
+
 struct PoolCache {
     pid: u32,
-    pools: HashMap<usize, Arc<rayon::ThreadPool>>,
+    /// `(threads, pool)`, most recently used last.
+    pools: Vec<(usize, Arc<rayon::ThreadPool>)>,
 }
 
 fn cache() -> &'static Mutex<PoolCache> {
@@ -33,7 +40,7 @@ fn cache() -> &'static Mutex<PoolCache> {
     CACHE.get_or_init(|| {
         Mutex::new(PoolCache {
             pid: std::process::id(),
-            pools: HashMap::new(),
+            pools: Vec::new(),
         })
     })
 }
@@ -51,8 +58,14 @@ pub fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
         std::mem::forget(old);
         guard.pid = pid;
     }
-    if let Some(p) = guard.pools.get(&threads) {
-        return Ok(Arc::clone(p));
+    if let Some(i) = guard.pools.iter().position(|(t, _)| *t == threads) {
+        let entry = guard.pools.remove(i);
+        let p = Arc::clone(&entry.1);
+        guard.pools.push(entry);
+        return Ok(p);
+    }
+    if guard.pools.len() >= MAX_POOLS {
+        guard.pools.remove(0);
     }
     let p = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -60,7 +73,7 @@ pub fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
         .build()
         .map_err(|e| Error::invalid(format!("cannot start {threads} threads: {e}")))?;
     let p = Arc::new(p);
-    guard.pools.insert(threads, Arc::clone(&p));
+    guard.pools.push((threads, Arc::clone(&p)));
     Ok(p)
 }
 
@@ -81,7 +94,22 @@ mod tests {
         assert_eq!(resolve_n_jobs(Some(-1)).unwrap(), cores);
         assert_eq!(resolve_n_jobs(Some(3)).unwrap(), 3);
         assert_eq!(resolve_n_jobs(Some(-1000)).unwrap(), 1);
+        assert_eq!(resolve_n_jobs(Some(i64::MIN)).unwrap(), 1);
+        assert_eq!(resolve_n_jobs(Some(i64::MAX)).unwrap(), MAX_THREADS);
         assert!(resolve_n_jobs(Some(0)).is_err());
+    }
+
+    #[test]
+    fn at_most_max_pools_are_kept() {
+        for t in 1..=MAX_POOLS + 3 {
+            assert_eq!(
+                install(Some(t as i64), rayon::current_num_threads).unwrap(),
+                t
+            );
+        }
+        let kept: Vec<usize> = cache().lock().unwrap().pools.iter().map(|p| p.0).collect();
+        assert!(kept.len() <= MAX_POOLS, "{kept:?}");
+        assert!(kept.contains(&(MAX_POOLS + 3)), "{kept:?}");
     }
 
     #[test]

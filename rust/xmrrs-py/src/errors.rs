@@ -3,7 +3,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::{
-    PyFileNotFoundError, PyOSError, PyPermissionError, PyRuntimeError, PyValueError,
+    PyFileNotFoundError, PyMemoryError, PyOSError, PyPermissionError, PyRuntimeError, PyValueError,
 };
 use pyo3::PyErr;
 use xmrrs_core::Error;
@@ -14,6 +14,7 @@ pub fn to_py(e: Error) -> PyErr {
         Error::InvalidInput(_) | Error::Shape(_) | Error::Parse { .. } => {
             PyValueError::new_err(e.to_string())
         }
+        Error::Memory(_) => PyMemoryError::new_err(e.to_string()),
         Error::Io { ref source, .. } => match source.kind() {
             std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(e.to_string()),
             std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(e.to_string()),
@@ -35,7 +36,8 @@ pub fn guard<T>(f: impl FnOnce() -> xmrrs_core::Result<T>) -> Result<T, PyErr> {
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_string());
             Err(PyRuntimeError::new_err(format!(
-                "internal error in xmrrs (please report it): {msg}"
+                "internal error in xmrrs: {msg}. Input arrays must not be modified (by another \
+                 thread) while an xmrrs call reads them; if none was, please report this"
             )))
         }
     }

@@ -72,9 +72,7 @@ fn csr_transpose<'py>(
 ) -> PyResult<CsrOut<'py>> {
     let a = CsrArg::extract(a, "A")?;
     let v = a.view()?;
-    let m = run(py, n_jobs, || {
-        with_canonical(v, |v| Ok(sparse::transpose(&v)))
-    })?;
+    let m = run(py, n_jobs, || with_canonical(v, |v| sparse::transpose(&v)))?;
     Ok(csr_out(py, m))
 }
 
@@ -108,7 +106,10 @@ fn csr_rows_are_unit<'py>(
 ) -> PyResult<bool> {
     let a = CsrArg::extract(a, "A")?;
     let v = a.view()?;
-    run(py, n_jobs, || Ok(sparse::rows_are_unit_l2(&v)))
+    // on the canonical form: duplicate entries are summed before norms are taken
+    run(py, n_jobs, || {
+        with_canonical(v, |v| Ok(sparse::rows_are_unit_l2(&v)))
+    })
 }
 
 /// `a` with every row that stores no entry set to the row `(cols, vals)` (sorted columns).
@@ -245,7 +246,8 @@ fn csr_col_gather<'py>(
     Ok(csr_out(py, m))
 }
 
-/// Per-row top-k: `(ids, scores)`, each `(n_rows, k)`, best first, padded with -1 / -inf.
+/// Per-row top-k: `(ids, scores)`, each `(n_rows, min(k, n_cols))`, best first, padded with
+/// -1 / -inf.
 #[pyfunction]
 #[pyo3(signature = (a, k, n_jobs=None))]
 fn csr_topk<'py>(
@@ -257,9 +259,9 @@ fn csr_topk<'py>(
     let a = CsrArg::extract(a, "A")?;
     let v = a.view()?;
     let n = v.n_rows();
-    let (ids, sc) = run(py, n_jobs, || {
-        with_canonical(v, |v| Ok(sparse::topk(&v, k)))
-    })?;
+    // a row stores at most n_cols entries: a larger k only adds padding
+    let k = k.min(v.n_cols());
+    let (ids, sc) = run(py, n_jobs, || with_canonical(v, |v| sparse::topk(&v, k)))?;
     Ok((
         PyArray1::from_vec(py, ids).reshape([n, k])?,
         out2(py, sc, n, k)?,

@@ -77,10 +77,17 @@ fn maybe_normalized<R>(
     }
 }
 
-fn params(k: usize, beam_size: usize, post_processor: &str) -> PyResult<PredictParams> {
+/// Prediction settings; `k` is capped at `n_labels` (a larger `k` would only add padding
+/// columns) and the core caps `beam_size` the same way.
+fn params(
+    k: usize,
+    beam_size: usize,
+    post_processor: &str,
+    n_labels: usize,
+) -> PyResult<PredictParams> {
     let p = PredictParams {
         beam_size,
-        topk: k,
+        topk: k.min(n_labels.max(1)),
         post_processor: pp(post_processor)?,
         ..PredictParams::default()
     };
@@ -152,7 +159,8 @@ impl PyXrModel {
     }
 
     /// Top-`k` label ids (int64, -1 padded) and scores (float32, -inf padded) of each row,
-    /// rows L2-normalised first when `normalize` (the input is not modified).
+    /// `(n_rows, min(k, n_labels))`, rows L2-normalised first when `normalize` (the input is
+    /// not modified).
     /// A single row is searched on the calling thread with reusable scratch (no pool).
     #[pyo3(signature = (x, k, beam_size, post_processor, n_jobs=None, normalize=false))]
     #[allow(clippy::too_many_arguments)]
@@ -166,7 +174,8 @@ impl PyXrModel {
         n_jobs: Option<i64>,
         normalize: bool,
     ) -> PyResult<TopK<'py>> {
-        let p = params(k, beam_size, post_processor)?;
+        let p = params(k, beam_size, post_processor, self.inner.n_labels())?;
+        let k = p.topk;
         let a = CsrArg::extract(x, "X")?;
         let v = a.view()?;
         let n = v.n_rows();
@@ -373,7 +382,9 @@ pub fn xr_predict_ensemble<'py>(
     n_jobs: Option<i64>,
     normalize: bool,
 ) -> PyResult<TopK<'py>> {
-    let p = params(k, beam_size, post_processor)?;
+    let n_labels = models.first().map_or(1, |m| m.inner.n_labels());
+    let p = params(k, beam_size, post_processor, n_labels)?;
+    let k = p.topk;
     let a = CsrArg::extract(x, "X")?;
     let v = a.view()?;
     let n = v.n_rows();

@@ -169,7 +169,7 @@ impl Csr {
         n_cols: usize,
         triplets: &[(u32, u32, f32)],
     ) -> Result<Self> {
-        let mut counts = vec![0u64; n_rows + 1];
+        let mut counts = crate::alloc::try_vec(n_rows + 1, 0u64, "a row pointer")?;
         for &(r, c, _) in triplets {
             if r as usize >= n_rows || c as usize >= n_cols {
                 return Err(Error::invalid(format!(
@@ -240,11 +240,11 @@ impl Csc {
         (&self.t.indices[r.clone()], &self.t.data[r])
     }
     /// Converts a CSR matrix (parallel transpose).
-    pub fn from_csr(a: &CsrView<'_>) -> Self {
-        Csc { t: transpose(a) }
+    pub fn from_csr(a: &CsrView<'_>) -> Result<Self> {
+        Ok(Csc { t: transpose(a)? })
     }
     /// Converts back to CSR (parallel transpose).
-    pub fn to_csr(&self) -> Csr {
+    pub fn to_csr(&self) -> Result<Csr> {
         transpose(&self.t.view())
     }
 }

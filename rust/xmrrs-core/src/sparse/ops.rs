@@ -6,6 +6,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{check_finite, Csr, CsrView};
+use crate::alloc::{checked_len, try_vec};
 use crate::{simd, Error, Result};
 
 /// Splits `0..prefix.len()-1` into at most `parts` contiguous ranges of about equal weight,
@@ -73,6 +74,31 @@ where
             b
         })
         .collect();
+    concat_blocks(n_rows, n_cols, blocks)
+}
+
+/// [`build_rows`] with a fallible `fill` (the first error is returned).
+pub(crate) fn try_build_rows<F>(
+    n_rows: usize,
+    n_cols: usize,
+    ranges: Vec<Range<usize>>,
+    fill: F,
+) -> Result<Csr>
+where
+    F: Fn(Range<usize>, &mut Vec<u64>, &mut Vec<u32>, &mut Vec<f32>) -> Result<()> + Sync,
+{
+    let blocks: Vec<Block> = ranges
+        .into_par_iter()
+        .map(|r| {
+            let mut b = Block::default();
+            fill(r, &mut b.row_len, &mut b.indices, &mut b.data)?;
+            Ok(b)
+        })
+        .collect::<Result<_>>()?;
+    Ok(concat_blocks(n_rows, n_cols, blocks))
+}
+
+fn concat_blocks(n_rows: usize, n_cols: usize, blocks: Vec<Block>) -> Csr {
     let nnz: usize = blocks.iter().map(|b| b.indices.len()).sum();
     let mut indptr = Vec::with_capacity(n_rows + 1);
     let mut indices = Vec::with_capacity(nnz);
@@ -135,7 +161,8 @@ unsafe impl<T: Send> Sync for SharedMut<T> {}
 
 /// The transpose `A^T` in CSR form (equivalently, `A` in CSC form). Rows of the result are
 /// sorted whenever... always: entries of each output row come in increasing source-row order.
-pub fn transpose(a: &CsrView<'_>) -> Csr {
+/// Its row pointer has `A.n_cols + 1` entries: [`Error::Memory`] when they cannot be allocated.
+pub fn transpose(a: &CsrView<'_>) -> Result<Csr> {
     let (n, m, nnz) = (a.n_rows(), a.n_cols(), a.nnz());
     let threads = rayon::current_num_threads();
     let parts = if nnz < (1 << 15) {
@@ -152,15 +179,15 @@ pub fn transpose(a: &CsrView<'_>) -> Csr {
     let mut cursors: Vec<Vec<u64>> = ranges
         .par_iter()
         .map(|r| {
-            let mut c = vec![0u64; m];
+            let mut c = try_vec(m, 0u64, "the column counts of a transpose")?;
             let span = a.indptr()[r.start] as usize..a.indptr()[r.end] as usize;
             for &j in &a.indices()[span] {
                 c[j as usize] += 1;
             }
-            c
+            Ok(c)
         })
-        .collect();
-    let mut indptr = vec![0u64; m + 1];
+        .collect::<Result<_>>()?;
+    let mut indptr = try_vec(m + 1, 0u64, "the row pointer of a transpose")?;
     let mut acc = 0u64;
     for j in 0..m {
         indptr[j] = acc;
@@ -171,8 +198,8 @@ pub fn transpose(a: &CsrView<'_>) -> Csr {
         }
     }
     indptr[m] = acc;
-    let mut indices = vec![0u32; nnz];
-    let mut data = vec![0f32; nnz];
+    let mut indices = try_vec(nnz, 0u32, "the indices of a transpose")?;
+    let mut data = try_vec(nnz, 0f32, "the values of a transpose")?;
     let (pi, pd) = (
         SharedMut(indices.as_mut_ptr()),
         SharedMut(data.as_mut_ptr()),
@@ -196,13 +223,13 @@ pub fn transpose(a: &CsrView<'_>) -> Csr {
                 }
             }
         });
-    Csr {
+    Ok(Csr {
         n_rows: m,
         n_cols: n,
         indptr,
         indices,
         data,
-    }
+    })
 }
 
 /// Scales each row to unit L2 norm in place; all-zero rows are left as they are.
@@ -329,9 +356,9 @@ pub fn spgemm(a: &CsrView<'_>, b: &CsrView<'_>) -> Result<Csr> {
     }
     let m = b.n_cols();
     let ranges = balanced_ranges(&prefix, default_parts(a.n_rows()));
-    Ok(build_rows(a.n_rows(), m, ranges, |r, lens, idx, val| {
-        let mut acc = vec![0f32; m];
-        let mut mark = vec![usize::MAX; m];
+    try_build_rows(a.n_rows(), m, ranges, |r, lens, idx, val| {
+        let mut acc = try_vec(m, 0f32, "the accumulator of a sparse product")?;
+        let mut mark = try_vec(m, usize::MAX, "the accumulator of a sparse product")?;
         let mut touched: Vec<u32> = Vec::new();
         for i in r {
             touched.clear();
@@ -369,7 +396,8 @@ pub fn spgemm(a: &CsrView<'_>, b: &CsrView<'_>) -> Result<Csr> {
             }
             lens.push((idx.len() - before) as u64);
         }
-    }))
+        Ok(())
+    })
 }
 
 /// Sparse x dense product `A B` with `B` row-major `(A.n_cols, k)`; returns row-major
@@ -383,7 +411,11 @@ pub fn csr_dense(a: &CsrView<'_>, b: &[f32], k: usize) -> Result<Vec<f32>> {
             k
         )));
     }
-    let mut out = vec![0f32; a.n_rows() * k];
+    let mut out = try_vec(
+        checked_len(a.n_rows(), k, "a dense product")?,
+        0f32,
+        "a dense product",
+    )?;
     if k == 0 {
         return Ok(out);
     }
@@ -410,7 +442,11 @@ pub fn csr_dot_dense_rows(a: &CsrView<'_>, w: &[f32], m: usize) -> Result<Vec<f3
             w.len()
         )));
     }
-    let mut out = vec![0f32; a.n_rows() * m];
+    let mut out = try_vec(
+        checked_len(a.n_rows(), m, "a dense product")?,
+        0f32,
+        "a dense product",
+    )?;
     if m == 0 {
         return Ok(out);
     }
@@ -480,7 +516,7 @@ pub fn col_gather(a: &CsrView<'_>, cols: &[u32]) -> Result<Csr> {
         return Err(Error::invalid("too many columns requested"));
     }
     // start[c]..start[c+1] lists the output positions of input column c, increasing.
-    let mut start = vec![0u32; m + 1];
+    let mut start = try_vec(m + 1, 0u32, "the column map of a gather")?;
     for &c in cols {
         start[c as usize + 1] += 1;
     }
@@ -543,13 +579,16 @@ pub fn by_score_desc(x: (f32, u32), y: (f32, u32)) -> std::cmp::Ordering {
 }
 
 /// Per-row top-k of a score matrix, best first: ids (`-1` padding) and scores (`-inf`
-/// padding), each row-major `(n_rows, k)`. Ties go to the lower column index.
-pub fn topk(a: &CsrView<'_>, k: usize) -> (Vec<i64>, Vec<f32>) {
+/// padding), each row-major `(n_rows, k)`. Ties go to the lower column index. The caller
+/// caps `k` (at most `n_cols` entries can be stored per row); [`Error::Memory`] when the
+/// output cannot be allocated.
+pub fn topk(a: &CsrView<'_>, k: usize) -> Result<(Vec<i64>, Vec<f32>)> {
     let n = a.n_rows();
-    let mut ids = vec![-1i64; n * k];
-    let mut scores = vec![f32::NEG_INFINITY; n * k];
+    let len = checked_len(n, k, "the top-k output")?;
+    let mut ids = try_vec(len, -1i64, "the top-k ids")?;
+    let mut scores = try_vec(len, f32::NEG_INFINITY, "the top-k scores")?;
     if k == 0 {
-        return (ids, scores);
+        return Ok((ids, scores));
     }
     ids.par_chunks_mut(k)
         .zip(scores.par_chunks_mut(k))
@@ -570,7 +609,7 @@ pub fn topk(a: &CsrView<'_>, k: usize) -> (Vec<i64>, Vec<f32>) {
                 osc[t] = s;
             }
         });
-    (ids, scores)
+    Ok((ids, scores))
 }
 
 /// Keeps the `k` largest entries of each row (ties to the lower column); rows stay sorted by
@@ -691,11 +730,11 @@ mod tests {
     fn transpose_roundtrip_and_thread_independence() {
         for (n, m, d) in [(0, 3, 0.5), (3, 0, 0.5), (40, 30, 0.2), (500, 70, 0.3)] {
             let a = random_csr(n, m, d, 7, false);
-            let t1 = install(Some(1), || transpose(&a.view())).unwrap();
-            let t3 = install(Some(3), || transpose(&a.view())).unwrap();
+            let t1 = install(Some(1), || transpose(&a.view())).unwrap().unwrap();
+            let t3 = install(Some(3), || transpose(&a.view())).unwrap().unwrap();
             assert_eq!(t1, t3);
             assert_eq!((t1.n_rows, t1.n_cols), (m, n));
-            let back = transpose(&t1.view());
+            let back = transpose(&t1.view()).unwrap();
             assert_eq!(back, a);
         }
     }
@@ -797,7 +836,7 @@ mod tests {
             vec![0.5, 2.0, 0.5, 1.0, -1.0, -2.0],
         )
         .unwrap();
-        let (ids, sc) = topk(&a.view(), 3);
+        let (ids, sc) = topk(&a.view(), 3).unwrap();
         assert_eq!(ids, vec![1, 4, 0, -1, -1, -1, 1, 3, -1]);
         assert_eq!(&sc[..3], &[2.0, 1.0, 0.5]);
         assert_eq!(sc[3], f32::NEG_INFINITY);

@@ -33,10 +33,12 @@ use rayon::prelude::*;
 
 pub use super::kernel::Kernel;
 use super::kernel::{
-    child_bounded_by_parent, for_each_score, margin_floor, margins, Chunk, Col, Corrupt, LayerView,
+    child_bounded_by_parent, finite_margin, for_each_score, margin_floor, margins, Chunk, Col,
+    Corrupt, LayerView,
 };
 use super::model::{LayerRef, XrModel};
 use super::PostProcessor;
+use crate::alloc::{checked_len, try_vec};
 use crate::sparse::{balanced_ranges, check_finite, Csr, CsrView};
 use crate::{Error, Result};
 
@@ -76,6 +78,16 @@ impl PredictParams {
             return Err(Error::invalid("topk must be >= 1"));
         }
         Ok(())
+    }
+
+    /// The same search with `beam_size` capped at the model's label count: a wider beam
+    /// keeps every node of every level anyway, so results are unchanged, and no buffer is
+    /// sized by a larger request.
+    fn capped(&self, model: &XrModel) -> PredictParams {
+        PredictParams {
+            beam_size: self.beam_size.min(model.n_labels().max(1)),
+            ..*self
+        }
     }
 }
 
@@ -125,7 +137,7 @@ impl TopK {
             }
         }
         self.buf.push(c);
-        if self.buf.len() >= 2 * self.k + 32 {
+        if self.buf.len() >= self.k.saturating_mul(2).saturating_add(32) {
             select(&mut self.buf, self.k, false);
             self.thr = self.buf.iter().copied().max_by(better);
         }
@@ -142,7 +154,8 @@ fn write_hits(cand: &[(f32, u32)], ids: &mut [i64], scores: &mut [f32]) {
         match cand.get(t) {
             Some(&(s, id)) => {
                 *oi = i64::from(id);
-                *os = s;
+                // finite margins can still combine to -inf (log post-processors, noop sums)
+                *os = finite_margin(s);
             }
             None => {
                 *oi = -1;
@@ -150,6 +163,16 @@ fn write_hits(cand: &[(f32, u32)], ids: &mut [i64], scores: &mut [f32]) {
             }
         }
     }
+}
+
+/// The `(n, k)` output arrays, padded: `-1` ids and `-inf` scores ([`Error::Memory`] when
+/// they cannot be allocated).
+fn output(n: usize, k: usize) -> Result<(Vec<i64>, Vec<f32>)> {
+    let len = checked_len(n, k, "the top-k output")?;
+    Ok((
+        try_vec(len, -1i64, "the top-k ids")?,
+        try_vec(len, f32::NEG_INFINITY, "the top-k scores")?,
+    ))
 }
 
 fn check_query(model: &XrModel, indices: &[u32], values: &[f32]) -> Result<()> {
@@ -343,6 +366,7 @@ impl Searcher {
         scores: &mut [f32],
     ) -> Result<usize> {
         params.validate()?;
+        let params = &params.capped(model);
         check_query(model, indices, values)?;
         if ids.len() != params.topk || scores.len() != params.topk {
             return Err(Error::shape(format!(
@@ -472,6 +496,7 @@ pub fn predict(
     params: &PredictParams,
 ) -> Result<(Vec<i64>, Vec<f32>)> {
     params.validate()?;
+    let params = &params.capped(model);
     if x.n_cols() != model.n_features() {
         return Err(Error::shape(format!(
             "x has {} columns but the model has {} features",
@@ -489,8 +514,7 @@ pub fn predict(
     };
     let n = x.n_rows();
     let k = params.topk;
-    let mut ids = vec![-1i64; n * k];
-    let mut scores = vec![f32::NEG_INFINITY; n * k];
+    let (mut ids, mut scores) = output(n, k)?;
     if n == 0 {
         return Ok((ids, scores));
     }
@@ -884,6 +908,7 @@ pub fn predict_ensemble(
             )));
         }
     }
+    let params = &params.capped(first);
     let kk = params.topk.max(params.beam_size);
     let each = PredictParams {
         topk: kk,
@@ -900,8 +925,7 @@ pub fn predict_ensemble(
         params.post_processor,
         PostProcessor::Sigmoid | PostProcessor::Hinge(_)
     );
-    let mut ids = vec![-1i64; n * k];
-    let mut scores = vec![f32::NEG_INFINITY; n * k];
+    let (mut ids, mut scores) = output(n, k)?;
     ids.par_chunks_mut(k)
         .zip(scores.par_chunks_mut(k))
         .enumerate()

@@ -367,7 +367,7 @@ pub(crate) fn for_each_score(pp: PostProcessor, ps: f32, m: &[f32], mut f: impl 
     }
 }
 
-/// The margins `w·x + b` of every child of a chunk for one query, into `out`
+/// The margins `w·x + b` of every child of a chunk for one query (see [`finite_margin`]), into `out`
 /// (`out.len() == chunk.width()`). `xd` is the dense scatter of the query when the caller
 /// has one.
 #[inline]
@@ -387,9 +387,22 @@ pub(crate) fn margins<C: Col>(
         _ => chunk.lookup(qi, qv, out)?,
     }
     for (o, &b) in out.iter_mut().zip(chunk.bias) {
-        *o += b;
+        *o = finite_margin(*o + b);
     }
     Ok(())
+}
+
+/// `m` clamped to the finite floats, NaN to the lowest: a model whose weights were corrupted
+/// in a mapped file (weights are only checked by `XrModel::verify`) or an overflowing dot
+/// product can change rankings but never yields a NaN or infinite score. Identity on every
+/// finite margin.
+#[inline(always)]
+pub(crate) fn finite_margin(m: f32) -> f32 {
+    if m.is_nan() {
+        f32::MIN
+    } else {
+        m.clamp(f32::MIN, f32::MAX)
+    }
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@
 //! # Files
 //!
 //! [`XrModel::save`] writes a directory with two files, each atomically (temporary file,
-//! fsync, rename; the array file first):
+//! fsync, rename; the array file first, under a name the current manifest does not use, so
+//! that replacing a model is crash-safe):
 //! - `xr_model.json`, the manifest: format name and version, shapes, per-layer sizes, the
 //!   dtype, length and byte offset of every array, the CRC-32 of the array file, and
 //!   free-form string metadata;
@@ -75,10 +76,14 @@ use crate::{Error, Result};
 pub const MANIFEST_FILE: &str = "xr_model.json";
 /// Name of the array file in a model directory.
 pub const DATA_FILE: &str = "xr_model.safetensors";
+/// The array file's name while replacing a model whose array file is [`DATA_FILE`].
+pub const ALT_DATA_FILE: &str = "xr_model.1.safetensors";
 /// The `format` field of the manifest.
 pub const FORMAT_NAME: &str = "xmrrs.xr_model";
 /// The manifest version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// Largest manifest file that [`XrModel::load`] reads (a real one is a few KiB).
+const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 const BYTES_MAGIC: &[u8; 8] = b"XMRRSXR\0";
 
 /// Tuning knobs of the inference layout (the defaults were chosen by measurement, see
@@ -726,7 +731,7 @@ impl XrModel {
         out
     }
 
-    fn manifest(&self, placed: &[Placed], data_bytes: u64, crc: u32) -> Manifest {
+    fn manifest(&self, data_file: &str, placed: &[Placed], data_bytes: u64, crc: u32) -> Manifest {
         Manifest {
             format: FORMAT_NAME.into(),
             version: FORMAT_VERSION,
@@ -751,7 +756,7 @@ impl XrModel {
                     },
                 })
                 .collect(),
-            data_file: DATA_FILE.into(),
+            data_file: data_file.into(),
             data_bytes,
             checksum: format!("crc32:{crc:08x}"),
             arrays: placed
@@ -772,22 +777,48 @@ impl XrModel {
         }
     }
 
-    /// Saves the model into directory `dir` (created if missing): the array file, then the
-    /// manifest, each written to a temporary file and renamed into place.
+    /// Saves the model into directory `dir` (created if missing), crash-safely: the array
+    /// file is written under a name that the manifest in `dir` (if any) does not use
+    /// ([`DATA_FILE`], or [`ALT_DATA_FILE`] when that one is in use), then the manifest
+    /// replaces the old one by an atomic rename (the commit point), and only then is the old
+    /// array file removed. Each file is written to a temporary file, synced and renamed, and
+    /// the directory is synced, so at every instant `dir` holds the complete old model or the
+    /// complete new one. Files other than the manifest and the array files are not touched.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| store::io_err(dir, e))?;
+        let current = store::read_text(&dir.join(MANIFEST_FILE), MAX_MANIFEST_BYTES)
+            .ok()
+            .and_then(|t| peek_data_file(&t).ok())
+            .map(|(f, _)| f);
+        let data_file = if current.as_deref() == Some(DATA_FILE) {
+            ALT_DATA_FILE
+        } else {
+            DATA_FILE
+        };
         let mut arrays = self.arrays();
-        let (placed, n, crc) = store::write_atomic(&dir.join(DATA_FILE), |w| {
+        let (placed, n, crc) = store::write_atomic(&dir.join(data_file), |w| {
             store::write_safetensors(w, &mut arrays)
         })?;
-        let manifest = self.manifest(&placed, n, crc);
+        let manifest = self.manifest(data_file, &placed, n, crc);
         let text = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Error::invalid(format!("cannot encode the manifest: {e}")))?;
         store::write_atomic(&dir.join(MANIFEST_FILE), |w| {
             std::io::Write::write_all(w, &text)
         })?;
-        Ok(())
+        // the other array name is ours and no longer named by the manifest (an interrupted
+        // earlier save may have left it too)
+        let other = if data_file == DATA_FILE {
+            ALT_DATA_FILE
+        } else {
+            DATA_FILE
+        };
+        match std::fs::remove_file(dir.join(other)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(store::io_err(&dir.join(other), e))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The manifest and the array file in one buffer (for pickling): an 8-byte magic, the
@@ -798,7 +829,7 @@ impl XrModel {
         let mut data = Vec::new();
         let (placed, n, crc) = store::write_safetensors(&mut data, &mut arrays)
             .map_err(|e| Error::invalid(format!("cannot serialise the model: {e}")))?;
-        let manifest = serde_json::to_vec(&self.manifest(&placed, n, crc))
+        let manifest = serde_json::to_vec(&self.manifest(DATA_FILE, &placed, n, crc))
             .map_err(|e| Error::invalid(format!("cannot encode the manifest: {e}")))?;
         let pad = manifest.len().next_multiple_of(8) - manifest.len();
         let mut out = Vec::with_capacity(16 + manifest.len() + pad + data.len());
@@ -839,13 +870,13 @@ impl XrModel {
     pub fn load(dir: impl AsRef<Path>, mmap: bool) -> Result<Self> {
         let dir = dir.as_ref();
         let mpath = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&mpath).map_err(|e| store::io_err(&mpath, e))?;
-        let data_file = peek_data_file(&text)?;
+        let text = store::read_text(&mpath, MAX_MANIFEST_BYTES)?;
+        let (data_file, data_bytes) = peek_data_file(&text)?;
         let dpath = dir.join(data_file);
         let backing = if mmap {
-            Backing::map_file(&dpath)?
+            Backing::map_file(&dpath, data_bytes)?
         } else {
-            Backing::read_file(&dpath)?
+            Backing::read_file(&dpath, data_bytes)?
         };
         Self::from_parts(&text, Arc::new(backing), !mmap, mmap)
     }
@@ -1018,16 +1049,16 @@ impl XrModel {
             mapped,
             source: Some((Arc::clone(&backing), man.checksum)),
         };
+        model.verify_structure()?;
         if full_check {
-            model.verify_structure()?;
+            model.verify_values()?;
         }
         Ok(model)
     }
 
     /// Checks everything a non-mmap load checks: the array file's checksum (for a loaded
-    /// model), and the whole structure: every pointer, feature id, column and bucket index
-    /// in range and consistent, weights and biases finite, `labels` a permutation (the
-    /// identity for a partial model).
+    /// model), the structure (as every load does, see [`XrModel::load`]) and the values:
+    /// weights finite, and as many non-zero weights per layer as the manifest says.
     pub fn verify(&self) -> Result<()> {
         if let Some((backing, expect)) = &self.source {
             let got = format!("crc32:{:08x}", store::crc32(backing.bytes()));
@@ -1038,12 +1069,17 @@ impl XrModel {
                 )));
             }
         }
-        self.verify_structure()
+        self.verify_structure()?;
+        self.verify_values()
     }
 
+    /// Every structural invariant, in time linear in the index arrays: `labels` a
+    /// permutation (the identity for a partial model); per layer the pointers, every row
+    /// feature id (increasing, in range), row pointer, bucket index and column id consistent
+    /// and in range; biases finite. Weights are not read.
     fn verify_structure(&self) -> Result<()> {
         let n = self.n_labels;
-        let mut seen = vec![false; n];
+        let mut seen = crate::alloc::try_vec(n, false, "the label check")?;
         for &l in self.labels.iter() {
             match seen.get_mut(l as usize) {
                 Some(s) if !*s => *s = true,
@@ -1072,6 +1108,24 @@ impl XrModel {
                 LayerRef::U32(v) => verify_layer(&v, layer, self.n_features),
             };
             r.map_err(|e| Error::invalid(format!("model data is corrupt: layer {m}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The value checks of [`XrModel::verify`]: one pass over the weights.
+    fn verify_values(&self) -> Result<()> {
+        for (m, layer) in self.layers.iter().enumerate() {
+            let bad = |e: String| Error::invalid(format!("model data is corrupt: layer {m}: {e}"));
+            if layer.vals.par_iter().any(|x| !x.is_finite()) {
+                return Err(bad("non-finite weight".into()));
+            }
+            let nnz = layer.vals.par_iter().filter(|&&x| x != 0.0).count();
+            if nnz != layer.nnz {
+                return Err(bad(format!(
+                    "{nnz} non-zero weights, the manifest says {}",
+                    layer.nnz
+                )));
+            }
         }
         Ok(())
     }
@@ -1129,9 +1183,9 @@ fn verify_layer<C: Col>(
     n_features: usize,
 ) -> std::result::Result<(), String> {
     crate::sparse::check_finite(&l.bias, "bias").map_err(|e| e.to_string())?;
-    let nnz: usize = (0..v.n_chunks())
+    (0..v.n_chunks())
         .into_par_iter()
-        .map(|j| -> std::result::Result<usize, String> {
+        .try_for_each(|j| -> std::result::Result<(), String> {
             let ch = v.chunk(j).map_err(|_| format!("chunk {j}: bad pointers"))?;
             let w = ch.width();
             let err = |what: &str| format!("chunk {j}: {what}");
@@ -1150,7 +1204,6 @@ fn verify_layer<C: Col>(
             if bucket_ptr(ch.feat, ch.shift as u8) != ch.bkt {
                 return Err(err("bucket index does not match the rows"));
             }
-            let mut nnz = 0;
             for r in 0..ch.feat.len() {
                 let (s, e) = (ch.ptr[r] as usize, ch.ptr[r + 1] as usize);
                 let cols = &ch.cols[s..e];
@@ -1163,23 +1216,9 @@ fn verify_layer<C: Col>(
                 {
                     return Err(err("bad column ids"));
                 }
-                for &x in &ch.vals[s..e] {
-                    if !x.is_finite() {
-                        return Err(err("non-finite weight"));
-                    }
-                    nnz += usize::from(x != 0.0);
-                }
             }
-            Ok(nnz)
+            Ok(())
         })
-        .try_reduce(|| 0, |a, b| Ok(a + b))?;
-    if nnz != l.nnz {
-        return Err(format!(
-            "{nnz} non-zero weights, the manifest says {}",
-            l.nnz
-        ));
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1248,7 +1287,8 @@ fn parse_manifest(text: &str) -> Result<Manifest> {
         .map_err(|e| Error::invalid(format!("the model manifest is malformed: {e}")))
 }
 
-fn peek_data_file(text: &str) -> Result<String> {
+/// The manifest's array file name (a plain name inside the model directory) and size.
+fn peek_data_file(text: &str) -> Result<(String, u64)> {
     let man = parse_manifest(text)?;
     let f = man.data_file;
     if f.is_empty() || f.contains(['/', '\\']) || f == "." || f == ".." {
@@ -1256,7 +1296,7 @@ fn peek_data_file(text: &str) -> Result<String> {
             "bad data_file {f:?} in the manifest"
         )));
     }
-    Ok(f)
+    Ok((f, man.data_bytes))
 }
 
 #[cfg(test)]
@@ -1264,6 +1304,7 @@ mod tests {
     use super::*;
     use crate::xr::infer::{predict, PredictParams};
     use crate::xr::testutil::*;
+    use crate::xr::PostProcessor;
 
     fn tmpdir(name: &str) -> std::path::PathBuf {
         let d =
@@ -1543,6 +1584,104 @@ mod tests {
             predict(&m, &x.view(), &p).unwrap(),
             predict(&model, &x.view(), &p).unwrap()
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A mapped load checks the whole structure: a corruption that passes the checksum (the
+    /// manifest's crc fixed up) is rejected by a mapped load whenever a full load rejects it
+    /// for its structure; what a mapped load accepts (corrupt weights) answers with valid ids
+    /// and finite scores, and `verify` reports it.
+    #[test]
+    fn mapped_loads_check_structure_and_answer_validly() {
+        let (_, _, model) = sample(11);
+        let dir = tmpdir("mapped-structure");
+        model.save(&dir).unwrap();
+        let dpath = dir.join(DATA_FILE);
+        let mpath = dir.join(MANIFEST_FILE);
+        let good = std::fs::read(&dpath).unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+        let x = random_queries(40, 30, 12, 8);
+        let mut rng = crate::cluster::SplitMix64::new(3);
+        let header = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+        let (mut structural, mut accepted) = (0, 0);
+        for t in 0..600 {
+            let mut b = good.clone();
+            let at = header + rng.below((b.len() - header) as u64) as usize;
+            b[at] = match t % 3 {
+                0 => b[at] ^ (1 << rng.below(8)),
+                1 => 0xff,
+                _ => rng.below(256) as u8,
+            };
+            if b == good {
+                continue;
+            }
+            let mut m = manifest.clone();
+            m["checksum"] = format!("crc32:{:08x}", store::crc32(&b)).into();
+            std::fs::write(&dpath, &b).unwrap();
+            std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+            let full = XrModel::load(&dir, false);
+            let mapped = XrModel::load(&dir, true);
+            match (&full, &mapped) {
+                (Err(e), _) if !e.to_string().contains("weight") => {
+                    structural += 1;
+                    assert!(mapped.is_err(), "mapped load accepted: {e}");
+                }
+                (_, Ok(mm)) => {
+                    accepted += 1;
+                    assert_eq!(mm.verify().is_ok(), full.is_ok());
+                    for pp in [PostProcessor::Hinge(3), PostProcessor::Noop] {
+                        for beam_size in [1, 4, 1000] {
+                            let p = PredictParams {
+                                beam_size,
+                                topk: 7,
+                                post_processor: pp,
+                                ..PredictParams::default()
+                            };
+                            let (ids, sc) = predict(mm, &x.view(), &p).unwrap();
+                            for (&i, &s) in ids.iter().zip(&sc) {
+                                assert!(i >= -1 && i < model.n_labels() as i64);
+                                assert!(i == -1 || s.is_finite(), "{s}");
+                            }
+                        }
+                    }
+                }
+                (Ok(_), Err(e)) => panic!("a mapped load rejected what a full load accepts: {e}"),
+                _ => {}
+            }
+        }
+        assert!(structural > 50 && accepted > 50, "{structural} {accepted}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Replacing a saved model in place never leaves the directory without a complete model:
+    /// the array file of the new model gets a name the old manifest does not use.
+    #[test]
+    fn saving_over_a_model_alternates_array_files() {
+        let (_, _, a) = sample(12);
+        let (_, _, b) = sample(13);
+        let dir = tmpdir("replace");
+        let x = random_queries(20, 30, 12, 8);
+        let p = PredictParams::default();
+        a.save(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"keep").unwrap();
+        for (i, m) in [&b, &a, &b].into_iter().enumerate() {
+            let before = std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap();
+            m.save(&dir).unwrap();
+            let after = std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap();
+            let (f0, f1) = (
+                peek_data_file(&before).unwrap().0,
+                peek_data_file(&after).unwrap().0,
+            );
+            assert_ne!(f0, f1, "save {i} reused the array file in use");
+            assert!(!dir.join(&f0).exists(), "the old array file is removed");
+            let back = XrModel::load(&dir, true).unwrap();
+            assert_eq!(
+                predict(&back, &x.view(), &p).unwrap(),
+                predict(m, &x.view(), &p).unwrap()
+            );
+        }
+        assert_eq!(std::fs::read(dir.join("notes.txt")).unwrap(), b"keep");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

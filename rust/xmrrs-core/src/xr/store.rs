@@ -49,23 +49,23 @@ impl Backing {
         Backing::Heap(words, bytes.len())
     }
 
-    /// Reads a whole file into an aligned heap buffer.
-    pub(crate) fn read_file(path: &Path) -> Result<Backing> {
+    /// Reads a whole regular file of `expect` bytes into an aligned heap buffer; a file of
+    /// another size is an error before anything is allocated.
+    pub(crate) fn read_file(path: &Path, expect: u64) -> Result<Backing> {
         use std::io::Read;
         let io = |e| io_err(path, e);
-        let mut f = std::fs::File::open(path).map_err(io)?;
-        let len = f.metadata().map_err(io)?.len();
-        let len = usize::try_from(len)
-            .map_err(|_| Error::invalid(format!("{}: file too large", path.display())))?;
-        let mut words = vec![0u64; len.div_ceil(8)];
+        let mut f = open_regular(path)?;
+        let len = checked_size(&f, path, expect)?;
+        let mut words = crate::alloc::try_vec(len.div_ceil(8), 0u64, "a model array file")?;
         f.read_exact(&mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len])
             .map_err(io)?;
         Ok(Backing::Heap(words, len))
     }
 
-    /// Maps a whole file read-only.
-    pub(crate) fn map_file(path: &Path) -> Result<Backing> {
-        let f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    /// Maps a whole regular file of `expect` bytes read-only.
+    pub(crate) fn map_file(path: &Path, expect: u64) -> Result<Backing> {
+        let f = open_regular(path)?;
+        checked_size(&f, path, expect)?;
         // SAFETY: the map is read-only, and the element types read through it are plain data
         // (any bit pattern is valid), so concurrent changes by another process cannot break
         // memory safety of the slices beyond what the memmap2 documentation states; the
@@ -73,6 +73,57 @@ impl Backing {
         let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| io_err(path, e))?;
         Ok(Backing::Map(m))
     }
+}
+
+/// The length of `f` as a `usize` when it is `expect` bytes, else an error.
+fn checked_size(f: &std::fs::File, path: &Path, expect: u64) -> Result<usize> {
+    let len = f.metadata().map_err(|e| io_err(path, e))?.len();
+    if len != expect {
+        return Err(Error::invalid(format!(
+            "{}: {len} bytes, the manifest says {expect} (truncated or replaced?)",
+            path.display()
+        )));
+    }
+    usize::try_from(len).map_err(|_| Error::invalid(format!("{}: file too large", path.display())))
+}
+
+/// Opens `path` for reading if it is a regular file (following links). A FIFO, a device or a
+/// directory is an error at once: the file is opened without blocking (a FIFO without a
+/// writer would block an ordinary open forever) and checked before anything is read.
+pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let f = opts.open(path).map_err(|e| io_err(path, e))?;
+    if !f.metadata().map_err(|e| io_err(path, e))?.is_file() {
+        return Err(Error::invalid(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// Reads a regular text file of at most `max` bytes (manifests).
+pub(crate) fn read_text(path: &Path, max: u64) -> Result<String> {
+    use std::io::Read;
+    let f = open_regular(path)?;
+    let len = f.metadata().map_err(|e| io_err(path, e))?.len();
+    if len > max {
+        return Err(Error::invalid(format!(
+            "{}: {len} bytes, more than a manifest can hold ({max})",
+            path.display()
+        )));
+    }
+    let mut text = String::new();
+    f.take(max)
+        .read_to_string(&mut text)
+        .map_err(|e| io_err(path, e))?;
+    Ok(text)
 }
 
 pub(crate) fn io_err(path: &Path, source: std::io::Error) -> Error {
@@ -355,8 +406,18 @@ pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     h.finalize()
 }
 
+/// Syncs the directory holding `path`, so that a rename into it survives a power loss (a
+/// no-op where directories cannot be opened as files).
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Writes `path` atomically: `fill` writes a temporary file beside it, which is synced and
-/// renamed over `path`.
+/// renamed over `path`, and the directory is synced.
 pub(crate) fn write_atomic<R>(
     path: &Path,
     fill: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<R>,
@@ -376,6 +437,7 @@ pub(crate) fn write_atomic<R>(
         };
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
+        sync_parent(path)?;
         Ok(r)
     })();
     result.map_err(|e| {

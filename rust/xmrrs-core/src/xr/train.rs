@@ -245,11 +245,11 @@ pub fn train_layers_with_stats(
     let mut kt: Vec<Csr> = Vec::with_capacity(depth + 1);
     let mut k = col_gather(y, tree.labels())?;
     let rel_t = match relevance {
-        Some(r) => Some(transpose(&col_gather(r, tree.labels())?.view())),
+        Some(r) => Some(transpose(&col_gather(r, tree.labels())?.view())?),
         None => None,
     };
     for m in (0..=depth).rev() {
-        kt.push(transpose(&k.view()));
+        kt.push(transpose(&k.view())?);
         if m > 0 {
             k = aggregate(&k.view(), ptr_of(m));
         }
@@ -312,7 +312,7 @@ pub fn train_layers_with_stats(
                 params.man_beam_size,
                 params.man_post_processor,
             )?;
-            let t = transpose(&b.view());
+            let t = transpose(&b.view())?;
             beam = Some(b);
             Some(t)
         } else {
@@ -817,7 +817,7 @@ pub fn beam_match(
         _ => {}
     }
     // Feature-major copy of the weights: row j lists (child, weight) by increasing child.
-    let wt = transpose(&layer.weights.view());
+    let wt = transpose(&layer.weights.view())?;
     let max_children = layer
         .child_ptr
         .windows(2)
