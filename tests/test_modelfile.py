@@ -102,14 +102,27 @@ def test_truncated_or_flipped_arrays_are_rejected(
     for mmap in (False, True):
         with pytest.raises(ValueError):
             XRLinearClassifier.load(path, mmap=mmap)
+    # a flipped weight: the full load rejects it by the checksum; a mapped load checks the
+    # structure only (a weight can change scores, never validity) and verify() finds it
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    start, end = header["layer0.vals"]["data_offsets"]
     flipped = bytearray(raw)
-    flipped[len(raw) - 5] ^= 0xFF  # inside the last array's values
+    flipped[8 + n + (start + end) // 2] ^= 0xFF
     target.write_bytes(bytes(flipped))
     with pytest.raises(ValueError, match="checksum"):
         XRLinearClassifier.load(path, mmap=False)
-    loaded = XRLinearClassifier.load(path, mmap=True)  # mmap defers the checksum...
+    loaded = XRLinearClassifier.load(path, mmap=True)
+    which = [str(m) for m in _array_files(path)].index(str(target))
     with pytest.raises(ValueError, match="checksum"):
-        loaded.models_[1 if "estimator-1" in str(target) else 0].verify()  # ...to verify()
+        loaded.models_[which].verify()
+    # a flipped index (the last array holds the narrowest ids): both loads reject it
+    flipped = bytearray(raw)
+    flipped[len(raw) - 5] ^= 0xFF
+    target.write_bytes(bytes(flipped))
+    for mmap in (False, True):
+        with pytest.raises(ValueError):
+            XRLinearClassifier.load(path, mmap=mmap)
 
 
 def test_bad_manifests_are_rejected(tmp_path: Path, model: XRLinearClassifier) -> None:
