@@ -167,7 +167,10 @@ def sparse(draw: st.DrawFn, rows: int | None = None, cols: int | None = None) ->
         a._shape = (n + 2, m)
     fmt = draw(st.sampled_from(["csr", "csr", "csr", "csc", "coo", "array"]))
     if corrupt == "none" and fmt != "csr":
-        a = {"csc": a.tocsc, "coo": a.tocoo, "array": lambda: sp.csr_array(a)}[fmt]()
+        try:
+            a = {"csc": a.tocsc, "coo": a.tocoo, "array": lambda: sp.csr_array(a)}[fmt]()
+        except ValueError:  # scipy cannot convert some dtypes (float16): keep the CSR
+            pass
     return a
 
 
@@ -356,7 +359,7 @@ def prop_sparse(data: st.DataObject) -> None:
     if name in ("topk",):
         ids, sc = out
         k = int(args[1])
-        if ids.shape != sc.shape or ids.shape[0] != rows or ids.shape[1] not in (k, min(k, cols)):
+        if ids.shape != sc.shape or ids.shape[0] != rows or ids.shape[1] != min(k, cols):
             raise Broken(f"invalid-answer: topk shapes {ids.shape} {sc.shape} for {shape}, k={k}")
         if ids.size and (ids.min() < -1 or ids.max() >= cols):
             raise Broken(f"invalid-answer: topk ids out of range: {ids.tolist()}")

@@ -413,10 +413,10 @@ def check_topk(ids: Any, scores: Any, n: int, k: int, n_labels: int) -> str | No
     """Why the answer is invalid, or None."""
     ids = np.asarray(ids)
     scores = np.asarray(scores)
-    # k above n_labels may be clamped to n_labels (the answer then holds every label)
-    shapes = {(n, k), (n, min(k, n_labels))}
-    if ids.shape not in shapes or scores.shape != ids.shape:
-        return f"shapes {ids.shape} {scores.shape}, expected {sorted(shapes)}"
+    # documented: (n_samples, min(k, n_labels))
+    want = (n, min(k, n_labels))
+    if ids.shape != want or scores.shape != want:
+        return f"shapes {ids.shape} {scores.shape}, expected {want}"
     if ids.dtype.kind != "i":
         return f"ids dtype {ids.dtype}"
     if scores.dtype != np.float32:
