@@ -294,7 +294,9 @@ def main() -> None:
                     "repeat": a.repeat,
                     "seeds": a.seeds,
                 }
-                fanouts = pecos_fanouts(n_labels, 16, 100) if which == "xmrrs-matched" else None
+                fanouts = (
+                    (pecos_fanouts(n_labels, 16, 100) or None) if which == "xmrrs-matched" else None
+                )
                 r = run_worker(
                     python, which, z_path, tmp, {**cfg, "max_leaf_size": leaf, "fanouts": fanouts}
                 )

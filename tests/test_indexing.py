@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xmrrs import XRLinearClassifier
 from xmrrs.indexing import ClusterTree, HierarchicalKMeans, label_representation, pecos_fanouts
 
 
@@ -195,7 +196,11 @@ def test_explicit_fanouts(balanced: bool) -> None:
         assert sizes.min() >= 12 and sizes.max() <= 13  # 301 / 24, max_leaf_size ignored
     else:
         assert tree.n_nodes_per_level[1] == 2 and tree.n_nodes_per_level[3] <= 24
-    assert HierarchicalKMeans(branching=[]).fit(z).tree_.n_leaves == 1
+    with pytest.raises(ValueError, match="at least one fan-out"):
+        HierarchicalKMeans(branching=[]).fit(z)
+    with pytest.raises(ValueError, match="at least one fan-out"):
+        XRLinearClassifier(branching=[]).fit(z, sp.identity(z.shape[0], format="csr"))
+    assert HierarchicalKMeans(branching=2, max_leaf_size=301).fit(z).tree_.n_leaves == 1
     assert HierarchicalKMeans(branching=np.array([3, 2])).fit(z).tree_.n_leaves == 6
     for bad in ([2, 1], [2, 2.5], ["a"], [2, True]):
         with pytest.raises(ValueError, match="fan-out"):
@@ -519,3 +524,17 @@ def test_n_init_keeps_the_best_of_its_runs() -> None:
 
     with pytest.raises(ValueError, match="n_init"):
         _xmrrs.hierarchical_kmeans(z, 2, n_init=0)
+
+
+def test_tree_files_must_be_regular_files(tmp_path: Path) -> None:
+    import os
+
+    z, _ = planted(60, 4, 5, seed=1)
+    tree = HierarchicalKMeans(branching=4, max_leaf_size=10).fit(z).tree_
+    for name in ("tree.json", "tree.npz"):
+        d = tmp_path / name
+        tree.save(d)
+        (d / name).unlink()
+        os.mkfifo(d / name)  # an ordinary open would block forever
+        with pytest.raises(ValueError, match="not a regular file"):
+            ClusterTree.load(d)

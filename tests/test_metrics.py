@@ -629,3 +629,12 @@ def test_scorer_in_sklearn_model_selection() -> None:
     assert search.best_params_ == {"flip": False}
     folds = [M.ndcg_at_k(Y_sparse[test], X[test], 5) for _, test in cv.split(X)]
     assert search.best_score_ == pytest.approx(np.mean(folds))
+
+
+def test_complex_truth_is_rejected() -> None:
+    from xmrrs.metrics import precision_at_k
+
+    ids = np.array([[0, 1]])
+    for y in (np.array([[1j, 0]]), sp.csr_matrix(np.array([[1 + 0j, 0]]))):
+        with pytest.raises(ValueError, match="complex"):
+            precision_at_k(y, ids, k=1)

@@ -66,7 +66,9 @@ def estimator_kwargs(params: dict[str, Any], n_labels: int) -> tuple[str, dict[s
     if PECOS_TREE in params:
         from xmrrs.indexing import pecos_fanouts
 
-        kwargs["branching"] = pecos_fanouts(n_labels, *params[PECOS_TREE])
+        # [] is PECOS's one-leaf tree: any integer branching gives it, as the leaf size
+        # then covers every label
+        kwargs["branching"] = pecos_fanouts(n_labels, *params[PECOS_TREE]) or 2
     return path, kwargs
 
 

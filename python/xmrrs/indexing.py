@@ -31,9 +31,11 @@ that of an average row), so they are never NaN and cluster with the "generic" la
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -44,6 +46,7 @@ import scipy.sparse as sp
 
 from xmrrs import _xmrrs
 from xmrrs import sparse as xs
+from xmrrs._files import read_regular
 from xmrrs._validation import csr_parts, to_scipy
 
 __all__ = ["ClusterTree", "HierarchicalKMeans", "label_representation", "pecos_fanouts"]
@@ -68,10 +71,16 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
 
 
 def check_branching(value: Any) -> int | tuple[int, ...]:
-    """Validate a ``branching``: an integer >= 2, or a sequence of per-level fan-outs >= 2."""
+    """Validate a ``branching``: an integer >= 2, or a non-empty sequence of per-level
+    fan-outs >= 2 (a one-leaf tree comes from ``max_leaf_size >= n_labels``)."""
     if isinstance(value, np.ndarray) and value.ndim == 1:
         value = value.tolist()
     if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        if len(value) == 0:
+            raise ValueError(
+                "branching must list at least one fan-out; for a tree of a single leaf use an "
+                "integer branching with max_leaf_size >= the number of labels"
+            )
         return tuple(_check_int(c, "every fan-out in branching", 2) for c in value)
     return _check_int(value, "branching (an integer or a sequence of fan-outs)", 2)
 
@@ -83,7 +92,9 @@ def pecos_fanouts(n_labels: int, nr_splits: int = 16, max_leaf_size: int = 100) 
     leaf if ``max_leaf_size >= n_labels``), then groups ``nr_splits`` consecutive nodes per
     level while more than ``nr_splits`` remain: 44,677 labels with ``nr_splits=16,
     max_leaf_size=100`` give ``[2, 16, 16]`` (512 leaves). ``nr_splits`` must be a power of 2
-    (as PECOS recommends), so every level's groups are whole.
+    (as PECOS recommends), so every level's groups are whole. ``[]`` means one leaf, which
+    ``branching`` does not take: pass an integer branching then (``max_leaf_size`` covers
+    every label).
     """
     n = _check_int(n_labels, "n_labels", 1)
     b = _check_int(nr_splits, "nr_splits", 2)
@@ -537,8 +548,8 @@ class ClusterTree:
         """
         d = Path(path)
         try:
-            meta = json.loads((d / "tree.json").read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
+            meta = json.loads(read_regular(d / "tree.json", "tree manifest", 1 << 20))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{d / 'tree.json'}: not valid JSON ({e})") from None
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
             raise ValueError(f"{d / 'tree.json'}: not an xmrrs cluster tree")
@@ -548,12 +559,13 @@ class ClusterTree:
         if not isinstance(depth, int) or depth < 0:
             raise ValueError(f"{d / 'tree.json'}: bad depth {depth!r}")
         try:
-            with np.load(d / "tree.npz", allow_pickle=False) as f:
+            raw = io.BytesIO(read_regular(d / "tree.npz", "tree array file"))
+            with np.load(raw, allow_pickle=False) as f:
                 ptrs = [np.array(f[f"child_ptr_{t}"]) for t in range(depth)]
                 leaf_ptr, labels = np.array(f["leaf_ptr"]), np.array(f["labels"])
         except FileNotFoundError:
             raise
-        except (KeyError, ValueError, OSError, EOFError) as e:
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"{d / 'tree.npz'}: corrupt or incomplete ({e})") from None
         tree = cls(ptrs, leaf_ptr, labels)
         if meta.get("n_labels") != tree.n_labels or meta.get("n_nodes_per_level") != (

@@ -42,12 +42,15 @@ from typing import Any, TypeVar
 import numpy as np
 
 from xmrrs import _xmrrs
+from xmrrs._files import read_regular
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "check_target", "load", "save"]
 
 FORMAT = "xmrrs.XRLinearClassifier"
 FORMAT_VERSION = 1
 MANIFEST = "xmrrs-model.json"
+#: Largest manifest ``load`` reads (a real one is a few KiB, plus the class names).
+MAX_MANIFEST_BYTES = 1 << 30
 
 T = TypeVar("T")
 
@@ -135,19 +138,11 @@ def _read_manifest(mpath: Path) -> Any:
     """The parsed manifest at ``mpath``, read only if it is a regular file (never blocks on a
     FIFO or a device)."""
     try:
-        st = os.stat(mpath)
+        raw = read_regular(mpath, "manifest", MAX_MANIFEST_BYTES)
     except (FileNotFoundError, NotADirectoryError):
         raise FileNotFoundError(
             f"{mpath.parent} is not an xmrrs model directory (no {MANIFEST})"
         ) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{mpath}: the manifest is not a regular file")
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(mpath, flags)
-    with open(fd, "rb", closefd=True) as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between stat and open
-            raise ValueError(f"{mpath}: the manifest is not a regular file")
-        raw = f.read()
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
