@@ -162,7 +162,7 @@ def _canonical_csr(matrix: Any) -> Any:
 
 
 def _as_truth(y_true: MatrixLike) -> _Truth:
-    if np.iscomplexobj(y_true.data if sp.issparse(y_true) else np.asarray(y_true)):
+    if np.iscomplexobj(y_true):  # sparse matrices answer by their dtype too
         raise ValueError("y_true must hold real 0/1 relevance, got complex values")
     if sp.issparse(y_true):
         csr = _canonical_csr(y_true)
