@@ -32,6 +32,13 @@ def test_version() -> None:
     assert xmrrs.__version__.count(".") == 2
 
 
+def test_cli_version() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "xmrrs", "--version"], capture_output=True, text=True, check=True
+    )
+    assert r.stdout.strip() == f"xmrrs {xmrrs.__version__}"
+
+
 def test_demo_runs_and_prints_metrics(capsys) -> None:  # type: ignore[no-untyped-def]
     code = main(["demo", "--n-samples", "2000", "--n-features", "3000", "--n-labels", "300"])
     out = capsys.readouterr().out

@@ -370,6 +370,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Extreme multi-label ranking (XR-Linear in Rust).",
         epilog=_EPILOG,
     )
+    from xmrrs._xmrrs import __version__
+
+    p.add_argument("--version", action="version", version=f"xmrrs {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser(
