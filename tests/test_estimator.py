@@ -145,8 +145,10 @@ def test_bad_input_raises_clear_errors(data: tuple, fitted: XRLinearClassifier) 
         clf.fit(Xtr, Ytr[:-1])
     with pytest.raises(ValueError, match="0/1"):
         clf.fit(Xtr, Ytr * 2.0)
+    with pytest.raises(ValueError, match="continuous"):
+        clf.fit(Xtr, np.linspace(0, 1, Xtr.shape[0]))  # a 1-D y holds class labels
     with pytest.raises(ValueError, match="2-D"):
-        clf.fit(Xtr, np.zeros(Xtr.shape[0]))
+        clf.fit(Xtr, np.zeros((Xtr.shape[0], 2, 2)))
     bad = Xtr.copy()
     bad.data[0] = np.nan
     with pytest.raises(ValueError, match="NaN"):

@@ -18,6 +18,25 @@ Example
 >>> X, Y = make_xmc(2000, 5000, 200, random_state=0)
 >>> clf = XRLinearClassifier(n_jobs=1).fit(X[:1500], Y[:1500])
 >>> ids, scores = clf.predict_topk(X[1500:], k=5)
+
+Targets
+-------
+``fit`` takes a 0/1 indicator ``Y`` (dense or sparse), label lists (one collection of
+label names per row) or a 1-D ``y`` of one class per row (extreme multi-class, as
+napkinXC supports). With a 1-D ``y``, :meth:`~XRLinearClassifier.predict` returns class
+labels and :meth:`~XRLinearClassifier.score` is the accuracy, as for any scikit-learn
+classifier; otherwise ``predict`` is the sparse top-k indicator and ``score`` is P@1.
+
+Model selection
+---------------
+The scorers of :mod:`xmrrs.metrics` and ``score`` take every one of these forms (label
+lists and class labels are matched against the fitted ``classes_``; labels unknown to it
+count as misses). ``GridSearchCV`` and ``cross_val_score`` work with all of them, with one
+restriction that comes from scikit-learn: for a classifier, an integer ``cv`` means
+``StratifiedKFold``, whose ``type_of_target`` rejects label lists ("legacy multi-label data
+representation"). With label lists pass a splitter, ``cv=KFold(n_splits)``. A sparse ``Y``
+works with ``GridSearchCV`` but not with ``cross_val_score`` / ``cross_validate``, which
+validate ``y`` as a dense array-like (pass ``Y.toarray()`` or label lists there).
 """
 
 from __future__ import annotations
@@ -32,7 +51,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from xmrrs import _xmrrs
-from xmrrs._targets import as_indicator, encode_label_lists, is_label_lists
+from xmrrs._targets import as_indicator, column_to_1d, is_class_vector, truth_indicator
 from xmrrs._validation import csr_parts, is_sparray
 from xmrrs.indexing import ClusterTree, HierarchicalKMeans, check_branching, label_representation
 
@@ -165,7 +184,8 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     beam_size : int, default=10
         Beam width of the search on the inner levels.
     top_k : int, default=10
-        Labels returned by :meth:`predict` and :meth:`decision_function`.
+        Labels returned by :meth:`predict` (multi-label targets) and
+        :meth:`decision_function`.
     post_processor : str, default="l3-hinge"
         Margin transform combined along the path: ``"l3-hinge"`` (``exp(-max(0, 1-m)^3)``,
         multiplied), ``"sigmoid"``, ``"noop"``, ``"log-l3-hinge"``, ``"log-sigmoid"``...
@@ -182,7 +202,10 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     ----------
     classes_ : ndarray of shape (n_labels,)
         Label of each column of the outputs: ``arange(n_labels)`` for an indicator ``Y``,
-        the sorted label names when ``Y`` was a list of label lists.
+        the sorted label names when ``Y`` was a list of label lists or a 1-D ``y``.
+    target_type_ : {"multilabel", "multiclass"}
+        ``"multiclass"`` when ``fit`` got a 1-D ``y`` (one class per row): :meth:`predict`
+        then returns class labels and :meth:`score` is the accuracy.
     n_features_in_ : int
         Number of features seen in ``fit``.
     tree_ : ClusterTree
@@ -249,9 +272,9 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         tags.classifier_tags.multi_label = True
-        tags.classifier_tags.multi_class = False
+        tags.classifier_tags.multi_class = True
         tags.target_tags.two_d_labels = True
-        tags.target_tags.single_output = False
+        tags.target_tags.single_output = True
         tags.target_tags.multi_output = True
         return tags
 
@@ -419,9 +442,12 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Features (tf-idf or similar; rows are L2-normalised when ``normalize``).
-        Y : {array-like, sparse matrix} of shape (n_samples, n_labels), or list of label lists
+        Y : {array-like, sparse matrix} of shape (n_samples, n_labels) or (n_samples,), or \
+list of label lists
             0/1 indicator, or one collection of labels per sample (names are then sorted into
-            ``classes_``, as :class:`~sklearn.preprocessing.MultiLabelBinarizer` does).
+            ``classes_``, as :class:`~sklearn.preprocessing.MultiLabelBinarizer` does), or a
+            1-D vector of one class label per sample (ints or strings; multi-class: trained
+            as one label per row, ``classes_`` its sorted distinct values).
             Labels without any positive sample are kept; their models only see negatives, so
             they are rarely ranked. Samples without labels only serve as negatives.
         relevance : sparse matrix of shape (n_samples, n_labels), optional
@@ -439,17 +465,22 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             "models_",
             "tree_",
             "classes_",
+            "target_type_",
             "n_iter_",
             "n_features_in_",
             "feature_names_in_",
         ):
             self.__dict__.pop(attr, None)
         x_parts, Xn = self._x_fit(X)
+        Y = column_to_1d(Y)
+        multiclass = is_class_vector(Y)
         Ym, names = as_indicator(Y, Xn.shape[0])
         rel_parts = None
         if relevance is not None:
             if names is not None:
-                raise ValueError("relevance needs Y as an indicator matrix, not label lists")
+                raise ValueError(
+                    "relevance needs Y as an indicator matrix, not label lists or class labels"
+                )
             if np.iscomplexobj(relevance.data if sp.issparse(relevance) else relevance):
                 raise ValueError("relevance must be real, got complex values")
             R = sp.csr_matrix(relevance, dtype=np.float32)
@@ -506,6 +537,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.models_ = models
         self.tree_ = trees[0]
         self.classes_ = names if names is not None else np.arange(Ym.shape[1])
+        self.target_type_ = "multiclass" if multiclass else "multilabel"
         return self
 
     # --------------------------------------------------------------------------- predict
@@ -556,27 +588,61 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         m = topk_to_csr(ids, scores, len(self.classes_), binary=binary)
         return _sparse_out(m) if not is_sparray(X) else sp.csr_array(m)
 
-    def predict(self, X: Any) -> sp.csr_matrix | sp.csr_array:
-        """Sparse 0/1 indicator (int32) of the ``top_k`` best labels of each row."""
+    def predict(self, X: Any) -> sp.csr_matrix | sp.csr_array | np.ndarray:
+        """Predicted labels.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or sparse matrix of shape (n_samples, n_labels)
+            Multi-class model (fitted on a 1-D ``y``): the best class of each row,
+            ``classes_[top-1]``. Multi-label model: sparse 0/1 indicator (int32) of the
+            ``top_k`` best labels of each row.
+        """
+        if getattr(self, "target_type_", "multilabel") == "multiclass":
+            ids, _ = self._search(X, 1, None)
+            # the beam reaches at least one leaf, so top-1 exists; -1 is only a safeguard
+            return np.asarray(self.classes_)[np.maximum(ids[:, 0], 0)]
         return self._topk_matrix(X, binary=True)
 
-    def decision_function(self, X: Any) -> sp.csr_matrix | sp.csr_array:
-        """Sparse matrix of the ``top_k`` best path scores of each row (others not stored)."""
+    def decision_function(self, X: Any) -> sp.csr_matrix | sp.csr_array | np.ndarray:
+        """Scores of the labels: the sparse top-k matrix, or a margin for two classes.
+
+        Returns
+        -------
+        sparse matrix of shape (n_samples, n_labels) or ndarray of shape (n_samples,)
+            The ``top_k`` best path scores of each row (others not stored; columns follow
+            ``classes_``). A multi-class model with exactly two classes returns, as
+            scikit-learn's binary classifiers do, the margin ``score(classes_[1]) -
+            score(classes_[0])`` (> 0 where ``predict`` says ``classes_[1]``), so that
+            ``OneVsRestClassifier`` and other binary meta-estimators can use it.
+
+        Notes
+        -----
+        Unlike scikit-learn's multi-class classifiers the output for more than two classes
+        is not a dense ``(n_samples, n_classes)`` array: with 1e5-1e6 classes it would not fit
+        in memory. :meth:`predict_topk` gives ids and scores as dense ``(n, k)`` arrays.
+        """
+        if getattr(self, "target_type_", "multilabel") == "multiclass" and len(self.classes_) == 2:
+            beam = max(2, self.beam_size)
+            ids, scores = self._search(X, 2, beam)
+            s = np.where(ids == 1, scores, -scores).astype(np.float64)
+            return np.asarray(s.sum(axis=1))
         return self._topk_matrix(X, binary=False)
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Precision@1 of the predictions against the true labels ``y`` (as in ``fit``)."""
+        """Precision@1 of the predictions against the true labels ``y`` (any form ``fit`` takes).
+
+        For a 1-D ``y`` this is the accuracy (the top label is the predicted class). Labels
+        of ``y`` unknown to the model count as misses.
+        """
         from xmrrs.metrics import precision_at_k
 
         if sample_weight is not None:
             raise ValueError("sample_weight is not supported by precision@1")
         check_is_fitted(self, "models_")
         ids, _ = self.predict_topk(X, 1)
-        if is_label_lists(y):
-            Yt, _ = encode_label_lists(y, self.classes_, unknown="ignore")
-            if Yt.shape[0] != ids.shape[0]:
-                raise ValueError(f"X has {ids.shape[0]} rows but y has {Yt.shape[0]}")
-        else:
+        Yt = truth_indicator(y, self.classes_, ids.shape[0])
+        if Yt is y:
             Yt, _ = as_indicator(y, ids.shape[0])
             if Yt.shape[1] != len(self.classes_):
                 raise ValueError(f"y has {Yt.shape[1]} labels, the model {len(self.classes_)}")

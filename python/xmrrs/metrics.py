@@ -885,8 +885,11 @@ class RankingScorer:
             Fitted estimator with ``predict_topk(X, k)`` or ``decision_function(X)``.
         X : array-like or sparse matrix
             Features.
-        y_true : sparse matrix or array-like of shape (n, L)
-            Ground-truth labels.
+        y_true : sparse matrix or array-like of shape (n, L), label lists, or 1-D labels
+            Ground-truth labels in any form ``XRLinearClassifier.fit`` takes: a 0/1
+            indicator, one collection of label names per row, or one class label per row.
+            Label lists and class labels are matched against ``estimator.classes_``;
+            labels unknown to it count as misses.
 
         Returns
         -------
@@ -911,6 +914,10 @@ class RankingScorer:
                 f"{type(estimator).__name__} has neither predict_topk(X, k) nor "
                 "decision_function(X); cannot compute a ranking metric"
             )
+        from xmrrs._targets import truth_indicator
+
+        n_rows = int(pred.shape[0])
+        y_true = truth_indicator(y_true, getattr(estimator, "classes_", None), n_rows)
         return _evaluate(self.metric, y_true, pred, self.k, kind=kind, **self.metric_kwargs)
 
     def __repr__(self) -> str:
@@ -947,9 +954,13 @@ def make_ranking_scorer(
 
     Notes
     -----
-    The scorer itself accepts sparse or dense ``Y``. ``GridSearchCV`` passes a sparse
-    ``Y`` through, but ``cross_val_score``/``cross_validate`` (scikit-learn 1.9)
-    validate ``y`` as array-like and reject sparse matrices there.
+    The scorer accepts every target form ``XRLinearClassifier.fit`` does: a sparse or
+    dense 0/1 indicator, label lists and a 1-D class vector (the latter two are matched
+    against the fitted ``estimator.classes_``; unknown labels count as misses).
+    ``GridSearchCV`` passes a sparse ``Y`` through, but ``cross_val_score``/
+    ``cross_validate`` (scikit-learn 1.9) validate ``y`` as array-like and reject sparse
+    matrices there. With label lists, pass ``cv=KFold(n)``: an integer ``cv`` makes
+    scikit-learn stratify, and its ``type_of_target`` rejects label lists.
 
     Raises
     ------

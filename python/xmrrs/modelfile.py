@@ -4,7 +4,8 @@ Layout (``format_version`` 1)::
 
     model/
       xmrrs-model.json        manifest: format name and version, xmrrs version, parameters,
-                              n_features_in, feature names, classes, list of estimators
+                              n_features_in, feature names, classes, target type
+                              ("multilabel" or "multiclass"), list of estimators
       estimator-0-<token>/    one directory per tree, written by the Rust core: a JSON manifest
       estimator-1-<token>/    and one array file (dtype, shape, offset, checksum of each array)
 
@@ -327,6 +328,7 @@ def save(est: Any, path: str | os.PathLike[str]) -> None:
         "n_features_in": int(est.n_features_in_),
         "feature_names_in": None if names is None else [str(s) for s in names],
         "classes": _classes_json(np.asarray(est.classes_)),
+        "target_type": getattr(est, "target_type_", "multilabel"),
         "estimators": [f"estimator-{i}-{token}" for i in range(len(est.models_))],
     }
     if exists:
@@ -419,6 +421,10 @@ def load(
     if not isinstance(estimators, list) or not estimators:
         raise ValueError(f"{mpath}: corrupt manifest (no estimators)")
     classes = _classes_from_json(manifest.get("classes"), str(mpath))
+    # absent in models written before 1-D targets (all multi-label)
+    target_type = manifest.get("target_type", "multilabel")
+    if target_type not in ("multilabel", "multiclass"):
+        raise ValueError(f"{mpath}: corrupt manifest (target_type {target_type!r})")
     try:
         factory: Any = cls
         est: Any = factory(**params, n_jobs=n_jobs)
@@ -456,6 +462,7 @@ def load(
         models.append(model)
     est.models_ = models
     est.classes_ = classes
+    est.target_type_ = target_type
     est.n_features_in_ = n_features
     if feature_names is not None:
         est.feature_names_in_ = np.asarray(feature_names, dtype=object)
