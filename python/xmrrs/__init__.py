@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # static view of the lazy attributes
         baseline as baseline,
     )
     from xmrrs import (
+        calibration as calibration,
+    )
+    from xmrrs import (
         datasets as datasets,
     )
     from xmrrs import (
@@ -41,7 +44,16 @@ if TYPE_CHECKING:  # static view of the lazy attributes
     from xmrrs.estimator import XRLinearClassifier as XRLinearClassifier
 
 _SUBMODULES = frozenset(
-    ["baseline", "datasets", "estimator", "indexing", "metrics", "modelfile", "sparse"]
+    [
+        "baseline",
+        "calibration",
+        "datasets",
+        "estimator",
+        "indexing",
+        "metrics",
+        "modelfile",
+        "sparse",
+    ]
 )
 __all__ = ["XRLinearClassifier", *sorted(_SUBMODULES)]
 
