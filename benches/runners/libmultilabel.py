@@ -71,7 +71,7 @@ def ovr_skip_reason(params: dict[str, Any], n_features: int, n_labels: int) -> s
         return None
     return (
         f"train_1vsrest's dense weights, ({n_features} + 1) x {n_labels} float64 = "
-        f"{need / 2**30:.1f} GiB, exceed the bound of {params['max_weights_gib']} GiB"
+        f"{need / 2**30:.3g} GiB, exceed the bound of {params['max_weights_gib']} GiB"
     )
 
 
