@@ -1,4 +1,5 @@
-"""Accuracy over seeds: xmrrs at PECOS's settings against PECOS XR-Linear, seeds 0..N-1.
+"""Accuracy over seeds: xmrrs at PECOS's settings against PECOS XR-Linear (and LibMultiLabel's
+tree and one-vs-rest), seeds 0..N-1.
 
     .venv/bin/python benches/bench_seeds.py --data ../shared/data/rcv1-subset1 \\
         --data ../shared/data/stackex-cs --synthetic 10000 --seeds 8
@@ -10,6 +11,14 @@ the means over seeds. Each library runs in its own process (PECOS with the pytho
 the settings of the suite's ``xmrrs-pecos-matched`` and ``pecos-xrlinear`` rows and
 ``random_state`` / ``seed`` = 0..N-1; both write their top-10 ids and this process scores
 them with ``xmrrs.metrics``. Timings are not the point here (see ``suite.py``).
+
+The peers (``--peers``, default all three) run with the settings of the suite's rows of the same
+name: ``pecos-xrlinear`` with ``seed`` = 0..N-1, ``libmultilabel-tree`` and
+``libmultilabel-1vsrest`` with numpy's global RNG seeded 0..N-1 before each training (the tree's
+k-means draws its seeds from it; the one-vs-rest model has no random step of its own beyond
+LIBLINEAR's, which Python cannot seed). LibMultiLabel's rows are left out with a note when the
+peers' python lacks ``libmultilabel``, and ``libmultilabel-1vsrest`` when its dense weights
+would exceed the suite's bound. Only the xmrrs row gets the diff columns (xmrrs - PECOS).
 
 Writes a Markdown table to ``--out`` (default ``benches/results/seeds.md``) and JSON lines
 next to it.
@@ -35,6 +44,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
 sys.path.insert(0, str(HERE))
+
+#: the peers this script can run over seeds (worker name = the suite's row name)
+SEEDED_PEERS = ("pecos-xrlinear", "libmultilabel-tree", "libmultilabel-1vsrest")
 
 
 def _load(root: Path, name: str) -> Any:
@@ -81,7 +93,46 @@ def worker_pecos(root: Path, seeds: int, n_jobs: int) -> np.ndarray:
     return np.stack(out)
 
 
-PEERS = ("pecos-xrlinear", "omikuji-parabel", "omikuji-bonsai", "napkinxc-plt")
+def worker_libmultilabel(root: Path, seeds: int, row: str) -> np.ndarray:
+    """Top-10 ids of LibMultiLabel's suite row ``row`` trained with numpy's global RNG seeded
+    0..N-1 (inside :func:`runners.libmultilabel.fit`)."""
+    from runners import PEERS as SUITE_PEERS
+    from runners.libmultilabel import as_inputs, fit, topk_ids
+
+    params = next(lib.params for lib in SUITE_PEERS if lib.name == row)
+    X, Y = as_inputs(_load(root, "X_train"), _load(root, "Y_train"))
+    Xte = as_inputs(_load(root, "X_test"))[0]
+    beam = params["beam_width"] if params["method"] == "tree" else None
+    out = []
+    for seed in range(seeds):
+        model = fit(X, Y, {**params, "seed": seed})
+        out.append(topk_ids(model, Xte, 10, beam))
+        del model
+    return np.stack(out)
+
+
+def lml_skip_reason(row: str, meta: dict[str, Any]) -> str | None:
+    """Why LibMultiLabel's ``row`` is left out on this data set, or ``None``."""
+    from runners import PEERS as SUITE_PEERS
+    from runners.libmultilabel import ovr_skip_reason
+
+    probe = subprocess.run(
+        [str(PEERS_PYTHON), "-c", "import libmultilabel.linear"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        return f"libmultilabel is not importable by {PEERS_PYTHON} (run benches/setup_peers.sh)"
+    params = next(lib.params for lib in SUITE_PEERS if lib.name == row)
+    return ovr_skip_reason(params, meta["n_features"], meta["n_labels"])
+
+
+PEERS = (
+    "pecos-xrlinear",
+    "omikuji-parabel",
+    "omikuji-bonsai",
+    "napkinxc-plt",
+    "libmultilabel-tree",
+    "libmultilabel-1vsrest",
+)
 
 
 SPLIT_KEYS = ("name", "n_train", "n_test", "n_features", "n_labels", "nnz_X_train", "nnz_Y_train")
@@ -113,17 +164,24 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--defaults", action="store_true", help="the library defaults vs the peers")
+    ap.add_argument(
+        "--peers",
+        default=",".join(SEEDED_PEERS),
+        help="comma-separated peers run over seeds (default: %(default)s; not with --defaults)",
+    )
     ap.add_argument("--out", default=None, help="Markdown table (see above)")
     ap.add_argument("--cache-dir", default=None, help="the suite's data cache")
-    ap.add_argument("--worker", choices=("xmrrs", "pecos"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=("xmrrs", *SEEDED_PEERS), help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     ap.add_argument("--ids", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         if a.worker == "xmrrs":
             ids = worker_xmrrs(Path(a.root), a.seeds, a.n_jobs, a.defaults)
-        else:
+        elif a.worker == "pecos-xrlinear":
             ids = worker_pecos(Path(a.root), a.seeds, a.n_jobs)
+        else:
+            ids = worker_libmultilabel(Path(a.root), a.seeds, a.worker)
         np.save(a.ids, ids)
         return
     out = a.out or str(HERE / "results" / ("seeds_defaults.md" if a.defaults else "seeds.md"))
@@ -136,17 +194,28 @@ def main() -> None:
 
     cache = Path(a.cache_dir) if a.cache_dir else suite.DEFAULT_CACHE
     specs = list(a.data) + [f"synthetic:{s}" for s in a.synthetic]
-    libs = ["xmrrs", "pecos"] if PEERS_PYTHON.exists() and not a.defaults else ["xmrrs"]
-    if "pecos" not in libs and not a.defaults:
-        print(f"note: {PEERS_PYTHON} is missing (run benches/setup_peers.sh); PECOS skipped")
+    peers = [] if a.defaults else [p.strip() for p in a.peers.split(",") if p.strip()]
+    for p in peers:
+        if p not in SEEDED_PEERS:
+            raise SystemExit(f"--peers: unknown peer {p!r}; choose from {', '.join(SEEDED_PEERS)}")
+    if peers and not PEERS_PYTHON.exists():
+        print(f"note: {PEERS_PYTHON} is missing (run benches/setup_peers.sh); peers skipped")
+        peers = []
     rows: list[dict[str, Any]] = []
     name = "xmrrs-defaults" if a.defaults else "xmrrs-pecos-matched"
     for spec in specs:
         ds = suite.prepare_data(spec, cache, a.n_jobs)
         Yte = sp.load_npz(ds.root / "Y_test.npz").tocsr()
         res = {}
+        libs = ["xmrrs"]
+        for p in peers:
+            why = lml_skip_reason(p, ds.meta) if p.startswith("libmultilabel") else None
+            if why:
+                print(f"  {ds.name} {p}: skipped ({why})", flush=True)
+            else:
+                libs.append(p)
         for lib in libs:
-            python = PEERS_PYTHON if lib == "pecos" else Path(sys.executable)
+            python = Path(sys.executable) if lib == "xmrrs" else PEERS_PYTHON
             with tempfile.TemporaryDirectory() as d:
                 ids_path = Path(d) / "ids.npy"
                 cmd = [str(python), __file__, "--worker", lib, "--root", str(ds.root)]
@@ -161,7 +230,7 @@ def main() -> None:
             rows.append(
                 {
                     "data": ds.name,
-                    "library": name if lib == "xmrrs" else "pecos-xrlinear",
+                    "library": name if lib == "xmrrs" else lib,
                     "seeds": a.seeds,
                     "per_seed": per_seed.round(6).tolist(),
                     "mean": per_seed.mean(axis=0).tolist(),
@@ -171,8 +240,10 @@ def main() -> None:
             )
             m = per_seed.mean(axis=0)
             print(f"  {ds.name} {lib}: P@1/3/5 mean {m.round(4)}", flush=True)
-        if len(res) == 2:
-            rows[-2]["diff_vs_pecos"] = (res["xmrrs"].mean(0) - res["pecos"].mean(0)).tolist()
+        if "pecos-xrlinear" in res:
+            ours = next(r for r in rows if r["data"] == ds.name and r["library"] == name)
+            diff = res["xmrrs"].mean(0) - res["pecos-xrlinear"].mean(0)
+            ours["diff_vs_pecos"] = diff.tolist()
         if a.defaults:
             ours = res["xmrrs"].mean(0)
             for lib, per_run in peer_history(ds.meta).items():
@@ -207,8 +278,9 @@ def main() -> None:
         head = (
             f"Accuracy over seeds 0-{a.seeds - 1}, {stamp}; machine: {info['cores']} cores, "
             f"{info['cpu']}. xmrrs-pecos-matched: PECOS's settings and tree shape "
-            "(pecos_fanouts); pecos-xrlinear: the suite's PECOS row; only the seed changes. "
-            "Cells: mean over seeds (min-max); diff: xmrrs mean - PECOS mean."
+            "(pecos_fanouts); pecos-xrlinear, libmultilabel-tree, libmultilabel-1vsrest: the "
+            "suite's rows (LibMultiLabel seeded through numpy's global RNG); only the seed "
+            "changes. Cells: mean over seeds (min-max); diff: xmrrs mean - PECOS mean."
         )
     lines = [
         head,

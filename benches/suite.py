@@ -1,5 +1,5 @@
-"""Comparison benchmark: xmrrs against PECOS XR-Linear, omikuji (Parabel and Bonsai settings)
-and napkinXC PLT, on the same data, measured the same way.
+"""Comparison benchmark: xmrrs against PECOS XR-Linear, omikuji (Parabel and Bonsai settings),
+napkinXC PLT and LibMultiLabel (tree and one-vs-rest), on the same data, measured the same way.
 
     .venv/bin/python benches/suite.py --data ../shared/data/bibtex --data ../shared/data/stackex-cs
     .venv/bin/python benches/suite.py --synthetic 10000 --synthetic 200000
@@ -11,7 +11,9 @@ xmrrs's workers, which import the xmrrs package of the running python through a
 ``PYTHONPATH`` that holds it alone: every library then runs on the same numpy, scipy and
 scikit-learn, whose import footprint alone differs by 10+ MB between versions (peak memory
 includes it). ``--xmrrs-python own`` runs xmrrs with this python instead. A library that
-cannot be imported is skipped, and the output says so.
+cannot be imported is skipped, and the output says so; so is a row whose runner declines the
+data set in its train stage (LibMultiLabel's one-vs-rest when its dense weights would exceed
+its bound).
 
 Data: a folder with ``train.txt`` and ``test.txt`` (XC format), or ``--synthetic L`` for
 ``xmrrs.datasets.make_xmc(n_train + n_test, n_features, L, random_state=0)`` split into the
@@ -370,6 +372,11 @@ def run_library(lib: Library, data: DataSet, s: Settings) -> dict[str, Any]:
     settle(s)
     rec["load_train"], rec["busy_train"] = check_load(f"training {lib.name}")
     tr = run_stage(lib, "train", s, common)
+    if tr.get("available") is False and "error" not in tr:
+        # the runner declined this data set (e.g. a model that would not fit in memory)
+        print(f"  {lib.name}: SKIPPED ({tr['reason']})", flush=True)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        return {**rec, "status": "skipped", "reason": tr["reason"], "train": tr}
     if "error" in tr:
         print(f"  {lib.name}: training FAILED: {tr['error']}\n{tr.get('log_tail', '')}")
         return {**rec, "status": "failed", "reason": tr["error"], "train": tr}

@@ -1,13 +1,15 @@
 """Per-library runners of the comparison benchmark (``benches/suite.py``).
 
-Every runner module (``pecos``, ``omikuji``, ``napkinxc``, ``xmrrs``) has the same small
-interface, driven by :mod:`runners.common` inside a worker process of its own:
+Every runner module (``pecos``, ``omikuji``, ``napkinxc``, ``libmultilabel``, ``xmrrs``) has
+the same small interface, driven by :mod:`runners.common` inside a worker process of its own:
 
 - ``probe(params) -> dict``: the library's versions and its effective parameters; raises
   :class:`runners.common.Unavailable` when the library cannot be imported;
 - ``train(data, params, model_dir, n_jobs) -> dict``: trains on ``data.load_train()`` (or
   on the XC text file, for omikuji), saves the model into ``model_dir`` and returns at least
-  ``train_s`` (the training call only, no file parsing, no saving) and ``save_s``;
+  ``train_s`` (the training call only, no file parsing, no saving) and ``save_s``; it
+  raises :class:`runners.common.Unavailable` when the row cannot run on this data set
+  (the suite reports it as skipped, e.g. LibMultiLabel's one-vs-rest above its memory bound);
 - ``load(model_dir, params, n_jobs) -> Predictor``: loads a saved model for prediction.
 
 A ``Predictor`` has ``prepare(X)`` / ``prepare_one(X, i)`` (turn a CSR matrix or one of its
@@ -25,7 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: Which virtual environment each runner module needs.
-ENV_OF_RUNNER = {"pecos": "peers", "omikuji": "peers", "napkinxc": "peers", "xmrrs": "xmrrs"}
+ENV_OF_RUNNER = {
+    "pecos": "peers",
+    "omikuji": "peers",
+    "napkinxc": "peers",
+    "libmultilabel": "peers",
+    "xmrrs": "xmrrs",
+}
 
 #: PECOS XR-Linear as in ``notes/anchors-results.md``: PIFA + hierarchical spherical k-means,
 #: L2-loss SVM dual, tfn negatives, threshold 0.1, beam 10, l3-hinge, predict-only load.
@@ -51,6 +59,29 @@ PECOS_PARAMS: dict[str, Any] = {
 
 #: Settings of omikuji's Bonsai mode (its README): unbalanced k-means, k = 100, depth 3.
 OMIKUJI_BONSAI: dict[str, Any] = {"cluster_balanced": False, "cluster_k": 100, "max_depth": 3}
+
+#: LIBLINEAR options of LibMultiLabel's rows: -s 1 (L2-regularised squared hinge, dual CD),
+#: -B 1 (bias feature 1), -e 0.0001 (stopping tolerance), -q (quiet); C = 1 (the default).
+LML_OPTIONS = "-s 1 -B 1 -e 0.0001 -q"
+
+#: LibMultiLabel's tree (``linear.train_tree``; K and dmax are its defaults), beam 10.
+LML_TREE: dict[str, Any] = {
+    "method": "tree",
+    "options": LML_OPTIONS,
+    "K": 100,
+    "dmax": 10,
+    "beam_width": 10,
+    "seed": 0,
+}
+
+#: LibMultiLabel's one-vs-rest (``linear.train_1vsrest``), whose dense float64 weights of
+#: (n_features + 1) x n_labels are bounded: above ``max_weights_gib`` the row is skipped.
+LML_1VSREST: dict[str, Any] = {
+    "method": "1vsrest",
+    "options": LML_OPTIONS,
+    "seed": 0,
+    "max_weights_gib": 8,
+}
 
 #: xmrrs with the settings of :data:`PECOS_PARAMS` (the names of ``XRLinearClassifier``).
 XMRRS_PECOS_MATCHED: dict[str, Any] = {
@@ -123,6 +154,22 @@ PEERS: tuple[Library, ...] = (
         {},
         "napkinXC PLT with its defaults (hierarchical 2-means, log loss, exact top-k search); "
         "fit() writes the model to disk, so its train_s includes saving",
+    ),
+    Library(
+        "libmultilabel-tree",
+        "libmultilabel",
+        LML_TREE,
+        "LibMultiLabel train_tree (K=100, dmax=10; k-means seeded through numpy's global RNG, "
+        "seed 0), LIBLINEAR -s 1 -B 1 -e 0.0001, beam 10; trains on one thread per physical "
+        "core whatever n_jobs (no option), predicts on one",
+    ),
+    Library(
+        "libmultilabel-1vsrest",
+        "libmultilabel",
+        LML_1VSREST,
+        "LibMultiLabel train_1vsrest, LIBLINEAR -s 1 -B 1 -e 0.0001: dense float64 weights "
+        "(d+1) x L (the row is skipped above 8 GiB); trains on one thread per physical core "
+        "whatever n_jobs (no option), predicts on one",
     ),
 )
 
