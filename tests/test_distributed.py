@@ -107,7 +107,7 @@ def test_fit_is_bit_identical_to_one_process(client: Any, data: Any, tmp_path: P
     np.testing.assert_array_equal(scores, scores2)
     # the task names say which part of which tree they trained
     names = [n for n, _ in dist.timings_["tasks"]]
-    assert names[0] == "t0-top" and any(n.startswith("t2-nodes[") for n in names)
+    assert names[0] == "t0-top" and any(n.startswith("t2-part") for n in names)
 
 
 def test_given_tree_one_leaf_tree_and_other_losses(client: Any, data: Any) -> None:

@@ -426,6 +426,9 @@ def _train_tree(
         workers = max(1, len(run.client.scheduler_info(n_workers=-1)["workers"]))
         k = min(n_nodes, n_parts if n_parts is not None else 2 * workers)
         part_of_node = _lpt(cost, k)
+        timings.setdefault("subtrees", []).append(
+            {"cost": cost.tolist(), "part": part_of_node.tolist()}
+        )
         splits = [
             run.submit(f"split-t{i}-block{b}", _split, f, node_of_label, part_of_node, k)
             for b, f in enumerate(futs)
@@ -451,7 +454,7 @@ def _train_tree(
                     priority=k - rank,
                 )
             )
-            names.append(f"t{i}-nodes{roots.tolist()}")
+            names.append(f"t{i}-part{j}-nodes{roots.tolist()}")
     done = run.gather(jobs, progress)
     parts = []
     for name, (p, secs) in zip(names, done, strict=True):
@@ -506,7 +509,8 @@ def fit(
     -------
     estimator
         With ``models_``, ``tree_``, ``classes_``, ``n_iter_``, ``n_features_in_`` and
-        ``timings_`` (seconds of the stages and of each training task).
+        ``timings_`` (seconds of the stages; ``tasks``: ``(name, seconds)`` of each training
+        task; ``subtrees``: per tree, the cost estimate of each level-1 sub-tree and its part).
     """
     if not isinstance(estimator, XRLinearClassifier):
         raise TypeError("estimator must be an XRLinearClassifier")
