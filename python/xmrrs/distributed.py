@@ -68,6 +68,11 @@ from xmrrs._validation import csr_parts, to_scipy
 from xmrrs.estimator import XRLinearClassifier
 from xmrrs.indexing import ClusterTree, _as_csr, _fill_empty, label_representation
 
+try:
+    import distributed as _distributed  # noqa: F401
+except ImportError as e:  # pragma: no cover - the dev extra installs it
+    raise ImportError("xmrrs.distributed needs dask.distributed: pip install 'xmrrs[dask]'") from e
+
 __all__ = ["fit", "pifa", "predict_topk"]
 
 # test hook: seconds each training or prediction task sleeps first (set on the workers with
