@@ -527,7 +527,15 @@ def fit(
     rep = estimator.representation
     if callable(rep) and not isinstance(rep, str):
         raise ValueError("distributed training needs a named or precomputed representation")
-    for attr in ("models_", "tree_", "classes_", "n_iter_", "n_features_in_", "timings_"):
+    for attr in (
+        "models_",
+        "tree_",
+        "classes_",
+        "n_iter_",
+        "n_features_in_",
+        "target_type_",
+        "timings_",
+    ):
         estimator.__dict__.pop(attr, None)
     run = _Run(_client(client), retries)
     timings: dict[str, Any] = {}
@@ -607,6 +615,7 @@ def fit(
     estimator.models_ = models
     estimator.tree_ = trees[0]
     estimator.classes_ = np.arange(n_labels)
+    estimator.target_type_ = "multilabel"  # indicator Y blocks only
     estimator.n_features_in_ = n_features
     estimator.timings_ = timings
     return estimator
