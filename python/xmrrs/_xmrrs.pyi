@@ -149,3 +149,31 @@ def xr_predict_ensemble(
     normalize: bool = False,
 ) -> TopK: ...
 def check_post_processor(name: str) -> None: ...
+
+LayerPartOut = tuple[int, npt.NDArray[np.uint32], CsrOut, npt.NDArray[np.float32], int, float]
+
+def xr_train_subtrees(
+    x: CsrParts,
+    y: CsrParts,
+    tree: TreeParts,
+    level: int,
+    roots: npt.NDArray[np.uint32],
+    last_layer: int,
+    *,
+    loss: str = "squared_hinge",
+    cp: float = 1.0,
+    cn: float = 1.0,
+    max_iter: int = 100,
+    tol: float = 0.1,
+    bias: float = 1.0,
+    threshold: float = 0.1,
+    negatives: str = "tfn",
+    seed: int = 0,
+    relevance: CsrParts | None = None,
+    n_jobs: int | None = None,
+) -> list[LayerPartOut]: ...
+def xr_assemble(
+    tree: TreeParts,
+    parts: list[tuple[int, npt.NDArray[np.uint32], CsrParts, npt.NDArray[np.float32]]],
+    n_features: int,
+) -> XrModel: ...

@@ -5,6 +5,7 @@
 //! errors and panics into Python exceptions (see `errors`).
 
 mod convert;
+mod distributed;
 mod errors;
 mod indexing;
 mod xr;
@@ -384,5 +385,7 @@ fn _xmrrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(xr::xr_train, m)?)?;
     m.add_function(wrap_pyfunction!(xr::xr_predict_ensemble, m)?)?;
     m.add_function(wrap_pyfunction!(xr::check_post_processor, m)?)?;
+    m.add_function(wrap_pyfunction!(distributed::xr_train_subtrees, m)?)?;
+    m.add_function(wrap_pyfunction!(distributed::xr_assemble, m)?)?;
     Ok(())
 }

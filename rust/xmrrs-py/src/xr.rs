@@ -22,11 +22,11 @@ use crate::errors::{guard, to_py};
 use crate::indexing::TreeOut;
 use crate::{run, TopK};
 
-fn pp(name: &str) -> PyResult<PostProcessor> {
+pub(crate) fn pp(name: &str) -> PyResult<PostProcessor> {
     PostProcessor::parse(name).map_err(|e| PyValueError::new_err(format!("post_processor: {e}")))
 }
 
-fn u32s(a: &PyReadonlyArray1<'_, u32>, what: &str) -> PyResult<Vec<u32>> {
+pub(crate) fn u32s(a: &PyReadonlyArray1<'_, u32>, what: &str) -> PyResult<Vec<u32>> {
     a.as_slice()
         .map(<[u32]>::to_vec)
         .map_err(|_| PyValueError::new_err(format!("{what} must be contiguous")))
@@ -53,7 +53,7 @@ struct Scratch {
 }
 
 impl PyXrModel {
-    fn wrap(inner: XrModel) -> Self {
+    pub(crate) fn wrap(inner: XrModel) -> Self {
         PyXrModel {
             inner,
             scratch: Mutex::new(Scratch::default()),
@@ -262,7 +262,7 @@ impl PyXrModel {
     }
 }
 
-fn loss(name: &str) -> PyResult<Loss> {
+pub(crate) fn loss(name: &str) -> PyResult<Loss> {
     match name {
         "squared_hinge" => Ok(Loss::SquaredHinge),
         "hinge" => Ok(Loss::Hinge),
@@ -273,7 +273,7 @@ fn loss(name: &str) -> PyResult<Loss> {
     }
 }
 
-fn negatives(name: &str) -> PyResult<Negatives> {
+pub(crate) fn negatives(name: &str) -> PyResult<Negatives> {
     match name {
         "tfn" => Ok(Negatives {
             tfn: true,

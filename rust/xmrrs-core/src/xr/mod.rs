@@ -12,6 +12,7 @@
 //! Modules: [`solver`] (the binary problems), [`train`] (layer orchestration, negatives),
 //! [`model`] (the chunked inference layout and its storage), [`infer`] (beam search).
 
+pub mod assemble;
 pub mod infer;
 mod kernel;
 pub mod model;

@@ -52,6 +52,9 @@ use crate::sparse::{
 };
 use crate::{Error, Result};
 
+mod subtree;
+pub use subtree::{descendants, train_subtrees};
+
 /// Settings of [`train_layers`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TrainParams {

@@ -1,0 +1,266 @@
+"""One process against a 2-worker Dask LocalCluster on ``make_xmc`` data (issue 20).
+
+    .venv/bin/python benches/bench_distributed.py --n-samples 60000 --n-features 60000 \\
+        --n-labels 15000 --blocks 4
+
+1. Generates the data, keeps 20% for testing and writes the training rows as ``--blocks``
+   ``.npz`` shard pairs (the layout of shared storage on a real cluster).
+2. *One process* (a subprocess): stacks the shards, fits ``XRLinearClassifier`` with
+   ``n_jobs=2``, predicts the test rows, saves the model. Peak RSS (``ru_maxrss``) of that
+   process, and its RSS once the data are loaded.
+3. *Dask* (a subprocess driving ``LocalCluster(n_workers=2, threads_per_worker=1,
+   processes=True, memory_limit=...)``): :func:`xmrrs.distributed.fit` on the shard paths,
+   :func:`xmrrs.distributed.predict_topk` over test blocks. Peak RSS of the client process
+   (which also hosts the scheduler) and of each worker; whether a worker was restarted
+   (its process changed); whether the model is byte-identical to the one-process model;
+   P@1/3/5 of both.
+
+``--memory-limit-mib`` defaults to 90% of the one-process training peak, so the Dask run
+shows that workers whose limit is below what one process needed train the same model
+(a worker over 95% of its limit would be killed by its nanny and show up as restarted).
+
+The *cost model* spreads the measured task times over N machines: the serial client stages
+(blocks, representation, tree) plus the longest-processing-time schedule of the top-layer
+task and of every level-1 sub-tree (a part's measured time split over its sub-trees in
+proportion to their cost estimate); transfers are not modelled.
+
+Writes JSON to ``--out`` (default ``benches/results/distributed.json``) and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _params(a: dict[str, Any]) -> dict[str, Any]:
+    return {"n_estimators": a["n_estimators"], "random_state": 0}
+
+
+def _report(Yt: Any, ids: Any) -> dict[str, float]:
+    from xmrrs.metrics import precision_at_k
+
+    return {f"P@{k}": round(float(precision_at_k(Yt, ids, k=k)), 4) for k in (1, 3, 5)}
+
+
+def one_process(a: dict[str, Any]) -> dict[str, Any]:
+    import scipy.sparse as sp
+
+    from xmrrs import XRLinearClassifier
+    from xmrrs.datasets import load_npz
+
+    d = Path(a["dir"])
+    parts = [load_npz(d / f"x{i}.npz", d / f"y{i}.npz") for i in range(a["blocks"])]
+    X = sp.vstack([p[0] for p in parts], format="csr")
+    Y = sp.vstack([p[1] for p in parts], format="csr")
+    del parts
+    Xt, Yt = load_npz(d / "xt.npz", d / "yt.npz")
+    loaded = _rss_mib()
+    t0 = time.perf_counter()
+    clf = XRLinearClassifier(n_jobs=2, **_params(a)).fit(X, Y)
+    train = time.perf_counter() - t0
+    peak_train = _peak_mib()
+    t0 = time.perf_counter()
+    ids, _ = clf.predict_topk(Xt, k=5)
+    predict = time.perf_counter() - t0
+    clf.save(d / "model-one")
+    return {
+        "train_s": round(train, 2),
+        "predict_s": round(predict, 2),
+        "rss_loaded_mib": round(loaded),
+        "peak_train_mib": round(peak_train),
+        "peak_mib": round(_peak_mib()),
+        **_report(Yt, ids),
+    }
+
+
+def on_dask(a: dict[str, Any]) -> dict[str, Any]:
+    import distributed
+
+    import xmrrs.distributed as dxm
+    from xmrrs import XRLinearClassifier
+    from xmrrs.datasets import load_npz
+
+    d = Path(a["dir"])
+    limit = f"{int(a['memory_limit_mib'])}MiB"
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=limit,
+        dashboard_address=None,
+    )
+    client = distributed.Client(cluster)
+    pids0 = client.run(os.getpid)
+    shards = [(str(d / f"x{i}.npz"), str(d / f"y{i}.npz")) for i in range(a["blocks"])]
+    t0 = time.perf_counter()
+    clf = dxm.fit(XRLinearClassifier(**_params(a)), shards, client=client)
+    train = time.perf_counter() - t0
+    worker_peak_train = client.run(_peak_mib)
+    clf.save(d / "model-dask")
+    _, Yt = load_npz(d / "xt.npz", d / "yt.npz")
+    test_blocks = [(str(d / f"xt{i}.npz"), str(d / f"yt{i}.npz")) for i in range(2)]
+    t0 = time.perf_counter()
+    ids, _ = dxm.predict_topk(d / "model-dask", test_blocks, k=5, client=client)
+    predict = time.perf_counter() - t0
+    pids1 = client.run(os.getpid)
+    one = XRLinearClassifier.load(d / "model-one")
+    same = all(
+        m1.to_bytes() == m2.to_bytes() for m1, m2 in zip(one.models_, clf.models_, strict=True)
+    )
+    out = {
+        "memory_limit_mib": int(a["memory_limit_mib"]),
+        "train_s": round(train, 2),
+        "predict_s": round(predict, 2),
+        "stages_s": {k: round(v, 2) for k, v in clf.timings_.items() if isinstance(v, float)},
+        "client_peak_mib": round(_peak_mib()),
+        "worker_peak_train_mib": sorted(round(v) for v in worker_peak_train.values()),
+        "worker_peak_mib": sorted(round(v) for v in client.run(_peak_mib).values()),
+        "workers_restarted": sorted(pids0.values()) != sorted(pids1.values()),
+        "same_model_bytes": same,
+        "cost_model": cost_model(clf.timings_),
+        **_report(Yt, ids),
+    }
+    client.close()
+    cluster.close()
+    return out
+
+
+def _lpt(jobs: list[float], n: int) -> float:
+    load = [0.0] * n
+    for j in sorted(jobs, reverse=True):
+        i = load.index(min(load))
+        load[i] += j
+    return max(load)
+
+
+def cost_model(t: dict[str, Any]) -> dict[str, Any]:
+    """Elapsed time over N machines from the measured task times (see the module docs)."""
+    serial = sum(t[k] for k in ("blocks", "representation", "trees"))
+    jobs: list[float] = []
+    parts: dict[tuple[int, int], float] = {}
+    for name, secs in t["tasks"]:
+        tree = int(name[1 : name.index("-")])
+        if name.endswith("-top"):
+            jobs.append(secs)
+        else:
+            parts[(tree, int(name.split("-part")[1].split("-")[0]))] = secs
+    for tree, st in enumerate(t.get("subtrees", [])):
+        cost, part = np.asarray(st["cost"]), np.asarray(st["part"])
+        for j in np.unique(part):
+            share = cost[part == j] / max(cost[part == j].sum(), 1e-12)
+            jobs.extend((parts[(tree, int(j))] * share).tolist())
+    total = sum(jobs)
+    rows = {}
+    for n in (1, 2, 4, 8, 16, 32):
+        span = _lpt(jobs, n)
+        rows[str(n)] = {
+            "elapsed_s": round(serial + span, 2),
+            "speedup": round((serial + total) / (serial + span), 2),
+        }
+    return {
+        "serial_client_s": round(serial, 2),
+        "task_s_total": round(total, 2),
+        "largest_task_s": round(max(jobs), 2),
+        "n_tasks": len(jobs),
+        "machines": rows,
+    }
+
+
+def _child(mode: str, a: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--_child", mode, "--_args", json.dumps(a)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr[-5000:])
+        raise SystemExit(f"the {mode} run failed")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--n-samples", type=int, default=60000)
+    ap.add_argument("--n-features", type=int, default=60000)
+    ap.add_argument("--n-labels", type=int, default=15000)
+    ap.add_argument("--blocks", type=int, default=4)
+    ap.add_argument("--n-estimators", type=int, default=1)
+    ap.add_argument("--memory-limit-mib", type=float, default=None)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "distributed.json")
+    ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_args", default=None, help=argparse.SUPPRESS)
+    ns = ap.parse_args()
+    if ns._child:
+        a = json.loads(ns._args)
+        res = one_process(a) if ns._child == "one" else on_dask(a)
+        print(json.dumps(res))
+        return
+
+    from xmrrs.datasets import make_xmc, save_npz
+
+    with tempfile.TemporaryDirectory(prefix="xmrrs-bench-dist-") as tmp:
+        t0 = time.perf_counter()
+        X, Y = make_xmc(ns.n_samples, ns.n_features, ns.n_labels, random_state=0)
+        n_train = int(0.8 * X.shape[0])
+        edges = np.linspace(0, n_train, ns.blocks + 1).astype(int)
+        for i in range(ns.blocks):
+            save_npz(
+                f"{tmp}/x{i}.npz",
+                f"{tmp}/y{i}.npz",
+                X[edges[i] : edges[i + 1]],
+                Y[edges[i] : edges[i + 1]],
+            )
+        save_npz(f"{tmp}/xt.npz", f"{tmp}/yt.npz", X[n_train:], Y[n_train:])
+        mid = n_train + (X.shape[0] - n_train) // 2
+        for i, (a_, b_) in enumerate(((n_train, mid), (mid, X.shape[0]))):
+            save_npz(f"{tmp}/xt{i}.npz", f"{tmp}/yt{i}.npz", X[a_:b_], Y[a_:b_])
+        data = {
+            "n_samples": ns.n_samples,
+            "n_features": ns.n_features,
+            "n_labels": ns.n_labels,
+            "n_train": n_train,
+            "nnz_train": int(X[:n_train].nnz),
+            "blocks": ns.blocks,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        del X, Y
+        a = {"dir": tmp, "blocks": ns.blocks, "n_estimators": ns.n_estimators}
+        one = _child("one", a)
+        limit = ns.memory_limit_mib or 0.9 * one["peak_train_mib"]
+        dask = _child("dask", {**a, "memory_limit_mib": limit})
+    res = {
+        "data": data,
+        "n_estimators": ns.n_estimators,
+        "one_process": one,
+        "dask_2_workers": dask,
+    }
+    ns.out.parent.mkdir(parents=True, exist_ok=True)
+    ns.out.write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

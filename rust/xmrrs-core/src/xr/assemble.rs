@@ -1,0 +1,246 @@
+//! Putting a model together from the parts trained separately (distributed training).
+//!
+//! A [`LayerPart`] holds the trained rows of some parents of one layer (see
+//! [`crate::xr::train::train_subtrees`]); [`assemble_layers`] checks that the parts cover
+//! every parent of every layer exactly once and concatenates the rows in parent order into
+//! the [`LayerWeights`] that [`crate::xr::model::XrModel::new`] takes.
+
+use super::LayerWeights;
+use crate::cluster::ClusterTree;
+use crate::sparse::Csr;
+use crate::{Error, Result};
+
+/// The weights of some parents of one layer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerPart {
+    /// The layer (0 = the root's children, `depth` = the labels).
+    pub layer: usize,
+    /// The parents (nodes of tree level `layer`), strictly increasing.
+    pub parents: Vec<u32>,
+    /// The rows of their children, parent after parent, children in tree order.
+    pub weights: Csr,
+    /// One bias term per row of `weights`.
+    pub bias: Vec<f32>,
+    /// Solver passes summed over the children (statistics only).
+    pub n_passes: u64,
+    /// Elapsed seconds summed over the parents' tasks (statistics only).
+    pub seconds: f64,
+}
+
+/// The layers of a model over `tree` from parts covering each parent of each layer exactly
+/// once (in any order). Errors: a layer out of range, a parent missing or given twice, row
+/// counts that disagree with the tree, weights without `n_features` columns.
+pub fn assemble_layers(
+    tree: &ClusterTree,
+    parts: &[LayerPart],
+    n_features: usize,
+) -> Result<Vec<LayerWeights>> {
+    let depth = tree.depth();
+    let mut by_layer: Vec<Vec<&LayerPart>> = vec![Vec::new(); depth + 1];
+    for (i, part) in parts.iter().enumerate() {
+        if part.layer > depth {
+            return Err(Error::invalid(format!(
+                "part {i}: layer {} but the tree has {} layers",
+                part.layer,
+                depth + 1
+            )));
+        }
+        if part.weights.n_cols != n_features {
+            return Err(Error::shape(format!(
+                "part {i}: {} feature columns, expected {n_features}",
+                part.weights.n_cols
+            )));
+        }
+        if part.bias.len() != part.weights.n_rows
+            || part.weights.indptr.len() != part.weights.n_rows + 1
+        {
+            return Err(Error::shape(format!("part {i}: malformed rows or bias")));
+        }
+        by_layer[part.layer].push(part);
+    }
+    let mut layers = Vec::with_capacity(depth + 1);
+    for (m, parts) in by_layer.into_iter().enumerate() {
+        let ptr: &[u32] = if m < depth {
+            tree.child_ptr(m).unwrap_or(&[])
+        } else {
+            tree.leaf_ptr()
+        };
+        let n_parents = ptr.len() - 1;
+        // parent -> (part, first row of its children in that part)
+        let mut slot: Vec<Option<(usize, usize)>> = vec![None; n_parents];
+        for (k, part) in parts.iter().enumerate() {
+            let mut row = 0usize;
+            let mut last: Option<u32> = None;
+            for &p in &part.parents {
+                if last.is_some_and(|l| p <= l) {
+                    return Err(Error::invalid(format!(
+                        "layer {m}: parents of a part must be strictly increasing"
+                    )));
+                }
+                last = Some(p);
+                let s = slot
+                    .get_mut(p as usize)
+                    .ok_or_else(|| Error::invalid(format!("layer {m}: parent {p} out of range")))?;
+                if s.is_some() {
+                    return Err(Error::invalid(format!(
+                        "layer {m}: parent {p} is in two parts"
+                    )));
+                }
+                *s = Some((k, row));
+                row += (ptr[p as usize + 1] - ptr[p as usize]) as usize;
+            }
+            if row != part.weights.n_rows {
+                return Err(Error::shape(format!(
+                    "layer {m}: a part has {} rows but its parents have {row} children",
+                    part.weights.n_rows
+                )));
+            }
+        }
+        if let Some(p) = slot.iter().position(Option::is_none) {
+            return Err(Error::invalid(format!(
+                "layer {m}: no part holds parent {p}"
+            )));
+        }
+        let n_children = ptr[n_parents] as usize;
+        let nnz: usize = parts.iter().map(|p| p.weights.indices.len()).sum();
+        let mut indptr = Vec::with_capacity(n_children + 1);
+        let mut indices = Vec::with_capacity(nnz);
+        let mut data = Vec::with_capacity(nnz);
+        let mut bias = Vec::with_capacity(n_children);
+        indptr.push(0u64);
+        for (p, s) in slot.iter().enumerate() {
+            let (k, first) = s.expect("checked above");
+            let w = &parts[k].weights;
+            for r in first..first + (ptr[p + 1] - ptr[p]) as usize {
+                let range = w.indptr[r] as usize..w.indptr[r + 1] as usize;
+                if range.end > w.indices.len() || range.end > w.data.len() {
+                    return Err(Error::shape(format!("layer {m}: malformed part rows")));
+                }
+                indices.extend_from_slice(&w.indices[range.clone()]);
+                data.extend_from_slice(&w.data[range]);
+                indptr.push(indices.len() as u64);
+                bias.push(parts[k].bias[r]);
+            }
+        }
+        let layer = LayerWeights {
+            child_ptr: ptr.to_vec(),
+            weights: Csr {
+                n_rows: n_children,
+                n_cols: n_features,
+                indptr,
+                indices,
+                data,
+            },
+            bias,
+        };
+        layer.validate()?;
+        layers.push(layer);
+    }
+    Ok(layers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::SplitMix64;
+    use crate::xr::train::{train_layers, train_subtrees, TrainParams};
+    use crate::xr::{Loss, Negatives};
+
+    fn data(n: usize, d: usize, n_labels: usize, seed: u64) -> (Csr, Csr) {
+        let mut rng = SplitMix64::new(seed);
+        let (mut xt, mut yt) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            for _ in 0..1 + rng.below(3) {
+                let l = rng.below(n_labels as u64) as u32;
+                yt.push((i as u32, l, 1.0));
+                for _ in 0..3 {
+                    let j = (l as usize * 5 + rng.below(7) as usize) % d;
+                    xt.push((i as u32, j as u32, 1.0));
+                }
+            }
+            xt.push((i as u32, rng.below(d as u64) as u32, 0.5));
+        }
+        let mut x = Csr::from_triplets(n, d, &xt).unwrap();
+        crate::sparse::normalize_rows_l2(&mut x);
+        let mut y = Csr::from_triplets(n, n_labels, &yt).unwrap();
+        y.data.iter_mut().for_each(|v| *v = 1.0);
+        (x, y)
+    }
+
+    /// Rows of `a` that have a label in `labels`.
+    fn rows_reaching(y: &Csr, labels: &[u32]) -> Vec<usize> {
+        (0..y.n_rows)
+            .filter(|&i| y.view().row(i).0.iter().any(|l| labels.contains(l)))
+            .collect()
+    }
+
+    #[test]
+    fn subtree_parts_assemble_to_the_one_process_model() {
+        let (x, y) = data(300, 60, 40, 3);
+        let tree = crate::xr::testutil::random_tree(&[3, 6, 10], 40, 7);
+        for loss in [Loss::SquaredHinge, Loss::Logistic] {
+            let params = TrainParams {
+                solver: crate::xr::SolverParams {
+                    loss,
+                    ..Default::default()
+                },
+                negatives: Negatives {
+                    tfn: true,
+                    man: false,
+                },
+                seed: 11,
+                ..Default::default()
+            };
+            let whole = train_layers(&x.view(), &y.view(), &tree, &params, None).unwrap();
+            // the root's layer on every row, each level-1 node on its own rows
+            let mut parts =
+                train_subtrees(&x.view(), &y.view(), &tree, &params, None, 0, &[0], 0).unwrap();
+            for v in 0..tree.n_nodes(1) as u32 {
+                let under = super::super::train::descendants(&tree, 1, &[v], tree.depth())
+                    .unwrap()
+                    .pop()
+                    .unwrap();
+                let labels: Vec<u32> = under
+                    .iter()
+                    .flat_map(|&l| tree.labels_of_leaf(l as usize).unwrap().to_vec())
+                    .collect();
+                let rows = rows_reaching(&y, &labels);
+                let xs = crate::sparse::row_gather(&x.view(), &rows).unwrap();
+                let ys = crate::sparse::row_gather(&y.view(), &rows).unwrap();
+                parts.extend(
+                    train_subtrees(&xs.view(), &ys.view(), &tree, &params, None, 1, &[v], 3)
+                        .unwrap(),
+                );
+            }
+            parts.reverse(); // any order
+            let got = assemble_layers(&tree, &parts, x.n_cols).unwrap();
+            assert_eq!(got.len(), whole.len());
+            for (a, b) in got.iter().zip(&whole) {
+                assert_eq!(a.child_ptr, b.child_ptr);
+                assert_eq!(a.weights.indptr, b.weights.indptr);
+                assert_eq!(a.weights.indices, b.weights.indices);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a.weights.data), bits(&b.weights.data), "{loss:?}");
+                assert_eq!(bits(&a.bias), bits(&b.bias));
+            }
+            // a missing or doubled parent is an error
+            let mut bad = parts.clone();
+            bad.pop();
+            assert!(assemble_layers(&tree, &bad, x.n_cols).is_err());
+            let mut bad = parts.clone();
+            bad.push(parts[0].clone());
+            assert!(assemble_layers(&tree, &bad, x.n_cols).is_err());
+        }
+    }
+
+    #[test]
+    fn man_and_bad_ranges_are_rejected() {
+        let (x, y) = data(50, 20, 10, 1);
+        let tree = crate::xr::testutil::random_tree(&[2, 4], 10, 1);
+        let mut p = TrainParams::default();
+        assert!(train_subtrees(&x.view(), &y.view(), &tree, &p, None, 1, &[5], 2).is_err());
+        assert!(train_subtrees(&x.view(), &y.view(), &tree, &p, None, 2, &[0], 1).is_err());
+        p.negatives.man = true;
+        assert!(train_subtrees(&x.view(), &y.view(), &tree, &p, None, 1, &[0], 2).is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! Distributed training: train a part of the tree on the rows that reach it, and assemble
+//! the parts into one model (see `xmrrs_core::xr::train::train_subtrees` and
+//! `xmrrs_core::xr::assemble`).
+
+use numpy::{PyArray1, PyReadonlyArray1};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use xmrrs_core::cluster::ClusterTree;
+use xmrrs_core::sparse::Csr;
+use xmrrs_core::xr::assemble::{assemble_layers, LayerPart};
+use xmrrs_core::xr::model::XrModel;
+use xmrrs_core::xr::train::{self, TrainParams};
+use xmrrs_core::xr::SolverParams;
+
+use crate::convert::{csr_out, with_canonical, CsrArg, CsrOut};
+use crate::errors::to_py;
+use crate::run;
+use crate::xr::{loss, negatives, pp, u32s, PyXrModel};
+
+type TreeArg<'py> = (
+    Vec<PyReadonlyArray1<'py, u32>>,
+    PyReadonlyArray1<'py, u32>,
+    PyReadonlyArray1<'py, u32>,
+);
+
+/// One trained part: `(layer, parents, weights, bias, n_passes, seconds)`.
+type PartOut<'py> = (
+    usize,
+    Bound<'py, PyArray1<u32>>,
+    CsrOut<'py>,
+    Bound<'py, PyArray1<f32>>,
+    u64,
+    f64,
+);
+
+/// One part handed to `xr_assemble`: `(layer, parents, weights, bias)`.
+type PartArg<'py> = (
+    usize,
+    PyReadonlyArray1<'py, u32>,
+    Bound<'py, PyAny>,
+    PyReadonlyArray1<'py, f32>,
+);
+
+fn tree_of(tree: &TreeArg<'_>) -> PyResult<ClusterTree> {
+    let ptrs = tree
+        .0
+        .iter()
+        .enumerate()
+        .map(|(t, p)| u32s(p, &format!("child_ptr[{t}]")))
+        .collect::<PyResult<Vec<_>>>()?;
+    ClusterTree::from_parts(ptrs, u32s(&tree.1, "leaf_ptr")?, u32s(&tree.2, "labels")?)
+        .map_err(to_py)
+}
+
+/// Trains the parents of layers `level..=last_layer` that descend from `roots` (nodes of
+/// tree level `level`) on the rows given (those that reach the roots, in global order);
+/// `tfn` negatives only. Returns one part per layer (see `xr_assemble`).
+#[pyfunction]
+#[pyo3(signature = (x, y, tree, level, roots, last_layer, *, loss="squared_hinge", cp=1.0, cn=1.0, max_iter=100, tol=0.1, bias=1.0, threshold=0.1, negatives="tfn", seed=0, relevance=None, n_jobs=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn xr_train_subtrees<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    tree: TreeArg<'py>,
+    level: usize,
+    roots: PyReadonlyArray1<'py, u32>,
+    last_layer: usize,
+    loss: &str,
+    cp: f32,
+    cn: f32,
+    max_iter: u32,
+    tol: f32,
+    bias: f32,
+    threshold: f32,
+    negatives: &str,
+    seed: u64,
+    relevance: Option<&Bound<'py, PyAny>>,
+    n_jobs: Option<i64>,
+) -> PyResult<Vec<PartOut<'py>>> {
+    let params = TrainParams {
+        solver: SolverParams {
+            loss: self::loss(loss)?,
+            cp,
+            cn,
+            max_iter,
+            tol,
+            bias,
+            threshold,
+            ..SolverParams::default()
+        },
+        negatives: self::negatives(negatives)?,
+        man_post_processor: pp("l3-hinge")?,
+        seed,
+        ..TrainParams::default()
+    };
+    let tree = tree_of(&tree)?;
+    let roots = u32s(&roots, "roots")?;
+    let xa = CsrArg::extract(x, "X")?;
+    let ya = CsrArg::extract(y, "Y")?;
+    let ra = relevance
+        .map(|r| CsrArg::extract(r, "relevance"))
+        .transpose()?;
+    let (xv, yv) = (xa.view()?, ya.view()?);
+    let rv = ra.as_ref().map(|r| r.view()).transpose()?;
+    let parts = run(py, n_jobs, || {
+        with_canonical(xv, |xv| {
+            with_canonical(yv, |yv| {
+                train::train_subtrees(
+                    &xv,
+                    &yv,
+                    &tree,
+                    &params,
+                    rv.as_ref(),
+                    level,
+                    &roots,
+                    last_layer,
+                )
+            })
+        })
+    })?;
+    Ok(parts
+        .into_iter()
+        .map(|p| {
+            (
+                p.layer,
+                PyArray1::from_vec(py, p.parents),
+                csr_out(py, p.weights),
+                PyArray1::from_vec(py, p.bias),
+                p.n_passes,
+                p.seconds,
+            )
+        })
+        .collect())
+}
+
+/// Assembles the parts of `xr_train_subtrees` (covering every parent of every layer once,
+/// in any order) into a model over `tree` with `n_features` columns.
+#[pyfunction]
+pub fn xr_assemble<'py>(
+    py: Python<'py>,
+    tree: TreeArg<'py>,
+    parts: Vec<PartArg<'py>>,
+    n_features: usize,
+) -> PyResult<PyXrModel> {
+    let tree = tree_of(&tree)?;
+    let mut owned = Vec::with_capacity(parts.len());
+    for (layer, parents, w, b) in &parts {
+        let a = CsrArg::extract(w, "weights")?;
+        let v = a.view()?;
+        let bias = b
+            .as_slice()
+            .map_err(|_| PyValueError::new_err("bias must be contiguous"))?
+            .to_vec();
+        owned.push(LayerPart {
+            layer: *layer,
+            parents: u32s(parents, "parents")?,
+            weights: Csr {
+                n_rows: v.n_rows(),
+                n_cols: v.n_cols(),
+                indptr: v.indptr().to_vec(),
+                indices: v.indices().to_vec(),
+                data: v.data().to_vec(),
+            },
+            bias,
+            ..LayerPart::default()
+        });
+    }
+    let model = run(py, Some(1), || {
+        let layers = assemble_layers(&tree, &owned, n_features)?;
+        XrModel::new(&tree, layers, n_features)
+    })?;
+    Ok(PyXrModel::wrap(model))
+}

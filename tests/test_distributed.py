@@ -1,0 +1,225 @@
+"""Distributed training and batch inference on a 2-process Dask LocalCluster (issue 20).
+
+The dev extra installs ``dask[distributed]``, so these run in CI; the data are small and the
+cluster is shared by the module, so the whole file takes seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import distributed  # the dev extra installs dask[distributed]: these run in CI, no skip
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import xmrrs
+import xmrrs.distributed as dxm
+from xmrrs import XRLinearClassifier
+from xmrrs.datasets import make_xmc, save_npz
+from xmrrs.indexing import ClusterTree, label_representation
+
+N, D, L = 900, 1500, 120
+SPLITS = (0, 250, 310, 900)  # uneven blocks
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    cluster = distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+    )
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    X, Y = make_xmc(N, D, L, random_state=3)
+    return X, Y
+
+
+def blocks(X: Any, Y: Any) -> list[tuple[Any, Any]]:
+    return [(X[a:b], Y[a:b]) for a, b in itertools.pairwise(SPLITS)]
+
+
+def same_models(a: XRLinearClassifier, b: XRLinearClassifier) -> None:
+    assert len(a.models_) == len(b.models_)
+    for ma, mb in zip(a.models_, b.models_, strict=True):
+        assert ma.to_bytes() == mb.to_bytes()
+    assert a.tree_ == b.tree_
+    np.testing.assert_array_equal(a.classes_, b.classes_)
+    assert a.n_features_in_ == b.n_features_in_
+    np.testing.assert_allclose(a.n_iter_, b.n_iter_)
+
+
+def params(**kw: Any) -> dict[str, Any]:
+    base = {"branching": 4, "max_leaf_size": 8, "n_jobs": 1, "max_iter": 20}
+    base.update(kw)
+    return base
+
+
+def test_import_xmrrs_does_not_import_dask() -> None:
+    code = (
+        "import sys, xmrrs, xmrrs.estimator, xmrrs.indexing, xmrrs.modelfile, xmrrs.cli\n"
+        "assert not any(m == 'dask' or m.startswith(('dask.', 'distributed')) "
+        "for m in sys.modules), sorted(m for m in sys.modules if 'dask' in m)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert "distributed" not in xmrrs.__all__
+
+
+def test_pifa_chain_is_bit_identical_and_the_parallel_sum_close(client: Any, data: Any) -> None:
+    X, Y = data
+    Xn = sp.csr_matrix(X / sp.linalg.norm(X, axis=1)[:, None], dtype=np.float32)
+    ref = label_representation(Xn, Y, "pifa", n_jobs=1)
+    exact = dxm.pifa(blocks(Xn, Y), client=client, normalize=False)
+    assert (exact != ref).nnz == 0
+    np.testing.assert_array_equal(exact.indptr, ref.indptr)
+    np.testing.assert_array_equal(exact.indices, ref.indices)
+    assert exact.data.tobytes() == ref.data.tobytes()
+    loose = dxm.pifa(blocks(Xn, Y), client=client, exact=False, normalize=False)
+    np.testing.assert_allclose(loose.toarray(), ref.toarray(), rtol=1e-5, atol=1e-7)
+
+
+def test_fit_is_bit_identical_to_one_process(client: Any, data: Any, tmp_path: Path) -> None:
+    """The default estimator (3 mixed trees: PIFA, unbalanced, PII) on uneven blocks."""
+    X, Y = data
+    one = XRLinearClassifier(**params()).fit(X, Y)
+    assert one.tree_.depth >= 2
+    dist = dxm.fit(XRLinearClassifier(**params()), blocks(X, Y), client=client, progress=True)
+    same_models(one, dist)
+    # an ordinary model: save, map, serve
+    dist.save(tmp_path / "m")
+    back = XRLinearClassifier.load(tmp_path / "m", mmap=True)
+    ids, scores = one.predict_topk(X[:50], k=5)
+    ids2, scores2 = back.predict_topk(X[:50], k=5)
+    np.testing.assert_array_equal(ids, ids2)
+    np.testing.assert_array_equal(scores, scores2)
+    # the task names say which part of which tree they trained
+    names = [n for n, _ in dist.timings_["tasks"]]
+    assert names[0] == "t0-top" and any(n.startswith("t2-part") for n in names)
+
+
+def test_given_tree_one_leaf_tree_and_other_losses(client: Any, data: Any) -> None:
+    X, Y = data
+    tree = XRLinearClassifier(**params(n_estimators=1)).fit(X, Y).tree_
+    for kw in (
+        {"indexer": tree, "n_estimators": 1, "loss": "logistic"},
+        {"max_leaf_size": L, "n_estimators": 1},  # a single leaf: one task, every row
+        {"n_estimators": 2, "ensemble": "seeds", "normalize": False, "representation": "pii"},
+    ):
+        one = XRLinearClassifier(**params(**kw)).fit(X, Y)
+        empty = [(X[:0], Y[:0])]  # an empty block changes nothing
+        dist = dxm.fit(
+            XRLinearClassifier(**params(**kw)), blocks(X, Y) + empty, client=client, n_parts=3
+        )
+        same_models(one, dist)
+    assert isinstance(tree, ClusterTree)
+
+
+def test_delayed_blocks_and_shard_files(client: Any, data: Any, tmp_path: Path) -> None:
+    import dask
+
+    X, Y = data
+    kw = params(n_estimators=1)
+    one = XRLinearClassifier(**kw).fit(X, Y)
+    delayed = [
+        dask.delayed(lambda a, b: (X[a:b], Y[a:b]))(a, b) for a, b in itertools.pairwise(SPLITS)
+    ]
+    same_models(one, dxm.fit(XRLinearClassifier(**kw), delayed, client=client))
+    shards = []
+    for i, (xb, yb) in enumerate(blocks(X, Y)):
+        xp, yp = tmp_path / f"x{i}.npz", tmp_path / f"y{i}.npz"
+        save_npz(xp, yp, xb, yb)
+        shards.append((str(xp), str(yp)))
+    same_models(one, dxm.fit(XRLinearClassifier(**kw), shards, client=client))
+
+
+def test_batch_inference_over_blocks(client: Any, data: Any, tmp_path: Path) -> None:
+    X, Y = data
+    clf = XRLinearClassifier(**params(n_estimators=2)).fit(X[:700], Y[:700])
+    clf.save(tmp_path / "m")
+    Xt = X[700:]
+    parts = [Xt[:80], Xt[80:81], Xt[81:]]
+    ids, scores = dxm.predict_topk(tmp_path / "m", parts, k=7, client=client)
+    ref_ids, ref_scores = clf.predict_topk(Xt, k=7)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_array_equal(scores, ref_scores)
+    # the model is loaded once per worker process, mapped
+    loaded = client.run(lambda: [m.models_[0].is_mmap for m in dxm._MODELS.values()])
+    assert all(v == [True] for v in loaded.values() if v)
+
+
+def test_bad_settings_are_rejected(client: Any, data: Any) -> None:
+    X, Y = data
+    with pytest.raises(ValueError, match="tfn"):
+        dxm.fit(XRLinearClassifier(negatives="man"), blocks(X, Y), client=client)
+    with pytest.raises(ValueError, match="disagree"):
+        dxm.fit(
+            XRLinearClassifier(**params()),
+            [(X[:10], Y[:10]), (X[10:20], Y[10:20, :5])],
+            client=client,
+        )
+    with pytest.raises(ValueError, match="block"):
+        dxm.fit(XRLinearClassifier(**params()), [X], client=client)
+
+
+def kill_a_busy_worker(client: Any, prefix: str, timeout: float = 30.0) -> None:
+    """SIGKILL the process of a worker while it runs a task whose key starts with prefix."""
+    pids = client.run(os.getpid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for addr, keys in client.processing().items():
+            if any(str(k).startswith(prefix) for k in keys) and addr in pids:
+                time.sleep(0.2)  # let it start
+                os.kill(pids[addr], signal.SIGKILL)
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"no task {prefix}* ran")
+
+
+def test_a_worker_killed_mid_job_changes_nothing(client: Any, data: Any, tmp_path: Path) -> None:
+    X, Y = data
+    kw = params(n_estimators=1)
+    one = XRLinearClassifier(**kw).fit(X, Y)
+    one.save(tmp_path / "m")
+    client.run(dxm._set_task_delay, 1.0)
+    try:
+        out: dict[str, Any] = {}
+        job = threading.Thread(
+            target=lambda: out.update(
+                m=dxm.fit(XRLinearClassifier(**kw), blocks(X, Y), client=client, retries=2)
+            )
+        )
+        job.start()
+        kill_a_busy_worker(client, "xmrrs-subtrees")
+        job.join(120)
+        same_models(one, out["m"])
+        client.wait_for_workers(2, timeout=60)
+        client.run(dxm._set_task_delay, 1.0)
+        job = threading.Thread(
+            target=lambda: out.update(
+                p=dxm.predict_topk(
+                    tmp_path / "m", [X[:300], X[300:600], X[600:]], k=5, client=client
+                )
+            )
+        )
+        job.start()
+        kill_a_busy_worker(client, "xmrrs-predict")
+        job.join(120)
+        ids, scores = one.predict_topk(X, k=5)
+        np.testing.assert_array_equal(out["p"][0], ids)
+        np.testing.assert_array_equal(out["p"][1], scores)
+    finally:
+        client.wait_for_workers(2, timeout=60)
+        client.run(dxm._set_task_delay, 0.0)
