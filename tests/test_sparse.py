@@ -209,3 +209,15 @@ def test_panics_become_runtime_errors() -> None:
         _xmrrs._test_panic()
     # and the library keeps working afterwards
     assert xs.transpose(sp.csr_matrix(np.eye(2, dtype=np.float32))).nnz == 2
+
+
+def test_unaligned_buffers_are_accepted() -> None:
+    from xmrrs import sparse as xs
+
+    a = sp.random(20, 30, density=0.3, format="csr", dtype=np.float32, random_state=1)
+    raw = np.zeros(a.nnz * 4 + 1, np.uint8)
+    data = raw[1:].view(np.float32)  # a float32 view at an odd address: unaligned
+    data[:] = a.data
+    assert not data.flags.aligned
+    b = sp.csr_matrix((data, a.indices, a.indptr), shape=a.shape)
+    np.testing.assert_array_equal(xs.transpose(b).toarray(), a.T.toarray())

@@ -49,12 +49,14 @@ def csr_parts(a: Any, name: str = "X") -> CsrParts:
     if indices.dtype not in _INDEX_DTYPES:
         indices = indices.astype(np.int64)
     n_rows, n_cols = m.shape
+    # contiguous and aligned (buffers at odd offsets, as dask and pickle can hand over, are
+    # copied; the core borrows only aligned memory)
     return (
         int(n_rows),
         int(n_cols),
-        np.ascontiguousarray(indptr),
-        np.ascontiguousarray(indices),
-        np.ascontiguousarray(data),
+        np.require(indptr, requirements="CA"),
+        np.require(indices, requirements="CA"),
+        np.require(data, requirements="CA"),
     )
 
 
@@ -75,4 +77,4 @@ def dense_f32(a: Any, name: str, ndim: int = 2) -> np.ndarray:
         raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    return np.require(arr, dtype=np.float32, requirements="CA")
