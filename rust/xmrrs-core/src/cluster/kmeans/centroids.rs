@@ -46,12 +46,12 @@ pub(super) struct SumPlan {
     pub(super) moved: usize,
 }
 
-/// The [`SumPlan`] from assignment `held` (none: the sums hold something else) to `assign`.
-/// A member moving from `a` to `b` is subtracted from `a` and added to `b`, except that moves
-/// of identical rows (`first`, from [`local_duplicates`]) cancel: for each cluster and set of
-/// identical members, only the net number of additions or subtractions is kept (the first ones
-/// in member order). When more than `1 / INCREMENTAL_FRAC` of the members still move, the
-/// sums are recomputed instead.
+/// The [`SumPlan`] from assignment `held` (none: the sums hold something else) to `assign`. A
+/// member moving from `a` to `b` is subtracted from `a` and added to `b`, except that moves of
+/// identical rows (`first`, from [`local_duplicates`](super::duplicates::local_duplicates)) cancel:
+/// for each cluster and set of identical members, only the net number of additions or subtractions
+/// is kept (the first ones in member order). When more than `1 / INCREMENTAL_FRAC` of the members
+/// still move, the sums are recomputed instead.
 pub(super) fn plan_update(
     held: Option<&[u16]>,
     assign: &[u16],

@@ -9,7 +9,8 @@ use super::rows::Rows;
 /// A node's rows stored column by column, in blocks of members, for scoring by columns
 /// ([`score_block`]): block `b` covers members `starts[b]..starts[b + 1]` and lists, for each
 /// column any of them uses (increasing), their positions and values (increasing position).
-/// Duplicates (see [`local_duplicates`]) are left out: their scores are copied.
+/// Duplicates (see [`local_duplicates`](super::duplicates::local_duplicates)) are left out: their
+/// scores are copied.
 pub(super) struct ColMajor {
     pub(super) blocks: Vec<ColBlock>,
 }
@@ -25,9 +26,9 @@ pub(super) struct ColBlock {
 
 /// Bytes of per-block scores ([`ColMajor`]) meant to stay in a core's cache.
 const COL_BLOCK_BYTES: usize = 256 << 10;
-/// A node is scored by columns when its sums exceed [`CACHE_BYTES`], it has fewer members
-/// than `1 / COL_MEMBER_RATIO` of its columns and at most `COL_MAX_NNZ` stored values (the
-/// copy costs 8 bytes per value).
+/// A node is scored by columns when its sums exceed [`CACHE_BYTES`](crate::simd::CACHE_BYTES), it
+/// has fewer members than `1 / COL_MEMBER_RATIO` of its columns and at most `COL_MAX_NNZ` stored
+/// values (the copy costs 8 bytes per value).
 const COL_MEMBER_RATIO: usize = 2;
 const COL_MAX_NNZ: usize = 1 << 24;
 
@@ -119,7 +120,7 @@ impl ColMajor {
 /// interleaved with `N` lanes per column; `out` has `S >= N` lanes per member, a power of two
 /// so that a member's lanes fill whole registers and lines, the extra ones computed with zero
 /// weights), visiting the columns in increasing order: per member the same products added in
-/// the same order as [`sparse_scores`].
+/// the same order as `sparse_scores` (in `rows.rs`).
 #[inline(always)]
 fn score_block<const N: usize, const S: usize>(blk: &ColBlock, wt: &[f32], out: &mut [f32]) {
     for (ci, &j) in blk.cols.iter().enumerate() {
@@ -140,8 +141,9 @@ fn score_block<const N: usize, const S: usize>(blk: &ColBlock, wt: &[f32], out: 
     }
 }
 
-/// [`score_block`] for the lane stride `cp` (`out` with [`lane_stride`]`(cp)` lanes per
-/// member), through a copy compiled with AVX2 when `wide` (same operations, same order).
+/// [`score_block`] for the lane stride `cp` (`out` with
+/// [`lane_stride`](super::rows::lane_stride)`(cp)` lanes per member), through a copy compiled with
+/// AVX2 when `wide` (same operations, same order).
 pub(super) fn score_block_dispatch(
     blk: &ColBlock,
     wt: &[f32],

@@ -25,7 +25,7 @@ const OBJ_MIN_ROUNDS: usize = 5;
 
 /// Runs k-means on one node `runs` times, keeping the run of the best objective (the first
 /// among equals); returns the child (cluster index) of each member. `norms`: of the member
-/// rows; `dup`: from [`local_duplicates`].
+/// rows; `dup`: from [`local_duplicates`](super::duplicates::local_duplicates).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn kmeans_node<R: Rows>(
     rows: &R,

@@ -31,7 +31,7 @@ impl ZView<'_> {
     }
 }
 
-/// Parameters of [`hierarchical_kmeans`].
+/// Parameters of [`hierarchical_kmeans`](crate::cluster::hierarchical_kmeans).
 #[derive(Clone, Debug, PartialEq)]
 pub struct KMeansParams {
     /// Largest number of children of a node (`B >= 2`).
@@ -119,7 +119,8 @@ impl KMeansParams {
     }
 }
 
-/// The fan-out of each level of the tree for `n_labels` labels (see [`hierarchical_kmeans`]):
+/// The fan-out of each level of the tree for `n_labels` labels (see
+/// [`hierarchical_kmeans`](crate::cluster::hierarchical_kmeans)):
 /// empty when every label fits in one leaf.
 ///
 /// With `K = ceil(L / max_leaf_size)` leaves needed, the depth is the least `D` with

@@ -155,7 +155,7 @@ impl GroupSolver {
         self.n_members.get(lane).copied().unwrap_or(0)
     }
 
-    /// Solves every lane (SVM losses only; see [`Solver`] for logistic regression).
+    /// Solves every lane (SVM losses only; see [`Solver`](super::Solver) for logistic regression).
     ///
     /// Errors: a logistic loss, or a workspace not [`reset`](GroupSolver::reset) for
     /// `x.n_rows()` rows.
@@ -611,8 +611,8 @@ impl GroupSolver {
         )
     }
 
-    /// The sparse weights of every lane, as [`Solver::emit`] writes them (one pass over the
-    /// weights for all lanes).
+    /// The sparse weights of every lane, as [`Solver::emit`](super::Solver::emit) writes them (one
+    /// pass over the weights for all lanes).
     pub fn emit(
         &self,
         features: &[u32],

@@ -3,7 +3,8 @@
 
 use super::group::MAX_LANES;
 
-/// The per-instance state of a [`GroupSolver`]: lane bit masks and the squared norm.
+/// The per-instance state of a [`GroupSolver`](super::GroupSolver): lane bit masks and the squared
+/// norm.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Meta {
     /// Lanes where the instance is a positive.
@@ -20,7 +21,7 @@ pub(super) struct Meta {
     pub(super) start: usize,
 }
 
-/// Per-position state of the running lanes of a [`GroupSolver`] between passes.
+/// Per-position state of the running lanes of a [`GroupSolver`](super::GroupSolver) between passes.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct LaneState {
     pub(super) wb: [f32; MAX_LANES],
