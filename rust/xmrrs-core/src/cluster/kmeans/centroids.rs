@@ -1,8 +1,7 @@
 //! Centroid updates: the column-interleaved centroid sums of a node, kept incrementally
 //! (moved members only) or recomputed.
 
-use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use rayon::prelude::*;
 

@@ -14,11 +14,8 @@ use super::params::{
 use super::rows::{DenseRows, SparseRows};
 use crate::cluster::rng::SplitMix64;
 use crate::cluster::tree::ClusterTree;
-use crate::sparse::check_finite;
-use crate::sparse::Csr;
-use crate::sparse::CsrView;
-use crate::Error;
-use crate::Result;
+use crate::sparse::{check_finite, Csr, CsrView};
+use crate::{Error, Result};
 
 /// Builds a label tree by recursive B-ary k-means on `z` (one row per label).
 ///

@@ -2,8 +2,7 @@
 //! and the fan-out schedule of the tree.
 
 use crate::sparse::CsrView;
-use crate::Error;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Label representations to cluster: one row per label.
 #[derive(Clone, Copy, Debug)]

@@ -5,8 +5,7 @@ use std::ops::Range;
 use std::sync::atomic::AtomicU32;
 
 use super::centroids::add_lane;
-use crate::simd;
-use crate::simd::CACHE_BYTES;
+use crate::simd::{self, CACHE_BYTES};
 use crate::sparse::CsrView;
 
 /// The rows of a node's members, whatever the storage.

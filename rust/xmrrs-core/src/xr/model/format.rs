@@ -21,20 +21,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Deserialize;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::layout::{dense_copy, Cols, Layer, LayoutParams};
 use super::verify::check_small;
 use super::xr_model::XrModel;
-use crate::xr::store;
-use crate::xr::store::ArrayOut;
-use crate::xr::store::Backing;
-use crate::xr::store::Buf;
-use crate::xr::store::Dtype;
-use crate::xr::store::Placed;
-use crate::Error;
-use crate::Result;
+use crate::xr::store::{self, ArrayOut, Backing, Buf, Dtype, Placed};
+use crate::{Error, Result};
 
 /// Name of the manifest file in a model directory.
 pub const MANIFEST_FILE: &str = "xr_model.json";
@@ -507,12 +500,9 @@ fn peek_data_file(text: &str) -> Result<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xr::infer::predict;
-    use crate::xr::infer::PredictParams;
+    use crate::xr::infer::{predict, PredictParams};
     use crate::xr::model::testutil::{bits, sample, tmpdir};
-    use crate::xr::testutil::random_layers;
-    use crate::xr::testutil::random_queries;
-    use crate::xr::testutil::random_tree;
+    use crate::xr::testutil::{random_layers, random_queries, random_tree};
 
     #[test]
     fn owned_mapped_and_bytes_give_identical_predictions() {

@@ -42,12 +42,10 @@
 
 use rayon::prelude::*;
 
-use crate::xr::kernel::Col;
-use crate::xr::kernel::LayerView;
+use crate::xr::kernel::{Col, LayerView};
 use crate::xr::store::Buf;
 use crate::xr::LayerWeights;
-use crate::Error;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Tuning knobs of the inference layout (the defaults were chosen by measurement, see
 /// `examples/xr_predict_bench.rs`).

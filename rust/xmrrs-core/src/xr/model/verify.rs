@@ -5,11 +5,9 @@ use rayon::prelude::*;
 
 use super::layout::{bucket_ptr, Cols, Layer, LayerRef};
 use super::xr_model::XrModel;
-use crate::xr::kernel::Col;
-use crate::xr::kernel::LayerView;
+use crate::xr::kernel::{Col, LayerView};
 use crate::xr::store;
-use crate::Error;
-use crate::Result;
+use crate::{Error, Result};
 
 impl XrModel {
     /// Checks everything a non-mmap load checks: the array file's checksum (for a loaded
@@ -176,8 +174,7 @@ fn verify_layer<C: Col>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xr::infer::predict;
-    use crate::xr::infer::PredictParams;
+    use crate::xr::infer::{predict, PredictParams};
     use crate::xr::model::format::{DATA_FILE, MANIFEST_FILE};
     use crate::xr::model::testutil::{sample, tmpdir};
     use crate::xr::testutil::random_queries;

@@ -6,13 +6,10 @@ use std::sync::Arc;
 use super::layout::{build_layer, Layer, LayerRef, LayoutParams};
 use crate::cluster::ClusterTree;
 use crate::sparse::Csr;
-use crate::xr::kernel::Col;
-use crate::xr::kernel::LayerView;
-use crate::xr::store::Backing;
-use crate::xr::store::Buf;
+use crate::xr::kernel::{Col, LayerView};
+use crate::xr::store::{Backing, Buf};
 use crate::xr::LayerWeights;
-use crate::Error;
-use crate::Result;
+use crate::{Error, Result};
 
 /// An XR-Linear model ready for beam search (see the module docs for the layout and files).
 ///

@@ -14,10 +14,8 @@ use super::local::LocalCsr;
 use super::single::{finish_row, SolveInfo};
 use crate::cluster::SplitMix64;
 use crate::simd::CACHE_BYTES;
-use crate::xr::Loss;
-use crate::xr::SolverParams;
-use crate::Error;
-use crate::Result;
+use crate::xr::{Loss, SolverParams};
+use crate::{Error, Result};
 
 /// The most children solved together by a [`GroupSolver`].
 pub const MAX_LANES: usize = 16;

@@ -6,8 +6,7 @@
 //! part compact.
 
 use crate::sparse::CsrView;
-use crate::Error;
-use crate::Result;
+use crate::{Error, Result};
 
 /// A scratch map from global feature ids to local ids (one `u32` per global feature), kept
 /// all-unset between uses so that each gather costs only what it touches.

@@ -2,8 +2,7 @@
 //! in `xr/mod.rs`).
 
 use crate::xr::SolverParams;
-use crate::Error;
-use crate::Result;
+use crate::{Error, Result};
 
 impl SolverParams {
     /// Checks that every field is usable: `cp, cn > 0`, `tol > 0`, `max_iter >= 1`,

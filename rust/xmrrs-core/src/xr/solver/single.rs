@@ -6,10 +6,8 @@
 
 use super::local::LocalCsr;
 use crate::cluster::SplitMix64;
-use crate::xr::Loss;
-use crate::xr::SolverParams;
-use crate::Error;
-use crate::Result;
+use crate::xr::{Loss, SolverParams};
+use crate::{Error, Result};
 
 /// One dual variable (one participating instance).
 #[derive(Clone, Copy, Debug)]

@@ -14,8 +14,7 @@
 use super::local::LocalCsr;
 use super::single::{sparse_axpy, sparse_dot, SolveInfo, Solver};
 use crate::cluster::SplitMix64;
-use crate::xr::Loss;
-use crate::xr::SolverParams;
+use crate::xr::{Loss, SolverParams};
 
 impl Solver {
     pub(super) fn solve_svm(

@@ -4,8 +4,7 @@ use super::local::{FeatureMap, LocalCsr};
 use super::single::{SolveInfo, Solver};
 use crate::cluster::SplitMix64;
 use crate::sparse::Csr;
-use crate::xr::Loss;
-use crate::xr::SolverParams;
+use crate::xr::{Loss, SolverParams};
 
 /// A random sparse problem: `n` rows over `d` features (about `per_row` entries each,
 /// values in (0, 1]), rows L2-normalised; signs from a hidden linear rule with `flip`
