@@ -66,7 +66,9 @@ fn final_sigma(s: &str, i: usize) -> bool {
 /// length may change; final sigma in context) to `out`.
 pub fn push_lowercase(s: &str, out: &mut String) {
     if s.is_ascii() {
-        out.extend(s.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        let start = out.len();
+        out.push_str(s);
+        out[start..].make_ascii_lowercase();
         return;
     }
     for (i, c) in s.char_indices() {

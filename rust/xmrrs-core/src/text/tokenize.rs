@@ -80,27 +80,49 @@ pub struct Scratch {
 /// are at least two characters long (`re.findall(r"(?u)\b\w\w+\b", s)`).
 pub fn word_tokens(s: &str, out: &mut Vec<(usize, usize)>) {
     out.clear();
-    let mut start = None;
+    let bytes = s.as_bytes();
+    let mut start = usize::MAX; // no open token
     let mut len = 0usize;
-    for (i, c) in s.char_indices() {
-        if is_word_char(c) {
-            if start.is_none() {
-                start = Some(i);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let (word, width) = if b < 0x80 {
+            (ASCII_WORD[usize::from(b)], 1)
+        } else {
+            // i is at a char boundary: decode one char
+            let c = s[i..].chars().next().unwrap_or(char::REPLACEMENT_CHARACTER);
+            (is_word_char(c), c.len_utf8())
+        };
+        if word {
+            if start == usize::MAX {
+                start = i;
                 len = 0;
             }
             len += 1;
-        } else if let Some(st) = start.take() {
+        } else if start != usize::MAX {
             if len >= 2 {
-                out.push((st, i));
+                out.push((start, i));
             }
+            start = usize::MAX;
         }
+        i += width;
     }
-    if let Some(st) = start {
-        if len >= 2 {
-            out.push((st, s.len()));
-        }
+    if start != usize::MAX && len >= 2 {
+        out.push((start, s.len()));
     }
 }
+
+/// `\w` on ASCII bytes.
+static ASCII_WORD: [bool; 128] = {
+    let mut t = [false; 128];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_';
+        b += 1;
+    }
+    t
+};
 
 impl Analyzer {
     /// Calls `emit` with every term of `doc`, with repetitions (the order is not
