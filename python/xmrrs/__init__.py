@@ -9,6 +9,7 @@ Submodules are imported on first use (PEP 562), so ``import xmrrs`` stays cheap:
 - :mod:`xmrrs.estimator`: :class:`XRLinearClassifier`, the scikit-learn estimator.
 - :mod:`xmrrs.modelfile`: the model directory format (no pickle; optional memory mapping).
 - :mod:`xmrrs.baseline`: a label-centroid baseline (not the XR-Linear model).
+- :mod:`xmrrs.text`: :class:`~xmrrs.text.TfidfVectorizer`, raw text to tf-idf in Rust.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ if TYPE_CHECKING:  # static view of the lazy attributes
     from xmrrs import (
         sparse as sparse,
     )
+    from xmrrs import (
+        text as text,
+    )
     from xmrrs.estimator import XRLinearClassifier as XRLinearClassifier
 
 _SUBMODULES = frozenset(
@@ -53,6 +57,7 @@ _SUBMODULES = frozenset(
         "metrics",
         "modelfile",
         "sparse",
+        "text",
     ]
 )
 __all__ = ["XRLinearClassifier", *sorted(_SUBMODULES)]

@@ -5,6 +5,7 @@ A CSR matrix crosses the boundary as ``(n_rows, n_cols, indptr, indices, data)``
 """
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -177,3 +178,56 @@ def xr_assemble(
     parts: list[tuple[int, npt.NDArray[np.uint32], CsrParts, npt.NDArray[np.float32]]],
     n_features: int,
 ) -> XrModel: ...
+
+# ---------------------------------------------------------------------------------- text
+
+TEXT_UNICODE_VERSION: str
+TextCsrOut = tuple[
+    int, int, npt.NDArray[np.int64], npt.NDArray[np.integer], npt.NDArray[np.floating]
+]
+
+class TfidfModel:
+    @staticmethod
+    def fit_transform(
+        docs: Sequence[str | bytes],
+        analyzer: str = "word",
+        ngram_range: tuple[int, int] = (1, 1),
+        lowercase: bool = True,
+        min_df: int | float | None = None,
+        max_df: int | float | None = None,
+        max_features: int | None = None,
+        binary: bool = False,
+        sublinear_tf: bool = False,
+        use_idf: bool = True,
+        smooth_idf: bool = True,
+        norm: str | None = "l2",
+        float64: bool = False,
+        n_jobs: int | None = None,
+    ) -> tuple[TfidfModel, TextCsrOut]: ...
+    @staticmethod
+    def from_parts(
+        terms: Sequence[str],
+        idf: npt.NDArray[np.float64],
+        analyzer: str = "word",
+        ngram_range: tuple[int, int] = (1, 1),
+        lowercase: bool = True,
+        binary: bool = False,
+        sublinear_tf: bool = False,
+        use_idf: bool = True,
+        smooth_idf: bool = True,
+        norm: str | None = "l2",
+    ) -> TfidfModel: ...
+    def transform(
+        self, docs: Sequence[str | bytes], float64: bool = False, n_jobs: int | None = None
+    ) -> TextCsrOut: ...
+    def feature_names(self) -> list[str]: ...
+    def idf(self) -> npt.NDArray[np.float64]: ...
+    @property
+    def n_features(self) -> int: ...
+
+def text_analyze(
+    docs: Sequence[str | bytes],
+    analyzer: str = "word",
+    ngram_range: tuple[int, int] = (1, 1),
+    lowercase: bool = True,
+) -> list[list[str]]: ...

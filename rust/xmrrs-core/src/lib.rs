@@ -5,6 +5,7 @@
 //! - [`io`]: the Extreme Classification Repository and LIBSVM multilabel text formats.
 //! - [`simd`]: runtime-dispatched dense kernels (AVX2/FMA on x86-64, portable fallback).
 //! - [`parallel`]: thread-pool selection from an sklearn-style `n_jobs`.
+//! - [`text`]: raw text to tf-idf vectors (equal to scikit-learn's `TfidfVectorizer`).
 //! - [`alloc`]: fallible allocation of buffers sized by input ([`Error::Memory`], not an abort).
 //!
 //! Every public entry point that sees user data returns [`Result`]; none panics on bad input.
@@ -16,6 +17,7 @@ pub mod io;
 pub mod parallel;
 pub mod simd;
 pub mod sparse;
+pub mod text;
 pub mod xr;
 
 pub use error::{Error, Result};

@@ -8,6 +8,7 @@ mod convert;
 mod distributed;
 mod errors;
 mod indexing;
+mod text;
 mod xr;
 
 use std::path::PathBuf;
@@ -381,6 +382,9 @@ fn _xmrrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
         indexing::cluster_tree_from_assignments,
         m
     )?)?;
+    m.add_class::<text::PyTfidfModel>()?;
+    m.add_function(wrap_pyfunction!(text::text_analyze, m)?)?;
+    m.add("TEXT_UNICODE_VERSION", xmrrs_core::text::UNICODE_VERSION)?;
     m.add_class::<xr::PyXrModel>()?;
     m.add_function(wrap_pyfunction!(xr::xr_train, m)?)?;
     m.add_function(wrap_pyfunction!(xr::xr_predict_ensemble, m)?)?;
