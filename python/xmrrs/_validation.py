@@ -54,9 +54,9 @@ def csr_parts(a: Any, name: str = "X") -> CsrParts:
     return (
         int(n_rows),
         int(n_cols),
-        np.require(indptr, requirements="CA"),
-        np.require(indices, requirements="CA"),
-        np.require(data, requirements="CA"),
+        np.require(indptr, requirements=("C", "A")),
+        np.require(indices, requirements=("C", "A")),
+        np.require(data, requirements=("C", "A")),
     )
 
 
@@ -77,4 +77,4 @@ def dense_f32(a: Any, name: str, ndim: int = 2) -> np.ndarray:
         raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
-    return np.require(arr, dtype=np.float32, requirements="CA")
+    return np.require(arr, dtype=np.float32, requirements=("C", "A"))
