@@ -21,49 +21,25 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from xmrrs._progress import Progress
 
 __all__ = ["main"]
 
 _EPILOG = "Exit codes: 0 ok, 1 internal error, 2 bad usage or input, 130 interrupted."
 
 
-class _Progress:
-    """Step timings and progress bars on stderr (silent with ``-q``)."""
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` once: not where the help already says it, nor for ``None``."""
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-
-    @contextmanager
-    def step(self, what: str) -> Iterator[None]:
-        if not self.quiet:
-            print(f"{what} ...", end="" if self.tty else "\n", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        yield
-        if not self.quiet:
-            end = f" {time.perf_counter() - t0:.2f} s"
-            print(end if self.tty else f"{what}:{end}", file=sys.stderr, flush=True)
-
-    def bar(self, what: str, done: int, total: int, t0: float) -> None:
-        if self.quiet:
-            return
-        width = 30
-        fill = int(width * done / max(total, 1))
-        line = (
-            f"\r{what} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} "
-            f"{time.perf_counter() - t0:.1f} s"
-        )
-        if self.tty or done == total:
-            print(
-                line if self.tty else line[1:],
-                end="\n" if done == total else "",
-                file=sys.stderr,
-                flush=True,
-            )
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 def _read(path: str, fmt: str, labels: str | None, n_jobs: int | None) -> tuple[Any, Any]:
@@ -110,42 +86,43 @@ def _train(args: argparse.Namespace) -> int:
     from xmrrs import XRLinearClassifier
     from xmrrs.modelfile import check_target
 
-    check_target(args.model)  # before hours of training
-    prog = _Progress(args.quiet)
+    # every cheap check before reading data or training
+    params = {k: getattr(args, k) for k in _TRAIN_PARAMS}
+    clf = XRLinearClassifier(n_jobs=args.n_jobs, verbose=0 if args.quiet else 1, **params)
+    clf._check_params()
+    check_target(args.model)
+    _check_readable(args.data, args.labels)
+    prog = Progress(args.quiet)
     with prog.step(f"reading {args.data}"):
         X, Y = _read(args.data, args.format, args.labels, args.n_jobs)
     if Y is None:
         raise ValueError("training needs labels: pass --labels Y.npz with .npz features")
-    params = {k: getattr(args, k) for k in _TRAIN_PARAMS}
-    clf = XRLinearClassifier(n_jobs=args.n_jobs, verbose=0 if args.quiet else 1, **params)
     t0 = time.perf_counter()
-    with prog.step(f"training on {X.shape[0]} rows, {Y.shape[1]} labels"):
-        clf.fit(X, Y)
+    prog.write(f"training on {X.shape[0]} rows, {Y.shape[1]} labels")
+    clf.fit(X, Y)
     clf.set_params(verbose=0)
     with prog.step(f"saving {args.model}"):
         clf.save(args.model)
-    if not args.quiet:
-        print(
-            f"trained on {X.shape[0]} rows x {X.shape[1]} features, {Y.shape[1]} labels in "
-            f"{time.perf_counter() - t0:.2f} s",
-            file=sys.stderr,
-        )
+    prog.write(
+        f"trained on {X.shape[0]} rows x {X.shape[1]} features, {Y.shape[1]} labels in "
+        f"{time.perf_counter() - t0:.2f} s"
+    )
     return 0
 
 
-def _predict_chunks(clf: Any, X: Any, k: int, beam: int | None, prog: _Progress) -> Any:
+def _predict_chunks(clf: Any, X: Any, k: int, beam: int | None, prog: Progress) -> Any:
     import numpy as np
 
     n = X.shape[0]
-    step = 8192
+    step = 1024  # small enough for a live bar, large enough for the batch path
     ids = np.empty((n, k), np.int64)
     scores = np.empty((n, k), np.float32)
-    t0 = time.perf_counter()
-    for s in range(0, n, step):
-        ids[s : s + step], scores[s : s + step] = clf.predict_topk(
-            X[s : s + step], k, beam_size=beam
-        )
-        prog.bar("predicting", min(s + step, n), n, t0)
+    with prog.bar(n, "predicting", "rows") as bar:
+        for s in range(0, n, step):
+            ids[s : s + step], scores[s : s + step] = clf.predict_topk(
+                X[s : s + step], k, beam_size=beam
+            )
+            bar.update(min(step, n - s))
     return ids, scores
 
 
@@ -181,6 +158,25 @@ def _same_file(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+def _check_readable(*paths: str | None) -> None:
+    """Raise ``FileNotFoundError`` for an input file that does not exist (before any work)."""
+    for path in paths:
+        if path is not None and not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file")
+
+
+def _check_writable(output: str) -> None:
+    """Raise ``OSError`` when ``output`` cannot be written (before any work)."""
+    parent = os.path.dirname(os.path.abspath(output))
+    if os.path.isdir(output):
+        raise IsADirectoryError(f"-o {output} is a directory")
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"-o {output}: no directory {parent}")
+    target = output if os.path.exists(output) else parent
+    if not os.access(target, os.W_OK):
+        raise PermissionError(f"-o {output}: not writable")
+
+
 def _check_output(output: str, inputs: dict[str, str | None], model: str) -> None:
     """Refuse an output path that names an input file, the model or a file of the model.
 
@@ -207,7 +203,9 @@ def _predict(args: argparse.Namespace) -> int:
     from xmrrs import XRLinearClassifier
 
     _check_output(args.output, {"data file": args.data, "labels file": args.labels}, args.model)
-    prog = _Progress(args.quiet)
+    _check_writable(args.output)
+    _check_readable(args.data, args.labels)
+    prog = Progress(args.quiet)
     with prog.step(f"loading {args.model}"):
         clf = XRLinearClassifier.load(args.model, mmap=args.mmap, n_jobs=args.n_jobs)
         if args.post_processor:
@@ -251,7 +249,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if (args.model is None) == (args.predictions is None):
         raise ValueError("pass exactly one of --model and --predictions")
-    prog = _Progress(args.quiet)
+    prog = Progress(args.quiet)
     with prog.step(f"reading {args.data}"):
         X, Y = _read(args.data, args.format, args.labels, args.n_jobs)
     if Y is None:
@@ -341,6 +339,8 @@ def _branching(text: str) -> int | tuple[int, ...]:
 
 
 _TRAIN_PARAMS = (
+    "representation",
+    "normalize",
     "branching",
     "max_leaf_size",
     "kmeans_max_iter",
@@ -379,11 +379,23 @@ def _parser() -> argparse.ArgumentParser:
         "train",
         help="fit a model on a data file and save it",
         epilog=_EPILOG,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
     )
     _add_data(t)
     t.add_argument("-m", "--model", required=True, help="output model directory")
     g = t.add_argument_group("label tree (indexing)")
+    g.add_argument(
+        "--representation",
+        choices=("pifa", "pii", "spectral"),
+        default=d["representation"],
+        help="label representation clustered into the tree",
+    )
+    g.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=d["normalize"],
+        help="L2-normalise the rows of X (in training and prediction)",
+    )
     g.add_argument(
         "--branching",
         type=_branching,

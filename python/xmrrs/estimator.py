@@ -51,6 +51,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from xmrrs import _xmrrs
+from xmrrs._progress import Progress
 from xmrrs._targets import as_indicator, column_to_1d, is_class_vector, truth_indicator
 from xmrrs._validation import csr_parts, is_sparray
 from xmrrs.indexing import ClusterTree, HierarchicalKMeans, check_branching, label_representation
@@ -196,7 +197,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     random_state : int, RandomState or None, default=0
         Seed of the indexer and the solver.
     verbose : int, default=0
-        Print the stages and their times to stderr when > 0.
+        When > 0: a progress bar over the stages and their times on stderr.
 
     Attributes
     ----------
@@ -318,9 +319,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def _log(self, msg: str) -> None:
         if self.verbose:
-            import sys
-
-            print(f"[XRLinearClassifier] {msg}", file=sys.stderr, flush=True)
+            Progress(quiet=False).write(f"[XRLinearClassifier] {msg}")
 
     def _x_fit(self, X: Any) -> tuple[Any, sp.csr_matrix]:
         if sp.issparse(X) and X.format == "csr" and X.ndim == 2:
@@ -496,43 +495,51 @@ list of label lists
         # one representation for every tree (it does not depend on the seed; the trees
         # differ by their k-means seeds and, mixed, their shapes and the PII view); built
         # first so that the representations are freed before the (memory-heavier) training
-        Z = self._representation(Xn, Ym, p["seed"])
-        trees = [self._tree(Z, Ym.shape[1], p, 0)]
-        pii_view = p["n_estimators"] > 2 and self._pii_view(trees[0])
-        Z_pii = label_representation(Xn, Ym, "pii", n_jobs=self.n_jobs) if pii_view else None
-        for i in range(1, p["n_estimators"]):
-            Zi = Z_pii if pii_view and i % 2 == 0 else Z
-            trees.append(self._tree(Zi, Ym.shape[1], p, i, trees[0]))
-        del Z, Z_pii
-        self._log(
-            f"representation and {len(trees)} tree(s) {trees[0].n_nodes_per_level} "
-            f"in {time.perf_counter() - t0:.2f} s"
-        )
-        for i, tree in enumerate(trees):
-            t1 = time.perf_counter()
-            model, passes = _xmrrs.xr_train(
-                x_parts,
-                y_parts,
-                (tree.child_ptrs, tree.leaf_ptr, tree.labels),
-                loss=p["loss"],
-                cp=p["cp"],
-                cn=p["cn"],
-                max_iter=p["max_iter"],
-                tol=p["tol"],
-                bias=p["bias"],
-                threshold=p["threshold"],
-                negatives=p["negatives"],
-                beam_size=p["beam_size"],
-                post_processor=self.post_processor,
-                seed=p["seed"] + i,
-                relevance=rel_parts,
-                n_jobs=self.n_jobs,
-            )
+        n_est = p["n_estimators"]
+        # verbose: one bar over the stages (representation, each tree, each tree's models)
+        bar = Progress(quiet=not self.verbose).bar(1 + 2 * n_est, "fit: representation", "stage")
+        with bar:
+            Z = self._representation(Xn, Ym, p["seed"])
+            bar.update()
+            bar.set_description("fit: trees")
+            trees = [self._tree(Z, Ym.shape[1], p, 0)]
+            bar.update()
+            pii_view = n_est > 2 and self._pii_view(trees[0])
+            Z_pii = label_representation(Xn, Ym, "pii", n_jobs=self.n_jobs) if pii_view else None
+            for i in range(1, n_est):
+                Zi = Z_pii if pii_view and i % 2 == 0 else Z
+                trees.append(self._tree(Zi, Ym.shape[1], p, i, trees[0]))
+                bar.update()
+            del Z, Z_pii
             self._log(
-                f"estimator {i + 1}/{p['n_estimators']}: models in {time.perf_counter() - t1:.2f} s"
+                f"representation and {len(trees)} tree(s) {trees[0].n_nodes_per_level} "
+                f"in {time.perf_counter() - t0:.2f} s"
             )
-            models.append(model)
-            n_iter.append(passes)
+            for i, tree in enumerate(trees):
+                bar.set_description(f"fit: models of tree {i + 1}/{n_est}")
+                t1 = time.perf_counter()
+                model, passes = _xmrrs.xr_train(
+                    x_parts,
+                    y_parts,
+                    (tree.child_ptrs, tree.leaf_ptr, tree.labels),
+                    loss=p["loss"],
+                    cp=p["cp"],
+                    cn=p["cn"],
+                    max_iter=p["max_iter"],
+                    tol=p["tol"],
+                    bias=p["bias"],
+                    threshold=p["threshold"],
+                    negatives=p["negatives"],
+                    beam_size=p["beam_size"],
+                    post_processor=self.post_processor,
+                    seed=p["seed"] + i,
+                    relevance=rel_parts,
+                    n_jobs=self.n_jobs,
+                )
+                bar.update()
+                self._log(f"estimator {i + 1}/{n_est}: models in {time.perf_counter() - t1:.2f} s")
+                models.append(model)
+                n_iter.append(passes)
         self.n_iter_ = np.asarray(n_iter)
         self.models_ = models
         self.tree_ = trees[0]
