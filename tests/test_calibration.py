@@ -18,6 +18,7 @@ from xmrrs.calibration import (
     topk_hits,
 )
 from xmrrs.datasets import make_xmc
+from xmrrs.modelfile import MANIFEST
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +105,46 @@ def test_sigmoid_label_lists_and_1d_targets(data: tuple) -> None:
 
 def test_save_load_is_json_and_exact(data: tuple, fitted: CalibratedRanker, tmp_path) -> None:  # type: ignore[no-untyped-def]
     _, _, Xte, _ = data
-    fitted.save(tmp_path / "m")
-    doc = json.loads((tmp_path / "m" / "calibration.json").read_text())
+    path = tmp_path / "m"
+    fitted.save(path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    doc = manifest["extras_json"]["calibration"]
     assert doc["format"] == "xmrrs.CalibratedRanker" and "x" in doc["calibrator"]
-    back = CalibratedRanker.load(tmp_path / "m", mmap=True)
+    assert not list(path.rglob("*.pkl")) and not list(path.rglob("*.pickle"))
+    back = CalibratedRanker.load(path, mmap=True)
     for a, b in zip(fitted.predict_topk(Xte), back.predict_topk(Xte), strict=True):
         np.testing.assert_array_equal(a, b)
-    fitted.save(tmp_path / "m")  # replacing a saved model works
-    doc["calibrator"]["y"][0] = 7.0
-    (tmp_path / "m" / "calibration.json").write_text(json.dumps(doc))
+    assert back.get_params()["k"] == fitted.k and back.method == fitted.method
+    # the ranker alone loads from the same directory
+    XRLinearClassifier.load(path).predict_topk(Xte[:2])
+    fitted.save(path)  # replacing a saved model works: one manifest, only the new estimators
+    manifest = json.loads((path / MANIFEST).read_text())
+    assert sorted(p.name for p in path.iterdir()) == sorted([MANIFEST, *manifest["estimators"]])
+    manifest["extras_json"]["calibration"]["calibrator"]["y"][0] = 7.0
+    (path / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="corrupt calibration"):
-        CalibratedRanker.load(tmp_path / "m")
+        CalibratedRanker.load(path)
+    del manifest["extras_json"]
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"not a xmrrs\.CalibratedRanker"):
+        CalibratedRanker.load(path)
+
+
+def test_the_unreleased_layout_is_refused_with_a_message(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "ranker").mkdir()
+    (tmp_path / "calibration.json").write_text("{}")
+    with pytest.raises(ValueError, match="unreleased layout"):
+        CalibratedRanker.load(tmp_path)
+
+
+def test_save_needs_an_xr_ranker(fitted: CalibratedRanker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    other = clone(fitted)
+    for name in ("calibrator_", "n_calibration_pairs_", "classes_"):
+        setattr(other, name, getattr(fitted, name))
+    other.estimator_ = object()
+    with pytest.raises(TypeError, match="XRLinearClassifier"):
+        other.save(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
 
 
 def test_bad_parameters_and_clone(data: tuple) -> None:

@@ -350,3 +350,59 @@ def test_n_jobs_comes_from_the_caller_not_the_file(
     manifest["params"]["n_jobs"] = "all of them"
     (path / MANIFEST).write_text(json.dumps(manifest))
     assert XRLinearClassifier.load(path, n_jobs=2).n_jobs == 2
+
+
+def test_extras_round_trip_and_are_checked_before_anything_is_written(
+    tmp_path: Path, split: tuple, model: XRLinearClassifier
+) -> None:
+    from xmrrs.modelfile import Extras, load_with_extras, read_extras, save
+
+    _, _, Xte = split
+    path = _saved(tmp_path, model)
+    _, found = load_with_extras(XRLinearClassifier, path)
+    assert found == Extras() and read_extras(path) == Extras()  # a model without extras
+
+    def writer(d: Path) -> None:
+        (d / "part.json").write_text('{"a": 1}')
+        (d / "w.npy").write_bytes(b"")
+
+    save(model, path, extras={"side": writer}, extras_json={"meta": {"k": [1, 2.5, None]}})
+    loaded, found = load_with_extras(XRLinearClassifier, path, mmap=True)
+    _same(model, loaded, Xte)
+    assert found.json == {"meta": {"k": [1, 2.5, None]}}
+    assert list(found.dirs) == ["side"] and found.dirs["side"].parent == path
+    assert sorted(p.name for p in found.dirs["side"].iterdir()) == ["part.json", "w.npy"]
+    assert read_extras(path) == found
+    _same(model, XRLinearClassifier.load(path), Xte)  # load ignores the extras
+    before = _tree(path)
+
+    def foreign(d: Path) -> None:
+        (d / "notes.txt").write_text("x")
+
+    def failing(d: Path) -> None:
+        (d / "part.json").write_text("{")
+        raise OSError("disk full")
+
+    bad: list[tuple[dict, type, str]] = [
+        ({"extras": {"Bad-Name": writer}}, ValueError, "bad extra name"),
+        ({"extras": {"estimator": writer}}, ValueError, "bad extra name"),
+        ({"extras_json": {"": 1}}, ValueError, "bad extra name"),
+        ({"extras": {"a": writer}, "extras_json": {"a": 1}}, ValueError, "both"),
+        ({"extras": {"a": "not callable"}}, TypeError, "callable"),
+        ({"extras_json": {"a": float("nan")}}, ValueError, "not plain JSON"),
+        ({"extras_json": {"a": object()}}, ValueError, "not plain JSON"),
+        ({"extras": {"a": foreign}}, ValueError, r"notes\.txt"),
+        ({"extras": {"a": failing}}, OSError, "disk full"),
+    ]
+    for kwargs, exc, match in bad:
+        with pytest.raises(exc, match=match):
+            save(model, path, **kwargs)
+        assert _tree(path) == before, kwargs
+        new = tmp_path / "new"
+        with pytest.raises(exc, match=match):
+            save(model, new, **kwargs)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"], kwargs
+    # saving without extras drops the old ones
+    save(model, path)
+    assert read_extras(path) == Extras()
+    _only_model_files(path)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from xmrrs import XRLinearClassifier
+from xmrrs import XRLinearClassifier, modelfile
 from xmrrs.datasets import make_xmc
 from xmrrs.modelfile import MANIFEST
 
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="kills child processe
 # scikit-learn: a short start-up), builds a stand-in estimator, and with N > 0 wraps every
 # file-system call that the save makes (and the core's per-estimator writer) with a counter
 # that kills the process at call number N; with N == 0 it says "ready" and saves unhindered.
+# With a TAG, the save also writes an extra directory and an inline JSON extra holding TAG.
 CHILD = r"""
 import builtins, json, os, shutil, sys
 from types import SimpleNamespace
@@ -34,6 +35,7 @@ from types import SimpleNamespace
 from xmrrs import _xmrrs, modelfile
 
 src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tag = sys.argv[4] if len(sys.argv) > 4 else None
 with open(os.path.join(src, modelfile.MANIFEST), encoding="utf-8") as f:
     manifest = json.load(f)
 models = [_xmrrs.XrModel.load(os.path.join(src, e)) for e in manifest["estimators"]]
@@ -89,7 +91,17 @@ if n > 0:
     wrap(os, "open", creates)
 else:
     print("ready", flush=True)
-modelfile.save(est, dst)
+
+
+def side_writer(d):
+    with open(os.path.join(d, "side.json"), "w", encoding="utf-8") as f:
+        json.dump({"tag": tag}, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+extras = {"extras": {"side": side_writer}, "extras_json": {"tag": tag}} if tag else {}
+modelfile.save(est, dst, **extras)
 print("calls", calls, flush=True)
 """
 
@@ -117,48 +129,75 @@ def _same(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) ->
     return all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
 
 
-def _state(path: Path, X: sp.csr_matrix, expected: dict[str, tuple]) -> str:
-    """Which of ``expected`` the model at ``path`` predicts like, loaded both ways."""
+def _state(path: Path, X: sp.csr_matrix, expected: dict[str, tuple], extras: bool = False) -> str:
+    """Which of ``expected`` the model at ``path`` predicts like, loaded both ways (with
+    ``extras``: and whose tag both of its extras hold)."""
     if "none" in expected and not os.path.lexists(path / MANIFEST):
         with pytest.raises(FileNotFoundError):
             XRLinearClassifier.load(path)
         return "none"
     seen = set()
     for mmap in (False, True):
-        got = _predictions(XRLinearClassifier.load(path, mmap=mmap), X)
-        seen |= {name for name, pred in expected.items() if pred != "none" and _same(got, pred)}
+        est, found = modelfile.load_with_extras(XRLinearClassifier, path, mmap=mmap)
+        got = _predictions(est, X)
+        names = {name for name, pred in expected.items() if pred != "none" and _same(got, pred)}
+        if extras:
+            side = json.loads((found.dirs["side"] / "side.json").read_text())
+            assert names == {side["tag"]} == {found.json["tag"]}, (names, side, found.json)
+        else:
+            assert not found.dirs and not found.json
+        seen |= names
     assert len(seen) == 1, f"{path} predicts like {sorted(seen) or 'neither model'}"
     return seen.pop()
 
 
+def _save(est: XRLinearClassifier, path: Path, tag: str | None) -> None:
+    """Save as the child does (with ``tag``: with the two extras)."""
+
+    def side_writer(d: Path) -> None:
+        (d / "side.json").write_text(json.dumps({"tag": tag}))
+
+    if tag is None:
+        modelfile.save(est, path)
+    else:
+        modelfile.save(est, path, extras={"side": side_writer}, extras_json={"tag": tag})
+
+
 def _only_model_files(work: Path, path: Path) -> None:
-    """``work`` holds only ``path``, which holds only the manifest and its estimators."""
+    """``work`` holds only ``path``, which holds only the manifest, its estimators and its
+    extra directories."""
     assert sorted(p.name for p in work.iterdir()) == [path.name]
-    names = json.loads((path / MANIFEST).read_text())["estimators"]
-    assert sorted(p.name for p in path.iterdir()) == sorted([MANIFEST, *names])
+    manifest = json.loads((path / MANIFEST).read_text())
+    names = manifest["estimators"]
+    extras = list(manifest.get("extras", {}).values())
+    assert sorted(p.name for p in path.iterdir()) == sorted([MANIFEST, *names, *extras])
     for name in names:
         files = sorted(p.name for p in (path / name).iterdir())
         assert files == ["xr_model.json", "xr_model.safetensors"]
+    for name in extras:
+        assert [p.name for p in (path / name).iterdir()] == ["side.json"]
 
 
-def _child(tmp_path: Path, src: Path, dst: Path, n: int) -> list[str]:
+def _child(tmp_path: Path, src: Path, dst: Path, n: int, tag: str | None = None) -> list[str]:
     script = tmp_path / "child.py"
     if not script.exists():
         script.write_text(CHILD)
-    return [sys.executable, str(script), str(src), str(dst), str(n)]
+    return [sys.executable, str(script), str(src), str(dst), str(n), *([tag] if tag else [])]
 
 
-@pytest.mark.parametrize("scenario", ["replace", "new"])
+@pytest.mark.parametrize("scenario", ["replace", "new", "replace-with-extras"])
 def test_a_save_killed_at_any_step_leaves_the_old_or_the_new_model(
     tmp_path: Path, data: tuple, models: tuple, scenario: str
 ) -> None:
     _, _, X = data
     old, new = models
+    extras = scenario.endswith("-with-extras")
+    replace = scenario.startswith("replace")
     expected: dict[str, tuple | str] = {"new": _predictions(new, X)}
-    if scenario == "replace":
+    if replace:
         expected["old"] = _predictions(old, X)
         assert not _same(expected["old"], expected["new"])  # type: ignore[arg-type]
-        old.save(tmp_path / "old")
+        _save(old, tmp_path / "old", "old" if extras else None)
     else:
         expected["none"] = "none"
     new.save(tmp_path / "src")
@@ -167,25 +206,28 @@ def test_a_save_killed_at_any_step_leaves_the_old_or_the_new_model(
         work = tmp_path / f"run{n}"
         work.mkdir()
         path = work / "m"
-        if scenario == "replace":
+        if replace:
             shutil.copytree(tmp_path / "old", path)
         r = subprocess.run(
-            _child(tmp_path, tmp_path / "src", path, n), capture_output=True, text=True, timeout=120
+            _child(tmp_path, tmp_path / "src", path, n, "new" if extras else None),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if r.returncode == 0:  # the save made fewer than n calls: it completed
             assert f"calls {n - 1}" in r.stdout, r.stdout
-            assert _state(path, X, expected) == "new"  # type: ignore[arg-type]
+            assert _state(path, X, expected, extras) == "new"  # type: ignore[arg-type]
             _only_model_files(work, path)
             break
         assert r.returncode == 137, r.stderr
-        states.append(_state(path, X, expected))  # type: ignore[arg-type]
-        new.save(path)  # a following save succeeds and removes every leftover
+        states.append(_state(path, X, expected, extras))  # type: ignore[arg-type]
+        _save(new, path, "new" if extras else None)  # succeeds and removes every leftover
         _only_model_files(work, path)
-        assert _state(path, X, expected) == "new"  # type: ignore[arg-type]
+        assert _state(path, X, expected, extras) == "new"  # type: ignore[arg-type]
         shutil.rmtree(work)
     else:
         pytest.fail("the save never completed")
-    before = "old" if scenario == "replace" else "none"
+    before = "old" if replace else "none"
     # killed before the commit: the old state; after it (while cleaning up): the new model
     assert states[0] == before and states[-1] == "new", states
     assert states == sorted(states, key=lambda s: s == "new"), states  # one switch, for good

@@ -10,6 +10,7 @@ Submodules are imported on first use (PEP 562), so ``import xmrrs`` stays cheap:
 - :mod:`xmrrs.modelfile`: the model directory format (no pickle; optional memory mapping).
 - :mod:`xmrrs.baseline`: a label-centroid baseline (not the XR-Linear model).
 - :mod:`xmrrs.text`: :class:`~xmrrs.text.TfidfVectorizer`, raw text to tf-idf in Rust.
+- :mod:`xmrrs.textmodel`: :class:`~xmrrs.textmodel.TextXRClassifier`, texts to label names.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ if TYPE_CHECKING:  # static view of the lazy attributes
     from xmrrs import (
         text as text,
     )
+    from xmrrs import (
+        textmodel as textmodel,
+    )
     from xmrrs.estimator import XRLinearClassifier as XRLinearClassifier
 
 _SUBMODULES = frozenset(
@@ -58,6 +62,7 @@ _SUBMODULES = frozenset(
         "modelfile",
         "sparse",
         "text",
+        "textmodel",
     ]
 )
 __all__ = ["XRLinearClassifier", *sorted(_SUBMODULES)]

@@ -39,7 +39,6 @@ Example
 
 from __future__ import annotations
 
-import json
 import numbers
 import os
 from pathlib import Path
@@ -64,8 +63,9 @@ __all__ = [
 
 Method = Literal["isotonic", "sigmoid"]
 _METHODS = ("isotonic", "sigmoid")
-CALIBRATION_FILE = "calibration.json"
-RANKER_DIR = "ranker"
+#: Name of the inline JSON extra of the model directory (:mod:`xmrrs.modelfile`) that holds
+#: the parameters and the fitted map.
+CALIBRATION_EXTRA = "calibration"
 FORMAT = "xmrrs.CalibratedRanker"
 FORMAT_VERSION = 1
 
@@ -348,16 +348,27 @@ class CalibratedRanker(BaseEstimator):  # type: ignore[misc]
     # ------------------------------------------------------------------------ persistence
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the model to the directory ``path`` (no pickle).
+        """Write the model to the directory ``path`` (no pickle), crash-safely as a whole.
 
-        ``path/ranker`` holds the ranker (:meth:`XRLinearClassifier.save`, crash-safe) and
-        ``path/calibration.json`` the parameters and the fitted map (written to a temporary
-        file and renamed, after the ranker).
+        One :mod:`xmrrs.modelfile` directory: the ranker's manifest and estimators, with the
+        parameters and the fitted map as the ``"calibration"`` JSON extra of the manifest,
+        committed together. ``path`` must be new, empty, or an xmrrs model (replaced).
+
+        Raises
+        ------
+        TypeError
+            The ranker is not an :class:`~xmrrs.XRLinearClassifier`.
+        FileExistsError
+            ``path`` holds something that is not an xmrrs model; nothing was changed.
         """
+        from xmrrs.estimator import XRLinearClassifier
+        from xmrrs.modelfile import save
+
         check_is_fitted(self, "calibrator_")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.estimator_.save(path / RANKER_DIR)
+        if not isinstance(self.estimator_, XRLinearClassifier):
+            raise TypeError(
+                f"save needs an XRLinearClassifier ranker, got {type(self.estimator_).__name__}"
+            )
         cv = self.cv if isinstance(self.cv, int) and not isinstance(self.cv, bool) else None
         doc = {
             "format": FORMAT,
@@ -371,36 +382,41 @@ class CalibratedRanker(BaseEstimator):  # type: ignore[misc]
             "calibrator": self.calibrator_,
             "n_calibration_pairs": self.n_calibration_pairs_,
         }
-        tmp = path / f".{CALIBRATION_FILE}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path / CALIBRATION_FILE)
+        save(self.estimator_, path, extras_json={CALIBRATION_EXTRA: doc})
 
     @classmethod
     def load(
         cls, path: str | os.PathLike[str], *, mmap: bool = False, n_jobs: int | None = None
     ) -> CalibratedRanker:
-        """Read a model written by :meth:`save` (``mmap``, ``n_jobs``: as the ranker's load)."""
-        from xmrrs._files import read_regular
+        """Read a model written by :meth:`save` (``mmap``, ``n_jobs``: as the ranker's load).
+
+        Raises
+        ------
+        FileNotFoundError
+            No model at ``path``.
+        ValueError
+            Not a calibrated model (e.g. a plain ranker), or a corrupt file.
+        """
         from xmrrs.estimator import XRLinearClassifier
+        from xmrrs.modelfile import MANIFEST, load_with_extras
 
         path = Path(path)
-        where = path / CALIBRATION_FILE
-        try:
-            doc = json.loads(read_regular(where, "calibration", 1 << 26).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise ValueError(f"{where}: not JSON ({e})") from None
+        where = path / MANIFEST
+        if not os.path.lexists(where) and os.path.lexists(path / "calibration.json"):
+            raise ValueError(
+                f"{path}: the unreleased layout of CalibratedRanker (ranker/ and "
+                "calibration.json), no longer read; fit and save the model again"
+            )
+        ranker, extras = load_with_extras(XRLinearClassifier, path, mmap=mmap, n_jobs=n_jobs)
+        doc: Any = extras.json.get(CALIBRATION_EXTRA)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ValueError(f"{where}: not a {FORMAT} model")
+            raise ValueError(f"{where}: not a {FORMAT} model (no {CALIBRATION_EXTRA!r} extra)")
         if doc.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{where}: unsupported format version {doc.get('format_version')!r}")
         params: Any = doc.get("params")
         c: Any = doc.get("calibrator")
         if not isinstance(params, dict) or not _valid_map(c):
             raise ValueError(f"{where}: corrupt calibration")
-        ranker = XRLinearClassifier.load(path / RANKER_DIR, mmap=mmap, n_jobs=n_jobs)
         cv = params.get("cv")
         try:
             obj = cls(
@@ -415,7 +431,8 @@ class CalibratedRanker(BaseEstimator):  # type: ignore[misc]
         obj.estimator_ = ranker
         obj.classes_ = ranker.classes_
         obj.calibrator_ = c
-        obj.n_calibration_pairs_ = int(doc.get("n_calibration_pairs", 0))
+        pairs = doc.get("n_calibration_pairs", 0)
+        obj.n_calibration_pairs_ = int(pairs) if isinstance(pairs, int) else 0
         return obj
 
 

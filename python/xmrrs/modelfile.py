@@ -8,6 +8,8 @@ Layout (``format_version`` 1)::
                               ("multilabel" or "multiclass"), list of estimators
       estimator-0-<token>/    one directory per tree, written by the Rust core: a JSON manifest
       estimator-1-<token>/    and one array file (dtype, shape, offset, checksum of each array)
+      <name>-<token>/         optional companions ("extras", e.g. ``vectorizer-<token>/`` of a
+                              text model), named by the manifest's ``"extras"``
 
 (models written by xmrrs 0.x before the token name their directories ``estimator-0``...;
 they load the same.) Nothing is pickled, so loading a model from a stranger cannot run code.
@@ -17,12 +19,21 @@ file. With ``mmap=True`` the weights are mapped read-only: the model answers que
 milliseconds of ``load`` and processes share the pages; the checksum is then not read (call
 ``verify()`` on each of ``models_`` to check it), but every structural check still runs.
 
-Saving is crash-safe: the manifest is the commit point. A new model's estimators are written
-into fresh directories beside the old ones, then the manifest is written to a temporary file,
-synced and renamed over ``xmrrs-model.json``; only then are the old estimators deleted. A
-process killed at any moment leaves either the complete old model or the complete new one
-(plus leftovers that ``load`` ignores and the next ``save`` removes). Concurrent saves to one
-path are not supported.
+Small companions may instead be plain JSON inside the manifest (``"extras_json"``). Extras are
+how a wrapper (:class:`~xmrrs.textmodel.TextXRClassifier`,
+:class:`~xmrrs.calibration.CalibratedRanker`) stores what it adds to the ranker in the same
+directory and the same crash-safe write: ``save(est, path, extras=..., extras_json=...)`` and
+``load_with_extras``. An extra directory holds only regular files named ``*.json``,
+``*.safetensors`` or ``*.npy`` (and their ``.<name>.tmp*`` temporary files), so that a later
+save can recognise and replace it. Manifests without extras (all models of earlier versions)
+load as before, and ``XRLinearClassifier.load`` reads the ranker of any such directory.
+
+Saving is crash-safe: the manifest is the commit point. A new model's estimators and extras
+are written into fresh directories beside the old ones, then the manifest is written to a
+temporary file, synced and renamed over ``xmrrs-model.json``; only then are the old
+estimators and extras deleted. A process killed at any moment leaves either the complete old
+model or the complete new one (plus leftovers that ``load`` ignores and the next ``save``
+removes). Concurrent saves to one path are not supported.
 
 Constructor parameters that JSON cannot hold (a callable ``representation``, an ``indexer``
 object) are saved as their ``repr`` and restored to their defaults: they only matter to a new
@@ -37,6 +48,8 @@ import re
 import secrets
 import shutil
 import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,7 +58,18 @@ import numpy as np
 from xmrrs import _xmrrs
 from xmrrs._files import read_regular
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "check_target", "load", "save"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "ExtraWriter",
+    "Extras",
+    "check_target",
+    "load",
+    "load_with_extras",
+    "read_extras",
+    "save",
+]
 
 FORMAT = "xmrrs.XRLinearClassifier"
 FORMAT_VERSION = 1
@@ -54,6 +78,26 @@ MANIFEST = "xmrrs-model.json"
 MAX_MANIFEST_BYTES = 1 << 30
 
 T = TypeVar("T")
+
+#: Writes the files of one extra into the (new, empty) directory it is given; it should sync
+#: them (the directory itself is synced by :func:`save`).
+ExtraWriter = Callable[[Path], None]
+
+
+@dataclass(frozen=True)
+class Extras:
+    """The companions of a model directory, as :func:`load_with_extras` returns them.
+
+    Attributes
+    ----------
+    dirs : dict of str to Path
+        Name of each extra directory to its path (checked to exist and be a directory).
+    json : dict of str to object
+        Name of each inline JSON extra to its parsed value.
+    """
+
+    dirs: dict[str, Path] = field(default_factory=dict)
+    json: dict[str, Any] = field(default_factory=dict)
 
 
 def _json_param(value: Any) -> tuple[bool, Any]:
@@ -110,6 +154,13 @@ _ESTIMATOR_DIR = re.compile(rf"estimator-[0-9]+(-{_TOKEN})?")  # no token: model
 _MANIFEST_TMP = re.compile(rf"\.{re.escape(MANIFEST)}\.tmp-{_TOKEN}")
 _ESTIMATOR_FILE = re.compile(r"xr_model\.json|[^.].*\.safetensors")
 _ESTIMATOR_TMP = re.compile(r"\.(xr_model\.json|[^.].*\.safetensors)\.tmp[0-9A-Za-z_.-]*")
+# extras: "<name>-<token>" directories of plain data files
+_EXTRA_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_EXTRA_DIR = re.compile(rf"[a-z][a-z0-9_]{{0,63}}-{_TOKEN}")
+_EXTRA_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.(json|safetensors|npy)")
+_EXTRA_TMP = re.compile(
+    r"\.[A-Za-z0-9_][A-Za-z0-9_.-]*\.(json|safetensors|npy)\.tmp[0-9A-Za-z_.-]*"
+)
 
 
 def _new_dir_pattern(name: str) -> re.Pattern[str]:
@@ -131,6 +182,17 @@ def _check_estimator_dir(d: Path) -> None:
             if not (
                 e.is_file(follow_symlinks=False)
                 and (_ESTIMATOR_FILE.fullmatch(e.name) or _ESTIMATOR_TMP.fullmatch(e.name))
+            ):
+                raise _not_ours(d / e.name)
+
+
+def _check_extra_dir(d: Path) -> None:
+    """Raise unless ``d`` holds only plain data files of an extra (see the module notes)."""
+    with os.scandir(d) as entries:
+        for e in entries:
+            if not (
+                e.is_file(follow_symlinks=False)
+                and (_EXTRA_FILE.fullmatch(e.name) or _EXTRA_TMP.fullmatch(e.name))
             ):
                 raise _not_ours(d / e.name)
 
@@ -180,6 +242,10 @@ def _stale_entries(path: Path) -> list[Path]:
                 if not e.is_dir(follow_symlinks=False):
                     raise _not_ours(entry)
                 _check_estimator_dir(entry)
+            elif _EXTRA_DIR.fullmatch(e.name):
+                if not e.is_dir(follow_symlinks=False):
+                    raise _not_ours(entry)
+                _check_extra_dir(entry)
             else:
                 raise _not_ours(entry)
             if e.name != MANIFEST:
@@ -232,8 +298,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write(path: Path, est: Any, manifest: dict[str, Any], token: str) -> None:
-    """Write the estimators, then the manifest (the commit point), into directory ``path``.
+def _write(
+    path: Path,
+    est: Any,
+    manifest: dict[str, Any],
+    token: str,
+    extras: Mapping[str, ExtraWriter],
+) -> None:
+    """Write the estimators and the extra directories, then the manifest (the commit point),
+    into directory ``path``.
 
     On an error before the commit, everything written is removed and ``path`` is as before.
     """
@@ -246,6 +319,19 @@ def _write(path: Path, est: Any, manifest: dict[str, Any], token: str) -> None:
             os.mkdir(d)  # the umask applies
             created.append(d)
             model.save(str(d))  # the core writes its files atomically and syncs them
+            _fsync_dir(d)
+        for key, writer in extras.items():
+            d = path / manifest["extras"][key]
+            os.mkdir(d)
+            created.append(d)
+            writer(d)
+            try:
+                _check_extra_dir(d)  # else a later save would refuse to replace the model
+            except FileExistsError as e:
+                raise ValueError(
+                    f"the writer of extra {key!r} wrote a file that is not plain data ({e}); "
+                    "extra files must be named *.json, *.safetensors or *.npy"
+                ) from None
             _fsync_dir(d)
         created.append(tmp)
         with open(tmp, "x", encoding="utf-8") as f:
@@ -276,14 +362,47 @@ def check_target(path: str | os.PathLike[str]) -> None:
         _stale_entries(path)
 
 
-def save(est: Any, path: str | os.PathLike[str]) -> None:
-    """Write a fitted estimator to the directory ``path``, crash-safely.
+def _check_extras(
+    extras: Mapping[str, ExtraWriter] | None, extras_json: Mapping[str, Any] | None
+) -> tuple[dict[str, ExtraWriter], dict[str, Any]]:
+    """The extras as plain dicts, checked (names, writers, strict JSON) before any write."""
+    dirs = dict(extras or {})
+    inline = dict(extras_json or {})
+    for key in [*dirs, *inline]:
+        if not isinstance(key, str) or not _EXTRA_NAME.fullmatch(key) or key == "estimator":
+            raise ValueError(
+                f"bad extra name {key!r}: 1 to 64 of a-z, 0-9 and _, starting with a letter, "
+                "not 'estimator'"
+            )
+    both = sorted(set(dirs) & set(inline))
+    if both:
+        raise ValueError(f"extra {both[0]!r} is named both in extras and in extras_json")
+    for key, writer in dirs.items():
+        if not callable(writer):
+            raise TypeError(f"extras[{key!r}] must be a callable that writes a directory")
+    for key, value in inline.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise ValueError(f"extras_json[{key!r}] is not plain JSON ({e})") from None
+    return dirs, inline
+
+
+def save(
+    est: Any,
+    path: str | os.PathLike[str],
+    *,
+    extras: Mapping[str, ExtraWriter] | None = None,
+    extras_json: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a fitted estimator, and optional companions, to the directory ``path``,
+    crash-safely.
 
     ``path`` may be new, an empty directory, or a directory holding only an xmrrs model
-    (its manifest, the estimator directories it names, and leftovers of an interrupted
-    save); an existing model is replaced so that ``path`` holds, at every instant, either
-    the complete old model or the complete new one. Anything else in ``path`` is refused
-    before anything is written.
+    (its manifest, the estimator and extra directories, and leftovers of an interrupted
+    save); an existing model is replaced so that ``path`` holds, at every instant, either the
+    complete old model or the complete new one. Anything else in ``path`` is refused before
+    anything is written.
 
     Parameters
     ----------
@@ -291,6 +410,16 @@ def save(est: Any, path: str | os.PathLike[str]) -> None:
         A fitted estimator.
     path : str or path-like
         Model directory; missing parents are created.
+    extras : mapping of str to callable, optional
+        Companion directories: for each ``name``, ``writer(d)`` is called with a new empty
+        directory ``d = path/<name>-<token>`` before the commit, and must write there only
+        regular files named ``*.json``, ``*.safetensors`` or ``*.npy`` (synced). The
+        manifest names them (``"extras": {name: "<name>-<token>"}``); the old ones are
+        removed after the commit. Names: 1 to 64 of ``a-z``, ``0-9``, ``_``, starting with a
+        letter, not ``estimator``.
+    extras_json : mapping of str to JSON value, optional
+        Small companions stored inline in the manifest (``"extras_json"``); finite numbers
+        only. A name may not be in both mappings.
 
     Raises
     ------
@@ -299,7 +428,11 @@ def save(est: Any, path: str | os.PathLike[str]) -> None:
     FileExistsError
         ``path`` exists and is not a directory, or holds an entry that is not part of an xmrrs
         model (the message names it); nothing was changed.
+    ValueError
+        A bad extra name, an ``extras_json`` value that is not plain JSON, or a writer that
+        wrote something other than plain data files (then nothing was changed).
     """
+    dirs, inline = _check_extras(extras, extras_json)
     if not hasattr(est, "models_"):
         from sklearn.utils.validation import check_is_fitted
 
@@ -331,15 +464,19 @@ def save(est: Any, path: str | os.PathLike[str]) -> None:
         "target_type": getattr(est, "target_type_", "multilabel"),
         "estimators": [f"estimator-{i}-{token}" for i in range(len(est.models_))],
     }
+    if dirs:
+        manifest["extras"] = {key: f"{key}-{token}" for key in dirs}
+    if inline:
+        manifest["extras_json"] = inline
     if exists:
-        _write(path, est, manifest, token)
+        _write(path, est, manifest, token, dirs)
     else:
         # a brand-new model is built beside path and renamed into place
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.xmrrs-new-{token}"
         os.mkdir(tmp)  # the umask applies (tempfile.mkdtemp would make it private)
         try:
-            _write(tmp, est, manifest, token)
+            _write(tmp, est, manifest, token, dirs)
             os.rename(tmp, path)
         except BaseException:
             _remove([tmp])
@@ -363,6 +500,65 @@ def _check_loaded_params(params: Any, where: Path) -> dict[str, Any]:
     return out
 
 
+def _checked_manifest(path: Path) -> tuple[dict[str, Any], Path]:
+    """The manifest of the model directory ``path`` (format and version checked) and its
+    path."""
+    mpath = path / MANIFEST
+    manifest = _read_manifest(mpath)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{mpath}: not an {FORMAT} model")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{mpath}: format version {version!r}, this xmrrs reads version {FORMAT_VERSION}"
+        )
+    return manifest, mpath
+
+
+def _extras_of(manifest: dict[str, Any], path: Path, mpath: Path) -> Extras:
+    """The extras named by ``manifest`` (none in manifests written without them)."""
+    raw = manifest.get("extras", {})
+    inline = manifest.get("extras_json", {})
+    if not isinstance(raw, dict) or not isinstance(inline, dict):
+        raise ValueError(f"{mpath}: corrupt manifest ('extras' is not an object)")
+    dirs: dict[str, Path] = {}
+    for key, name in raw.items():
+        if not (
+            _EXTRA_NAME.fullmatch(key)
+            and isinstance(name, str)
+            and _EXTRA_DIR.fullmatch(name)
+            and name.startswith(f"{key}-")
+        ):
+            raise ValueError(f"{mpath}: corrupt manifest (bad extra {key!r}: {name!r})")
+        d = path / name
+        try:
+            is_dir = stat.S_ISDIR(os.stat(d).st_mode)
+        except FileNotFoundError:
+            raise ValueError(f"{d}: {key} directory named by {mpath} is missing") from None
+        if not is_dir:
+            raise ValueError(f"{d}: {key} named by {mpath} is not a directory")
+        dirs[key] = d
+    for key in inline:
+        if not _EXTRA_NAME.fullmatch(key) or key in dirs:
+            raise ValueError(f"{mpath}: corrupt manifest (bad extra {key!r})")
+    return Extras(dirs=dirs, json=dict(inline))
+
+
+def read_extras(path: str | os.PathLike[str]) -> Extras:
+    """The extras of the model directory ``path``, reading only its manifest.
+
+    Raises
+    ------
+    FileNotFoundError
+        No model at ``path``.
+    ValueError
+        Not an xmrrs model, an unsupported format version, or a corrupt ``extras`` entry.
+    """
+    path = Path(path)
+    manifest, mpath = _checked_manifest(path)
+    return _extras_of(manifest, path, mpath)
+
+
 def load(
     cls: type[T],
     path: str | os.PathLike[str],
@@ -371,6 +567,8 @@ def load(
     n_jobs: int | None = None,
 ) -> T:
     """Read a model directory written by :func:`save` into a new ``cls`` instance.
+
+    Extras are checked but not returned (see :func:`load_with_extras`).
 
     Parameters
     ----------
@@ -391,18 +589,42 @@ def load(
         Not an xmrrs model, an unsupported format version, bad parameters, or a
         corrupt/truncated file (the message names the file).
     """
+    return load_with_extras(cls, path, mmap=mmap, n_jobs=n_jobs)[0]
+
+
+def load_with_extras(
+    cls: type[T],
+    path: str | os.PathLike[str],
+    *,
+    mmap: bool = False,
+    n_jobs: int | None = None,
+) -> tuple[T, Extras]:
+    """Read a model directory written by :func:`save`, and the extras saved with it.
+
+    Parameters
+    ----------
+    cls, path, mmap, n_jobs
+        As in :func:`load`.
+
+    Returns
+    -------
+    estimator : cls
+    extras : Extras
+        The extra directories' paths and the inline JSON extras (empty for a model saved
+        without them); reading them is the caller's business.
+
+    Raises
+    ------
+    FileNotFoundError
+        No model at ``path``.
+    ValueError
+        As :func:`load`; also a corrupt ``extras`` entry or a missing extra directory.
+    """
     from xmrrs.indexing import ClusterTree
 
     path = Path(path)
-    mpath = path / MANIFEST
-    manifest = _read_manifest(mpath)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{mpath}: not an {FORMAT} model")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{mpath}: format version {version!r}, this xmrrs reads version {FORMAT_VERSION}"
-        )
+    manifest, mpath = _checked_manifest(path)
+    extras = _extras_of(manifest, path, mpath)
     try:
         params = _check_loaded_params(manifest["params"], mpath)
         n_features = manifest["n_features_in"]
@@ -468,4 +690,4 @@ def load(
         est.feature_names_in_ = np.asarray(feature_names, dtype=object)
     est.tree_ = ClusterTree(*models[0].tree_parts())
     loaded: T = est
-    return loaded
+    return loaded, extras

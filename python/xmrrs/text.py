@@ -7,6 +7,11 @@ Tokenization is scikit-learn's: ``token_pattern=r"(?u)\\b\\w\\w+\\b"`` on the te
 Python's ``str.lower``; ``\\w`` means what it means to Python's ``re`` (letters, digits and other
 numeric characters, ``_``; not combining marks). The Rust core carries CPython's tables for
 these classes (Unicode version in ``xmrrs._xmrrs.TEXT_UNICODE_VERSION``).
+
+Also here: :func:`read_text_file` (a jsonl or tsv file of texts and label lists) and
+:func:`is_text_model_dir`. The text classifier itself (tf-idf then
+:class:`~xmrrs.XRLinearClassifier`) is :class:`xmrrs.textmodel.TextXRClassifier`, also
+reachable as ``xmrrs.text.TextXRClassifier``.
 """
 
 from __future__ import annotations
@@ -23,12 +28,15 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from xmrrs import _xmrrs
+from xmrrs._files import read_regular
 
-__all__ = ["TfidfVectorizer"]
+__all__ = ["TfidfVectorizer", "is_text_model_dir", "read_text_file"]
 
 VECTORIZER_FORMAT = "xmrrs.TfidfVectorizer"
 VECTORIZER_FORMAT_VERSION = 1
 VECTORIZER_FILE = "tfidf.json"
+#: Name of the extra (see :mod:`xmrrs.modelfile`) that holds a text model's vectorizer.
+VECTORIZER_EXTRA = "vectorizer"
 
 # parameters that shape the fitted model (saved with it); n_jobs and dtype are not
 _MODEL_PARAMS = (
@@ -362,7 +370,7 @@ class TfidfVectorizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         if not p.is_file():
             raise ValueError(f"{p}: missing vectorizer file")
         try:
-            doc = json.loads(p.read_bytes().decode("utf-8"))
+            doc = json.loads(read_regular(p, "vectorizer").decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"{p}: corrupt vectorizer ({e})") from None
         return cls._from_json(doc, str(p), n_jobs)
@@ -401,3 +409,161 @@ class TfidfVectorizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
                 saved["terms"], np.asarray(saved["idf"], np.float64), **self._fit_params
             )
             self._tfidf = model
+
+
+# ---------------------------------------------------------------------------- text files
+
+_JSONL_SUFFIXES = (".jsonl", ".ndjson")
+_TSV_SUFFIXES = (".tsv", ".tab")
+
+
+def read_text_file(
+    path: str | os.PathLike[str],
+    text_field: str = "text",
+    label_field: str = "labels",
+    fmt: str = "auto",
+) -> tuple[list[str], list[list[str]] | None]:
+    """Read texts, and their label names if the file has them, from a jsonl or tsv file.
+
+    Formats (UTF-8; ``\\n`` or ``\\r\\n`` line ends; a leading BOM and blank lines are
+    skipped):
+
+    - ``jsonl``: one JSON object per line, e.g. ``{"text": "...", "labels": ["a", "b"]}``.
+      ``text_field`` must hold a string; ``label_field`` a list of strings, or be absent (or
+      null) on every line of a file for prediction. Other fields are ignored.
+    - ``tsv``: ``text<TAB>label1,label2`` per line, or just ``text`` (no tab) on every line
+      of a file for prediction. There is no escaping: the text cannot hold a tab or a line
+      break (a second tab on a line is an error), and a label name cannot hold a comma
+      (spaces around names are stripped, empty names dropped, so ``text<TAB>`` is a row with
+      no labels). Use jsonl for other texts or names.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    text_field, label_field : str, default="text" and "labels"
+        Field names of a jsonl file (ignored for tsv).
+    fmt : {"auto", "jsonl", "tsv"}, default="auto"
+        ``"auto"``: by the suffix (``.jsonl``/``.ndjson``: jsonl; ``.tsv``/``.tab``: tsv).
+
+    Returns
+    -------
+    texts : list of str
+        One per non-blank line, in file order.
+    labels : list of list of str, or None
+        The label names of each text, or None when no line has labels.
+
+    Raises
+    ------
+    ValueError
+        An unknown format or suffix, invalid UTF-8, a bad line (the message names the file
+        and the line number), or a file in which some lines have labels and others not.
+    OSError
+        The file cannot be read.
+    """
+    p = Path(path)
+    if fmt == "auto":
+        suffix = p.suffix.lower()
+        if suffix in _JSONL_SUFFIXES:
+            fmt = "jsonl"
+        elif suffix in _TSV_SUFFIXES:
+            fmt = "tsv"
+        else:
+            raise ValueError(
+                f"{p}: cannot tell the format from the suffix {suffix!r} (.jsonl, .ndjson, "
+                ".tsv or .tab); pass fmt='jsonl' or fmt='tsv'"
+            )
+    if fmt not in ("jsonl", "tsv"):
+        raise ValueError(f"fmt must be 'auto', 'jsonl' or 'tsv', got {fmt!r}")
+    texts: list[str] = []
+    labels: list[list[str] | None] = []
+    first_with: int | None = None  # line numbers, for the message on a mixed file
+    first_without: int | None = None
+    with open(p, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{p}:{lineno}: not UTF-8 ({e.reason} at byte {e.start})"
+                ) from None
+            if lineno == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            line = line.rstrip("\n").removesuffix("\r")
+            if not line.strip():
+                continue
+            if fmt == "jsonl":
+                text, labs = _jsonl_line(line, text_field, label_field, f"{p}:{lineno}")
+            else:
+                text, labs = _tsv_line(line, f"{p}:{lineno}")
+            if labs is None:
+                first_without = first_without or lineno
+            else:
+                first_with = first_with or lineno
+            if first_with is not None and first_without is not None:
+                raise ValueError(
+                    f"{p}:{max(first_with, first_without)}: line {first_with} has labels but "
+                    f"line {first_without} has none (label every line, or none)"
+                )
+            texts.append(text)
+            labels.append(labs)
+    if first_with is None:
+        return texts, None
+    return texts, [lab if lab is not None else [] for lab in labels]
+
+
+def _jsonl_line(
+    line: str, text_field: str, label_field: str, where: str
+) -> tuple[str, list[str] | None]:
+    try:
+        obj = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{where}: not JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if text_field not in obj:
+        raise ValueError(f"{where}: no {text_field!r} field")
+    text = obj[text_field]
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: {text_field!r} must be a string, got {type(text).__name__}")
+    labs = obj.get(label_field)
+    if labs is None:
+        return text, None
+    if not isinstance(labs, list) or not all(isinstance(v, str) for v in labs):
+        raise ValueError(f"{where}: {label_field!r} must be a list of strings, got {labs!r:.80}")
+    return text, labs
+
+
+def _tsv_line(line: str, where: str) -> tuple[str, list[str] | None]:
+    text, tab, rest = line.partition("\t")
+    if not tab:
+        return text, None
+    if "\t" in rest:
+        raise ValueError(
+            f"{where}: more than one tab (expected text<TAB>label1,label2; the text cannot "
+            "hold a tab)"
+        )
+    return text, [name for name in (s.strip() for s in rest.split(",")) if name]
+
+
+def is_text_model_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a model directory with a vectorizer (a saved
+    :class:`~xmrrs.textmodel.TextXRClassifier`), judged by its manifest alone.
+
+    False for a missing path, a plain :class:`~xmrrs.XRLinearClassifier` model, or anything
+    that is not a readable model directory.
+    """
+    from xmrrs.modelfile import read_extras
+
+    try:
+        return VECTORIZER_EXTRA in read_extras(path).dirs
+    except (OSError, ValueError):
+        return False
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TextXRClassifier":  # lazily: textmodel imports this module
+        from xmrrs.textmodel import TextXRClassifier
+
+        return TextXRClassifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
