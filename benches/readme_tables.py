@@ -1,10 +1,10 @@
-"""Put the latest comparison table of every data set into README.md.
+"""Put the latest comparison table of every data set into benches/README.md.
 
     .venv/bin/python benches/readme_tables.py
 
 Reads ``benches/results/suite.jsonl`` (written by ``suite.py``), keeps the latest run of every
 data set, and replaces the text between ``<!-- suite:begin -->`` and ``<!-- suite:end -->`` in
-README.md with one compact table per set (the full tables, with p99 latencies, memory of
+benches/README.md with one compact table per set (the full tables, with p99 latencies, memory of
 prediction and every ratio, are in ``benches/results/suite_<set>.md``).
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-README = HERE.parent / "README.md"
+README = HERE / "README.md"
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
 ORDER = [
     "bibtex",
