@@ -70,3 +70,29 @@ def test_help_shows_each_default_once(capsys) -> None:  # type: ignore[no-untype
     assert "(default: pifa)" in text  # defaults are shown...
     assert not re.search(r"\(default[^()]*\) \(default:", text)  # ...once
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_raw_text_files_train_a_text_model_that_prints_label_names(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import random
+
+    rng = random.Random(1)
+    words = {"games": "play puzzle level", "audio": "music sound codec", "net": "http proxy dns"}
+    rows = []
+    for _ in range(200):
+        tags = rng.sample(sorted(words), 2)
+        text = " ".join(rng.choice(words[t].split()) for t in tags for _ in range(4))
+        rows.append({"text": text, "tags": tags})
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    m = tmp_path / "m"
+    assert main(["train", str(train), "--label-field", "tags", "-m", str(m), "-q"]) == 0
+    out = tmp_path / "pred.txt"
+    assert main(["predict", str(train), "-m", str(m), "-o", str(out), "-k", "2", "-q"]) == 0
+    first = out.read_text().splitlines()[0].split()
+    assert {tok.rsplit(":", 1)[0] for tok in first} == set(rows[0]["tags"])
+    assert main(["evaluate", str(train), "--label-field", "tags", "-m", str(m), "-k", "1"]) == 0
+    p1 = float(capsys.readouterr().out.split()[1])
+    assert p1 > 0.9
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("".join(f"{r['text']}\t{','.join(r['tags'])}\n" for r in rows))
+    assert main(["train", str(tsv), "-m", str(tmp_path / "m2"), "-q"]) == 0

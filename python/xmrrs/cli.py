@@ -9,7 +9,11 @@ Subcommands:
 - ``demo``: generate the built-in synthetic data set, train, evaluate, print P@k and timings.
 
 Data files: the Extreme Classification Repository text format (header ``N D L``), LIBSVM
-multi-label text, or scipy ``.npz`` (features; labels from ``--labels Y.npz``). Exit codes:
+multi-label text, scipy ``.npz`` (features; labels from ``--labels Y.npz``), or raw text:
+``.jsonl`` (``{"text": ..., "labels": [...]}`` per line; ``--text-field``, ``--label-field``)
+and ``.tsv`` (``text<TAB>label1,label2``; see :func:`xmrrs.text.read_text_file`). A model
+trained on raw text is a :class:`~xmrrs.textmodel.TextXRClassifier` (TF-IDF + XR-Linear) and
+prints label names. Exit codes:
 0 success, 1 internal error, 2 bad usage or bad input (the message says what), 130 interrupted.
 """
 
@@ -42,6 +46,30 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+_TEXT_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".tsv": "tsv", ".tab": "tsv"}
+
+
+def _is_text(path: str, fmt: str) -> bool:
+    return fmt in ("jsonl", "tsv") or (fmt == "auto" and Path(path).suffix in _TEXT_SUFFIXES)
+
+
+def _read_any(args: argparse.Namespace, path: str, labels: str | None = None) -> tuple[Any, Any]:
+    """``(X, Y)`` of a data file: X a CSR matrix or a list of texts, Y an indicator or label
+    lists (None when the file has none)."""
+    if _is_text(path, args.format):
+        from xmrrs.text import read_text_file
+
+        if labels:
+            raise ValueError("--labels is only for .npz features; text files hold their labels")
+        fmt = "auto" if args.format == "auto" else args.format
+        return read_text_file(path, args.text_field, args.label_field, fmt=fmt)
+    return _read(path, args.format, labels, args.n_jobs)
+
+
+def _n_rows(X: Any) -> int:
+    return len(X) if isinstance(X, list) else int(X.shape[0])
+
+
 def _read(path: str, fmt: str, labels: str | None, n_jobs: int | None) -> tuple[Any, Any]:
     """``(X, Y)`` of a data file; ``Y`` is None for an npz without ``--labels``."""
     from xmrrs import datasets
@@ -52,6 +80,8 @@ def _read(path: str, fmt: str, labels: str | None, n_jobs: int | None) -> tuple[
     if fmt == "auto":
         if p.suffix == ".npz":
             fmt = "npz"
+        elif p.suffix in _TEXT_SUFFIXES:
+            fmt = _TEXT_SUFFIXES[p.suffix]
         else:
             with open(p, "rb") as f:
                 head = f.readline().split()
@@ -70,13 +100,17 @@ def _read(path: str, fmt: str, labels: str | None, n_jobs: int | None) -> tuple[
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="data file: XC text, LIBSVM multi-label text, or X .npz")
+    p.add_argument(
+        "data", help="data file: XC text, LIBSVM multi-label text, X .npz, or raw text .jsonl/.tsv"
+    )
     p.add_argument(
         "--format",
-        choices=("auto", "xc", "libsvm", "npz"),
+        choices=("auto", "xc", "libsvm", "npz", "jsonl", "tsv"),
         default="auto",
         help="data file format (default: from the extension and the first line)",
     )
+    p.add_argument("--text-field", default="text", help="text field of a .jsonl file")
+    p.add_argument("--label-field", default="labels", help="label field of a .jsonl file")
     p.add_argument("--labels", metavar="Y.npz", help="labels of an .npz feature file")
     p.add_argument("-n", "--n-jobs", type=int, default=None, help="threads (default: all)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -94,17 +128,26 @@ def _train(args: argparse.Namespace) -> int:
     _check_readable(args.data, args.labels)
     prog = Progress(args.quiet)
     with prog.step(f"reading {args.data}"):
-        X, Y = _read(args.data, args.format, args.labels, args.n_jobs)
+        X, Y = _read_any(args, args.data, args.labels)
     if Y is None:
-        raise ValueError("training needs labels: pass --labels Y.npz with .npz features")
+        raise ValueError(
+            "training needs labels: pass --labels Y.npz with .npz features, or a text file "
+            "with labels"
+        )
+    if isinstance(X, list):  # raw text: TF-IDF (in Rust) + XR-Linear, label names
+        from xmrrs.text import TfidfVectorizer
+        from xmrrs.textmodel import TextXRClassifier
+
+        vec = TfidfVectorizer(sublinear_tf=True, min_df=args.min_df, n_jobs=args.n_jobs)
+        clf = TextXRClassifier(vectorizer=vec, ranker=clf)
     t0 = time.perf_counter()
-    prog.write(f"training on {X.shape[0]} rows, {Y.shape[1]} labels")
+    prog.write(f"training on {_n_rows(X)} rows")
     clf.fit(X, Y)
-    clf.set_params(verbose=0)
+    getattr(clf, "ranker_", clf).set_params(verbose=0)  # progress was for this run only
     with prog.step(f"saving {args.model}"):
         clf.save(args.model)
     prog.write(
-        f"trained on {X.shape[0]} rows x {X.shape[1]} features, {Y.shape[1]} labels in "
+        f"trained on {_n_rows(X)} rows, {len(clf.classes_)} labels in "
         f"{time.perf_counter() - t0:.2f} s"
     )
     return 0
@@ -113,14 +156,16 @@ def _train(args: argparse.Namespace) -> int:
 def _predict_chunks(clf: Any, X: Any, k: int, beam: int | None, prog: Progress) -> Any:
     import numpy as np
 
-    n = X.shape[0]
+    n = _n_rows(X)
     step = 1024  # small enough for a live bar, large enough for the batch path
     ids = np.empty((n, k), np.int64)
     scores = np.empty((n, k), np.float32)
     with prog.bar(n, "predicting", "rows") as bar:
         for s in range(0, n, step):
-            ids[s : s + step], scores[s : s + step] = clf.predict_topk(
-                X[s : s + step], k, beam_size=beam
+            ids[s : s + step], scores[s : s + step] = (
+                clf.predict_topk(X[s : s + step], k)  # a text model: its ranker's beam
+                if isinstance(X, list)
+                else clf.predict_topk(X[s : s + step], k, beam_size=beam)
             )
             bar.update(min(step, n - s))
     return ids, scores
@@ -199,19 +244,35 @@ def _check_output(output: str, inputs: dict[str, str | None], model: str) -> Non
                 )
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _load(path: str, mmap: bool, args: argparse.Namespace) -> Any:
+    """The model at ``path``: a text model when it holds a vectorizer, else a ranker (the
+    beam and post-processor overrides applied to the ranker)."""
     from xmrrs import XRLinearClassifier
+    from xmrrs.text import is_text_model_dir
 
+    if is_text_model_dir(path):
+        from xmrrs.textmodel import TextXRClassifier
+
+        clf = TextXRClassifier.load(path, mmap=mmap, n_jobs=args.n_jobs)
+        ranker = clf.ranker_
+    else:
+        clf = ranker = XRLinearClassifier.load(path, mmap=mmap, n_jobs=args.n_jobs)
+    if getattr(args, "post_processor", None):
+        ranker.set_params(post_processor=args.post_processor)
+    if getattr(args, "beam_size", None):
+        ranker.set_params(beam_size=args.beam_size)
+    return clf
+
+
+def _predict(args: argparse.Namespace) -> int:
     _check_output(args.output, {"data file": args.data, "labels file": args.labels}, args.model)
     _check_writable(args.output)
     _check_readable(args.data, args.labels)
     prog = Progress(args.quiet)
     with prog.step(f"loading {args.model}"):
-        clf = XRLinearClassifier.load(args.model, mmap=args.mmap, n_jobs=args.n_jobs)
-        if args.post_processor:
-            clf.set_params(post_processor=args.post_processor)
+        clf = _load(args.model, args.mmap, args)
     with prog.step(f"reading {args.data}"):
-        X, _ = _read(args.data, args.format, args.labels, args.n_jobs)
+        X, _ = _read_any(args, args.data, args.labels)
     k = min(args.k, len(clf.classes_))
     ids, scores = _predict_chunks(clf, X, k, args.beam_size, prog)
     with prog.step(f"writing {args.output}"):
@@ -251,15 +312,21 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError("pass exactly one of --model and --predictions")
     prog = Progress(args.quiet)
     with prog.step(f"reading {args.data}"):
-        X, Y = _read(args.data, args.format, args.labels, args.n_jobs)
+        X, Y = _read_any(args, args.data, args.labels)
     if Y is None:
         raise ValueError("evaluation needs labels: pass --labels Y.npz with .npz features")
-    k = min(args.k, Y.shape[1])  # metrics at 1..k: no more ranks than labels
+    clf = None
     if args.model is not None:
-        from xmrrs import XRLinearClassifier
-
         with prog.step(f"loading {args.model}"):
-            clf = XRLinearClassifier.load(args.model, mmap=True, n_jobs=args.n_jobs)
+            clf = _load(args.model, True, args)
+    if isinstance(Y, list):  # label names, matched against the model's classes
+        from xmrrs._targets import encode_label_lists
+
+        if clf is None:
+            raise ValueError("label names need the model (--model) that gives them ids")
+        Y, _ = encode_label_lists(Y, clf.classes_, unknown="ignore")
+    k = min(args.k, Y.shape[1])  # metrics at 1..k: no more ranks than labels
+    if clf is not None:
         pred, _ = _predict_chunks(clf, X, min(k, len(clf.classes_)), args.beam_size, prog)
     else:
         pred = _read_predictions(args.predictions, Y.shape[1])
@@ -268,7 +335,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     prop = None
     if args.train:
         with prog.step(f"reading {args.train} for propensities"):
-            _, Ytr = _read(args.train, args.format, args.train_labels, args.n_jobs)
+            _, Ytr = _read_any(args, args.train, args.train_labels)
+            if isinstance(Ytr, list):
+                from xmrrs._targets import encode_label_lists
+
+                Ytr, _ = encode_label_lists(Ytr, clf.classes_ if clf else None, unknown="ignore")
         prop = metrics.propensity(Ytr)
     report = metrics.ranking_report(Y, pred, ks=tuple(range(1, k + 1)), propensity=prop)
     if args.json:
@@ -383,6 +454,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_data(t)
     t.add_argument("-m", "--model", required=True, help="output model directory")
+    t.add_argument(
+        "--min-df",
+        type=_positive_int,
+        default=2,
+        help="raw text only: keep the terms of at least this many documents",
+    )
     g = t.add_argument_group("label tree (indexing)")
     g.add_argument(
         "--representation",
