@@ -143,7 +143,8 @@ def _train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     prog.write(f"training on {_n_rows(X)} rows")
     clf.fit(X, Y)
-    getattr(clf, "ranker_", clf).set_params(verbose=0)  # progress was for this run only
+    ranker: Any = getattr(clf, "ranker_", clf)
+    ranker.set_params(verbose=0)  # progress was for this run only
     with prog.step(f"saving {args.model}"):
         clf.save(args.model)
     prog.write(
