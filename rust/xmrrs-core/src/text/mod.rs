@@ -6,6 +6,8 @@
 //!   (`char`, `char_wb`).
 //! - [`vocab`]: parallel counting, the sorted vocabulary with document frequencies, pruning
 //!   by `min_df` / `max_df` / `max_features`.
+//! - `word`: the word analyzer's vocabulary without a string per n-gram (n-grams as pairs
+//!   of ids, merged in hash shards in parallel).
 //! - [`tfidf`]: idf and the weighted, L2-normalised CSR output.
 //!
 //! Every step runs on the current rayon pool and gives the same output at any thread count.
@@ -15,6 +17,7 @@ mod tables;
 pub mod tfidf;
 pub mod tokenize;
 pub mod vocab;
+mod word;
 
 pub use tables::UNICODE_VERSION;
 pub use tfidf::{Norm, Real, Weighted, Weighting};
@@ -162,6 +165,59 @@ mod tests {
         assert_eq!(terms, ["aa", "aa bb", "bb", "bb cc", "cc"]);
         let row0: f32 = x.data[..x.indptr[1] as usize].iter().map(|v| v * v).sum();
         assert!((row0 - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn word_ngrams_sort_and_count_as_joined_strings() {
+        // prefixes of words, non-ASCII words and repeated n-grams, in several chunks
+        let docs: Vec<String> = (0..300)
+            .map(|i| {
+                format!(
+                    "ab abc ab_{} Ünï ab abc z{} ab ab ÿ{} zz ab c{}",
+                    i % 5,
+                    i % 11,
+                    i % 3,
+                    i % 2
+                )
+            })
+            .collect();
+        let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+        for (min_n, max_n) in [(1, 1), (1, 2), (2, 3), (3, 3), (1, 4), (2, 99)] {
+            let a = Analyzer {
+                kind: AnalyzerKind::Word,
+                min_n,
+                max_n,
+                lowercase: true,
+            };
+            // reference: the documents' terms as strings
+            let mut df = std::collections::BTreeMap::<String, u64>::new();
+            for d in &docs {
+                let mut seen = std::collections::BTreeSet::new();
+                a.analyze(d, &mut tokenize::Scratch::default(), |t| {
+                    seen.insert(t.to_string());
+                });
+                for t in seen {
+                    *df.entry(t).or_default() += 1;
+                }
+            }
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let fitted = pool
+                    .install(|| vocab::fit(&docs, &a, &Pruning::default(), parts(docs.len())))
+                    .unwrap();
+                let terms: Vec<String> = fitted
+                    .vocabulary
+                    .terms()
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect();
+                assert_eq!(terms, df.keys().cloned().collect::<Vec<_>>());
+                assert_eq!(fitted.df, df.values().copied().collect::<Vec<_>>());
+            }
+        }
     }
 
     #[test]

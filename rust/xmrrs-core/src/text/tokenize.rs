@@ -125,6 +125,24 @@ static ASCII_WORD: [bool; 128] = {
 };
 
 impl Analyzer {
+    /// The text of `doc` as the word analyzer sees it (lower-cased when `lowercase`) and the
+    /// byte ranges of its tokens in it.
+    pub(crate) fn words<'a>(
+        &self,
+        doc: &'a str,
+        sc: &'a mut Scratch,
+    ) -> (&'a str, &'a [(usize, usize)]) {
+        let text: &str = if self.lowercase {
+            sc.lower.clear();
+            push_lowercase(doc, &mut sc.lower);
+            &sc.lower
+        } else {
+            doc
+        };
+        word_tokens(text, &mut sc.tokens);
+        (text, &sc.tokens)
+    }
+
     /// Calls `emit` with every term of `doc`, with repetitions (the order is not
     /// scikit-learn's, the multiset is).
     pub fn analyze(&self, doc: &str, sc: &mut Scratch, mut emit: impl FnMut(&str)) {

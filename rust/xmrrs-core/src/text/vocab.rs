@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::{Error, Result};
 
-use super::tokenize::{Analyzer, Scratch};
+use super::tokenize::{Analyzer, AnalyzerKind, Scratch};
 
 /// The multiply-rotate hash of rustc (FxHash): fast on short keys, not DoS-resistant, which
 /// is fine for counting the terms of a corpus.
@@ -46,6 +46,10 @@ impl Hasher for FxHasher {
     #[inline]
     fn write_u8(&mut self, i: u8) {
         self.add(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
     }
     #[inline]
     fn finish(&self) -> u64 {
@@ -315,17 +319,38 @@ pub struct Fitted {
     pub counts: Vec<Counts>,
 }
 
+/// The terms of all chunks merged: frequencies by global term id, the ids in sorted term
+/// order, and each chunk's counts over its local ids with their global ids.
+pub(super) struct Merged {
+    /// Document frequency by global id.
+    pub df: Vec<u64>,
+    /// Corpus frequency by global id.
+    pub tf: Vec<u64>,
+    /// The global ids of the terms in sorted order (UTF-8 byte order, as Python sorts str).
+    pub order: Vec<u32>,
+    /// Per chunk, the documents' counts over the chunk's local ids.
+    pub counts: Vec<Counts>,
+    /// Per chunk, the global id of each local id.
+    pub local_to_global: Vec<Vec<u32>>,
+}
+
 /// Learns the vocabulary of `docs` and counts their terms, in `parts` parallel chunks
 /// (the result does not depend on `parts`).
 pub fn fit(docs: &[&str], analyzer: &Analyzer, pruning: &Pruning, parts: usize) -> Result<Fitted> {
     analyzer.validate()?;
     pruning.validate()?;
-    let n_docs = docs.len();
-    let (high, low) = (pruning.max_df.docs(n_docs), pruning.min_df.docs(n_docs));
-    let chunks: Vec<Chunk> = chunk_ranges(n_docs, parts)
+    if analyzer.kind == AnalyzerKind::Word {
+        let (merged, term) = super::word::fit(docs, analyzer, parts)?;
+        return prune(merged, term, docs.len(), pruning);
+    }
+    let mut chunks: Vec<Chunk> = chunk_ranges(docs.len(), parts)
         .into_par_iter()
         .map(|r| count_chunk(&docs[r], analyzer))
         .collect::<Result<_>>()?;
+    let counts: Vec<Counts> = chunks
+        .iter_mut()
+        .map(|c| std::mem::take(&mut c.counts))
+        .collect();
 
     // merge: global ids in order of first appearance (chunks in document order)
     let mut global: FxMap<&str, u32> = FxMap::default();
@@ -352,21 +377,45 @@ pub fn fit(docs: &[&str], analyzer: &Analyzer, pruning: &Pruning, parts: usize) 
         return Err(Error::invalid("more than 2^32 distinct terms"));
     }
     drop(global);
-    if terms.is_empty() {
+    // sorted order (UTF-8 byte order is code point order, as Python sorts str)
+    let mut order: Vec<u32> = (0..terms.len() as u32).collect();
+    order.par_sort_unstable_by(|&a, &b| terms[a as usize].cmp(terms[b as usize]));
+    let merged = Merged {
+        df,
+        tf,
+        order,
+        counts,
+        local_to_global,
+    };
+    prune(merged, |g| terms[g as usize].into(), docs.len(), pruning)
+}
+
+/// Prunes the merged terms and remaps the chunks' counts to the kept terms' columns.
+fn prune(
+    merged: Merged,
+    term: impl Fn(u32) -> Box<str> + Sync,
+    n_docs: usize,
+    pruning: &Pruning,
+) -> Result<Fitted> {
+    let Merged {
+        df,
+        tf,
+        order,
+        counts,
+        local_to_global,
+    } = merged;
+    if order.is_empty() {
         return Err(Error::invalid(
             "empty vocabulary; perhaps the documents only contain stop words",
         ));
     }
-
+    let (high, low) = (pruning.max_df.docs(n_docs), pruning.min_df.docs(n_docs));
     if high < low {
         return Err(Error::invalid(
             "max_df corresponds to < documents than min_df",
         ));
     }
 
-    // sorted order (UTF-8 byte order is code point order, as Python sorts str)
-    let mut order: Vec<u32> = (0..terms.len() as u32).collect();
-    order.par_sort_unstable_by(|&a, &b| terms[a as usize].cmp(terms[b as usize]));
     let mut keep: Vec<bool> = order
         .iter()
         .map(|&g| {
@@ -385,28 +434,33 @@ pub fn fit(docs: &[&str], analyzer: &Analyzer, pruning: &Pruning, parts: usize) 
             }
         }
     }
-    let mut column = vec![u32::MAX; terms.len()];
-    let mut kept_terms: Vec<Box<str>> = Vec::new();
-    let mut kept_df = Vec::new();
-    for (i, &g) in order.iter().enumerate() {
-        if keep[i] {
-            column[g as usize] = kept_terms.len() as u32;
-            kept_terms.push(terms[g as usize].into());
-            kept_df.push(df[g as usize]);
-        }
-    }
-    if kept_terms.is_empty() {
+    let kept: Vec<u32> = order
+        .iter()
+        .zip(&keep)
+        .filter(|e| *e.1)
+        .map(|e| *e.0)
+        .collect();
+    if kept.is_empty() {
         return Err(Error::invalid(
             "After pruning, no terms remain. Try a lower min_df or a higher max_df.",
         ));
     }
+    let mut column = vec![u32::MAX; df.len()];
+    for (c, &g) in kept.iter().enumerate() {
+        column[g as usize] = c as u32;
+    }
+    let kept_df: Vec<u64> = kept.iter().map(|&g| df[g as usize]).collect();
+    let kept_terms: Vec<Box<str>> = kept.par_iter().map(|&g| term(g)).collect();
 
     // remap each chunk's counts to columns (dropping pruned terms), rows sorted by column
-    let counts: Vec<Counts> = chunks
+    let counts: Vec<Counts> = counts
         .into_par_iter()
         .zip(local_to_global.into_par_iter())
-        .map(|(ch, map)| {
-            let c = ch.counts;
+        .map(|(c, mut map)| {
+            // local id to column
+            for g in &mut map {
+                *g = column[*g as usize];
+            }
             let mut out = Counts {
                 indptr: Vec::with_capacity(c.indptr.len()),
                 ids: Vec::with_capacity(c.ids.len()),
@@ -417,7 +471,7 @@ pub fn fit(docs: &[&str], analyzer: &Analyzer, pruning: &Pruning, parts: usize) 
             for d in 0..c.n_docs() {
                 row.clear();
                 for k in c.indptr[d]..c.indptr[d + 1] {
-                    let col = column[map[c.ids[k] as usize] as usize];
+                    let col = map[c.ids[k] as usize];
                     if col != u32::MAX {
                         row.push((col, c.counts[k]));
                     }
