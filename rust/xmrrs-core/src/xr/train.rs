@@ -174,15 +174,14 @@ pub fn train_layers(
     train_layers_with_stats(x, y, tree, params, relevance).map(|(w, _)| w)
 }
 
-/// [`train_layers`] that also returns per-layer counters.
-pub fn train_layers_with_stats(
+/// The checks every training entry point makes of its inputs: shapes against each other and
+/// the tree, finite values, canonical `Y`, and `relevance` on `Y`'s pattern, non-negative.
+pub(super) fn check_inputs(
     x: &CsrView<'_>,
     y: &CsrView<'_>,
     tree: &ClusterTree,
-    params: &TrainParams,
     relevance: Option<&CsrView<'_>>,
-) -> Result<(Vec<LayerWeights>, Vec<LayerStats>)> {
-    params.validate()?;
+) -> Result<()> {
     let n = x.n_rows();
     if y.n_rows() != n {
         return Err(Error::shape(format!(
@@ -228,6 +227,19 @@ pub fn train_layers_with_stats(
             )));
         }
     }
+    Ok(())
+}
+
+/// [`train_layers`] that also returns per-layer counters.
+pub fn train_layers_with_stats(
+    x: &CsrView<'_>,
+    y: &CsrView<'_>,
+    tree: &ClusterTree,
+    params: &TrainParams,
+    relevance: Option<&CsrView<'_>>,
+) -> Result<(Vec<LayerWeights>, Vec<LayerStats>)> {
+    params.validate()?;
+    check_inputs(x, y, tree, relevance)?;
     let x_owned;
     let x = if x.is_canonical() {
         *x

@@ -11,9 +11,9 @@
 //!
 //! The root's layer (`level == 0`) uses every row it is given: give it all of them.
 
-use super::{run_largest_first, ChildOut, Pool, Shared, TaskOut, TrainParams};
+use super::{check_inputs, run_largest_first, ChildOut, Pool, Shared, TaskOut, TrainParams};
 use crate::cluster::ClusterTree;
-use crate::sparse::{check_finite, col_gather, transpose, Csr, CsrView};
+use crate::sparse::{col_gather, transpose, Csr, CsrView};
 use crate::xr::assemble::LayerPart;
 use crate::xr::solver::{FeatureMap, GroupSolver, Solver};
 use crate::{Error, Result};
@@ -87,44 +87,7 @@ pub fn train_subtrees(
         ));
     }
     let parents = descendants(tree, level, roots, last_layer)?;
-    let n = x.n_rows();
-    if y.n_rows() != n {
-        return Err(Error::shape(format!(
-            "X has {n} rows but Y has {}",
-            y.n_rows()
-        )));
-    }
-    if y.n_cols() != tree.n_labels() {
-        return Err(Error::shape(format!(
-            "Y has {} columns but the tree has {} labels",
-            y.n_cols(),
-            tree.n_labels()
-        )));
-    }
-    if n > u32::MAX as usize {
-        return Err(Error::invalid("too many rows for u32 instance ids"));
-    }
-    check_finite(x.data(), "X")?;
-    check_finite(y.data(), "Y")?;
-    if !y.is_canonical() {
-        return Err(Error::invalid(
-            "Y must be canonical (sorted, unique label ids in each row)",
-        ));
-    }
-    if let Some(r) = relevance {
-        if r.n_rows() != n || r.n_cols() != y.n_cols() {
-            return Err(Error::shape("relevance must have the shape of Y"));
-        }
-        if r.indptr() != y.indptr() || r.indices() != y.indices() {
-            return Err(Error::invalid(
-                "relevance must have exactly the sparsity pattern of Y",
-            ));
-        }
-        check_finite(r.data(), "relevance")?;
-        if r.data().iter().any(|&v| v < 0.0) {
-            return Err(Error::invalid("relevance values must be >= 0"));
-        }
-    }
+    check_inputs(x, y, tree, relevance)?;
     let x_owned;
     let x = if x.is_canonical() {
         *x
