@@ -174,6 +174,37 @@ pub fn train_layers(
     train_layers_with_stats(x, y, tree, params, relevance).map(|(w, _)| w)
 }
 
+/// Node -> instance lists of every layer's children (`kt[m]` = K_m transposed, from the
+/// labels up), and the relevance of each (label, instance) pair in leaf order, transposed.
+pub(super) fn label_chain(
+    y: &CsrView<'_>,
+    tree: &ClusterTree,
+    relevance: Option<&CsrView<'_>>,
+) -> Result<(Vec<Csr>, Option<Csr>)> {
+    let depth = tree.depth();
+    let ptr_of = |m: usize| -> &[u32] {
+        if m < depth {
+            tree.child_ptr(m).unwrap_or(&[])
+        } else {
+            tree.leaf_ptr()
+        }
+    };
+    let mut kt: Vec<Csr> = Vec::with_capacity(depth + 1);
+    let mut k = col_gather(y, tree.labels())?;
+    let rel_t = match relevance {
+        Some(r) => Some(transpose(&col_gather(r, tree.labels())?.view())?),
+        None => None,
+    };
+    for m in (0..=depth).rev() {
+        kt.push(transpose(&k.view())?);
+        if m > 0 {
+            k = aggregate(&k.view(), ptr_of(m));
+        }
+    }
+    kt.reverse();
+    Ok((kt, rel_t))
+}
+
 /// The checks every training entry point makes of its inputs: shapes against each other and
 /// the tree, finite values, canonical `Y`, and `relevance` on `Y`'s pattern, non-negative.
 pub(super) fn check_inputs(
@@ -249,28 +280,7 @@ pub fn train_layers_with_stats(
     };
 
     let depth = tree.depth();
-    let ptr_of = |m: usize| -> &[u32] {
-        if m < depth {
-            tree.child_ptr(m).unwrap_or(&[])
-        } else {
-            tree.leaf_ptr()
-        }
-    };
-    // Node -> instance lists of every layer's children (KT[m] = K_m transposed), bottom up.
-    let mut kt: Vec<Csr> = Vec::with_capacity(depth + 1);
-    let mut k = col_gather(y, tree.labels())?;
-    let rel_t = match relevance {
-        Some(r) => Some(transpose(&col_gather(r, tree.labels())?.view())?),
-        None => None,
-    };
-    for m in (0..=depth).rev() {
-        kt.push(transpose(&k.view())?);
-        if m > 0 {
-            k = aggregate(&k.view(), ptr_of(m));
-        }
-    }
-    drop(k);
-    kt.reverse();
+    let (kt, rel_t) = label_chain(y, tree, relevance)?;
 
     let fmaps: Pool<FeatureMap> = Pool::new();
     let solvers: Pool<Solver> = Pool::new();

@@ -11,9 +11,11 @@
 //!
 //! The root's layer (`level == 0`) uses every row it is given: give it all of them.
 
-use super::{check_inputs, run_largest_first, ChildOut, Pool, Shared, TaskOut, TrainParams};
+use super::{
+    check_inputs, label_chain, run_largest_first, ChildOut, Pool, Shared, TaskOut, TrainParams,
+};
 use crate::cluster::ClusterTree;
-use crate::sparse::{col_gather, transpose, Csr, CsrView};
+use crate::sparse::{Csr, CsrView};
 use crate::xr::assemble::LayerPart;
 use crate::xr::solver::{FeatureMap, GroupSolver, Solver};
 use crate::{Error, Result};
@@ -97,28 +99,7 @@ pub fn train_subtrees(
     };
 
     // the label chain of these rows, as in train_layers (cheap next to the solves)
-    let depth = tree.depth();
-    let ptr_of = |m: usize| -> &[u32] {
-        if m < depth {
-            tree.child_ptr(m).unwrap_or(&[])
-        } else {
-            tree.leaf_ptr()
-        }
-    };
-    let mut kt: Vec<Csr> = Vec::with_capacity(depth + 1);
-    let mut k = col_gather(y, tree.labels())?;
-    let rel_t = match relevance {
-        Some(r) => Some(transpose(&col_gather(r, tree.labels())?.view())?),
-        None => None,
-    };
-    for m in (0..=depth).rev() {
-        kt.push(transpose(&k.view())?);
-        if m > 0 {
-            k = super::aggregate(&k.view(), ptr_of(m));
-        }
-    }
-    drop(k);
-    kt.reverse();
+    let (kt, rel_t) = label_chain(y, tree, relevance)?;
 
     let fmaps: Pool<FeatureMap> = Pool::new();
     let solvers: Pool<Solver> = Pool::new();
