@@ -5,23 +5,14 @@
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use xmrrs_core::cluster::ClusterTree;
 use xmrrs_core::sparse::Csr;
 use xmrrs_core::xr::assemble::{assemble_layers, LayerPart};
 use xmrrs_core::xr::model::XrModel;
-use xmrrs_core::xr::train::{self, TrainParams};
-use xmrrs_core::xr::SolverParams;
+use xmrrs_core::xr::train;
 
 use crate::convert::{csr_out, with_canonical, CsrArg, CsrOut};
-use crate::errors::to_py;
 use crate::run;
-use crate::xr::{loss, negatives, pp, u32s, PyXrModel};
-
-type TreeArg<'py> = (
-    Vec<PyReadonlyArray1<'py, u32>>,
-    PyReadonlyArray1<'py, u32>,
-    PyReadonlyArray1<'py, u32>,
-);
+use crate::xr::{train_params, tree_of, u32s, PyXrModel, TreeArg};
 
 /// One trained part: `(layer, parents, weights, bias, n_passes, seconds)`.
 type PartOut<'py> = (
@@ -40,17 +31,6 @@ type PartArg<'py> = (
     Bound<'py, PyAny>,
     PyReadonlyArray1<'py, f32>,
 );
-
-fn tree_of(tree: &TreeArg<'_>) -> PyResult<ClusterTree> {
-    let ptrs = tree
-        .0
-        .iter()
-        .enumerate()
-        .map(|(t, p)| u32s(p, &format!("child_ptr[{t}]")))
-        .collect::<PyResult<Vec<_>>>()?;
-    ClusterTree::from_parts(ptrs, u32s(&tree.1, "leaf_ptr")?, u32s(&tree.2, "labels")?)
-        .map_err(to_py)
-}
 
 /// Trains the parents of layers `level..=last_layer` that descend from `roots` (nodes of
 /// tree level `level`) on the rows given (those that reach the roots, in global order);
@@ -78,22 +58,12 @@ pub fn xr_train_subtrees<'py>(
     relevance: Option<&Bound<'py, PyAny>>,
     n_jobs: Option<i64>,
 ) -> PyResult<Vec<PartOut<'py>>> {
-    let params = TrainParams {
-        solver: SolverParams {
-            loss: self::loss(loss)?,
-            cp,
-            cn,
-            max_iter,
-            tol,
-            bias,
-            threshold,
-            ..SolverParams::default()
-        },
-        negatives: self::negatives(negatives)?,
-        man_post_processor: pp("l3-hinge")?,
+    let params = train_params(
+        (loss, cp, cn, max_iter, tol, bias, threshold),
+        negatives,
+        None,
         seed,
-        ..TrainParams::default()
-    };
+    )?;
     let tree = tree_of(&tree)?;
     let roots = u32s(&roots, "roots")?;
     let xa = CsrArg::extract(x, "X")?;

@@ -293,6 +293,56 @@ pub(crate) fn negatives(name: &str) -> PyResult<Negatives> {
     }
 }
 
+/// The label tree as Python passes it: `(child_ptrs, leaf_ptr, labels)`.
+pub(crate) type TreeArg<'py> = (
+    Vec<PyReadonlyArray1<'py, u32>>,
+    PyReadonlyArray1<'py, u32>,
+    PyReadonlyArray1<'py, u32>,
+);
+
+/// The checked tree of a [`TreeArg`].
+pub(crate) fn tree_of(tree: &TreeArg<'_>) -> PyResult<ClusterTree> {
+    let ptrs = tree
+        .0
+        .iter()
+        .enumerate()
+        .map(|(t, p)| u32s(p, &format!("child_ptr[{t}]")))
+        .collect::<PyResult<Vec<_>>>()?;
+    ClusterTree::from_parts(ptrs, u32s(&tree.1, "leaf_ptr")?, u32s(&tree.2, "labels")?)
+        .map_err(to_py)
+}
+
+/// The solver settings `(loss, cp, cn, max_iter, tol, bias, threshold)` of a training call.
+pub(crate) type SolverArgs<'a> = (&'a str, f32, f32, u32, f32, f32, f32);
+
+/// Training settings from the binding's arguments; `man` is the beam width and
+/// post-processor of `man` negatives (defaults where the caller has none).
+pub(crate) fn train_params(
+    solver: SolverArgs<'_>,
+    negatives: &str,
+    man: Option<(usize, &str)>,
+    seed: u64,
+) -> PyResult<TrainParams> {
+    let (loss, cp, cn, max_iter, tol, bias, threshold) = solver;
+    let defaults = TrainParams::default();
+    Ok(TrainParams {
+        solver: SolverParams {
+            loss: self::loss(loss)?,
+            cp,
+            cn,
+            max_iter,
+            tol,
+            bias,
+            threshold,
+            ..SolverParams::default()
+        },
+        negatives: self::negatives(negatives)?,
+        man_beam_size: man.map_or(defaults.man_beam_size, |m| m.0),
+        man_post_processor: pp(man.map_or("l3-hinge", |m| m.1))?,
+        seed,
+    })
+}
+
 /// Trains every layer of an XR-Linear model over a label tree; also returns the mean number
 /// of solver passes per node of each layer.
 #[pyfunction]
@@ -301,11 +351,7 @@ pub fn xr_train<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
     y: &Bound<'py, PyAny>,
-    tree: (
-        Vec<PyReadonlyArray1<'py, u32>>,
-        PyReadonlyArray1<'py, u32>,
-        PyReadonlyArray1<'py, u32>,
-    ),
+    tree: TreeArg<'py>,
     loss: &str,
     cp: f32,
     cn: f32,
@@ -320,30 +366,13 @@ pub fn xr_train<'py>(
     relevance: Option<&Bound<'py, PyAny>>,
     n_jobs: Option<i64>,
 ) -> PyResult<(PyXrModel, Vec<f64>)> {
-    let params = TrainParams {
-        solver: SolverParams {
-            loss: self::loss(loss)?,
-            cp,
-            cn,
-            max_iter,
-            tol,
-            bias,
-            threshold,
-            ..SolverParams::default()
-        },
-        negatives: self::negatives(negatives)?,
-        man_beam_size: beam_size,
-        man_post_processor: pp(post_processor)?,
+    let params = train_params(
+        (loss, cp, cn, max_iter, tol, bias, threshold),
+        negatives,
+        Some((beam_size, post_processor)),
         seed,
-    };
-    let ptrs = tree
-        .0
-        .iter()
-        .enumerate()
-        .map(|(t, p)| u32s(p, &format!("child_ptr[{t}]")))
-        .collect::<PyResult<Vec<_>>>()?;
-    let tree = ClusterTree::from_parts(ptrs, u32s(&tree.1, "leaf_ptr")?, u32s(&tree.2, "labels")?)
-        .map_err(to_py)?;
+    )?;
+    let tree = tree_of(&tree)?;
     let xa = CsrArg::extract(x, "X")?;
     let ya = CsrArg::extract(y, "Y")?;
     let ra = relevance
