@@ -175,26 +175,25 @@ def _not_ours(entry: Path) -> FileExistsError:
     )
 
 
-def _check_estimator_dir(d: Path) -> None:
-    """Raise unless ``d`` holds only files that the Rust core writes for an estimator."""
+def _check_data_dir(d: Path, names: re.Pattern[str], temps: re.Pattern[str]) -> None:
+    """Raise unless ``d`` holds only regular files named by ``names`` or ``temps`` (an
+    estimator's files as the Rust core writes them, or an extra's plain data files)."""
     with os.scandir(d) as entries:
         for e in entries:
             if not (
                 e.is_file(follow_symlinks=False)
-                and (_ESTIMATOR_FILE.fullmatch(e.name) or _ESTIMATOR_TMP.fullmatch(e.name))
+                and (names.fullmatch(e.name) or temps.fullmatch(e.name))
             ):
                 raise _not_ours(d / e.name)
+
+
+def _check_estimator_dir(d: Path) -> None:
+    _check_data_dir(d, _ESTIMATOR_FILE, _ESTIMATOR_TMP)
 
 
 def _check_extra_dir(d: Path) -> None:
     """Raise unless ``d`` holds only plain data files of an extra (see the module notes)."""
-    with os.scandir(d) as entries:
-        for e in entries:
-            if not (
-                e.is_file(follow_symlinks=False)
-                and (_EXTRA_FILE.fullmatch(e.name) or _EXTRA_TMP.fullmatch(e.name))
-            ):
-                raise _not_ours(d / e.name)
+    _check_data_dir(d, _EXTRA_FILE, _EXTRA_TMP)
 
 
 def _read_manifest(mpath: Path) -> Any:
