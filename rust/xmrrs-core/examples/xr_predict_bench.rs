@@ -145,6 +145,8 @@ fn synth_model(n_labels: usize, d: usize, seed: u64) -> Synth {
         let weights = Csr::from_triplets(n, d, &trip).unwrap();
         let bias = (0..n).map(|_| -(rng.next_f64() as f32)).collect();
         layers.push(LayerWeights {
+            dense: Vec::new(),
+            n_dense: 0,
             child_ptr,
             weights,
             bias,

@@ -2,6 +2,7 @@
 //!
 //! - [`sparse`]: CSR/CSC matrices (u32 indices, f32 values, 64-bit indptr), validation and
 //!   multithreaded kernels (transpose, row normalisation, products, gathers, top-k).
+//! - [`dense`]: the dense feature block beside a CSR matrix (hybrid inputs).
 //! - [`io`]: the Extreme Classification Repository and LIBSVM multilabel text formats.
 //! - [`simd`]: runtime-dispatched dense kernels (AVX2/FMA on x86-64, portable fallback).
 //! - [`parallel`]: thread-pool selection from an sklearn-style `n_jobs`.
@@ -12,6 +13,7 @@
 
 pub mod alloc;
 pub mod cluster;
+pub mod dense;
 pub mod error;
 pub mod io;
 pub mod parallel;

@@ -72,6 +72,8 @@ fn model(d: usize, merge: usize) -> XrModel {
             }
         }
         LayerWeights {
+            dense: Vec::new(),
+            n_dense: 0,
             child_ptr,
             weights: Csr::from_triplets(n, d, &trip).unwrap(),
             bias: (0..n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect(),

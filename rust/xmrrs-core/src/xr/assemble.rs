@@ -123,6 +123,8 @@ pub fn assemble_layers(
             }
         }
         let layer = LayerWeights {
+            dense: Vec::new(),
+            n_dense: 0,
             child_ptr: ptr.to_vec(),
             weights: Csr {
                 n_rows: n_children,

@@ -13,6 +13,8 @@
 //! [`model`] (the chunked inference layout and its storage), [`infer`] (beam search).
 
 pub mod assemble;
+#[cfg(test)]
+mod dense_tests;
 pub mod infer;
 mod kernel;
 pub mod model;
@@ -28,8 +30,9 @@ use crate::{Error, Result};
 /// The weights of one layer: one linear scorer per child node, grouped by parent.
 ///
 /// Children of parent `p` are rows `child_ptr[p]..child_ptr[p + 1]` of `weights` (the
-/// tree's contiguous layout). The margin of child `c` for a query `x` is
-/// `weights.row(c) · x + bias[c]` (`bias` already includes the bias feature's value).
+/// tree's contiguous layout). The margin of child `c` for a query `x` (sparse part `xs`,
+/// dense part `xd`) is `weights.row(c) · xs + dense_row(c) · xd + bias[c]` (`bias` already
+/// includes the bias feature's value).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LayerWeights {
     /// `n_parents + 1` offsets into the rows of `weights`, from 0, strictly increasing.
@@ -38,6 +41,12 @@ pub struct LayerWeights {
     pub weights: Csr,
     /// One additive term per child.
     pub bias: Vec<f32>,
+    /// Weights of the dense feature block ([`crate::dense`]), row-major
+    /// `(n_children, n_dense)`: child `c`'s margin adds `dense[c * n_dense..][..n_dense] ·
+    /// x_dense`. Empty when `n_dense == 0` (a sparse-only model).
+    pub dense: Vec<f32>,
+    /// Width of the dense feature block (0 = none).
+    pub n_dense: usize,
 }
 
 impl LayerWeights {
@@ -82,9 +91,24 @@ impl LayerWeights {
                 "weight rows must have sorted, unique feature indices",
             ));
         }
+        if Some(self.dense.len()) != self.weights.n_rows.checked_mul(self.n_dense) {
+            return Err(Error::shape(format!(
+                "{} dense weights for {} children of {} dense features",
+                self.dense.len(),
+                self.weights.n_rows,
+                self.n_dense
+            )));
+        }
         crate::sparse::check_finite(&self.weights.data, "weights")?;
         crate::sparse::check_finite(&self.bias, "bias")?;
+        crate::sparse::check_finite(&self.dense, "dense weights")?;
         Ok(())
+    }
+
+    /// The dense weights of child `c` (empty without a dense block).
+    #[inline]
+    pub fn dense_row(&self, c: usize) -> &[f32] {
+        &self.dense[c * self.n_dense..(c + 1) * self.n_dense]
     }
 }
 

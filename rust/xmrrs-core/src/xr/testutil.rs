@@ -101,6 +101,8 @@ pub(crate) fn random_layers(
             }
             let bias = (0..n).map(|_| uniform(&mut rng) * 0.5).collect();
             LayerWeights {
+                dense: Vec::new(),
+                n_dense: 0,
                 child_ptr,
                 weights,
                 bias,

@@ -46,6 +46,7 @@ use rayon::prelude::*;
 use super::solver::{FeatureMap, GroupSolver, LocalCsr, Solver, MAX_LANES};
 use super::{LayerWeights, Loss, Negatives, PostProcessor, SolverParams};
 use crate::cluster::{ClusterTree, SplitMix64};
+use crate::dense::{check_rows, DenseView};
 use crate::sparse::{
     balanced_ranges, build_rows, by_score_desc, check_finite, col_gather, default_parts, transpose,
     Csr, CsrView,
@@ -269,8 +270,25 @@ pub fn train_layers_with_stats(
     params: &TrainParams,
     relevance: Option<&CsrView<'_>>,
 ) -> Result<(Vec<LayerWeights>, Vec<LayerStats>)> {
+    train_hybrid_with_stats(x, None, y, tree, params, relevance)
+}
+
+/// [`train_layers_with_stats`] on a sparse block `x` and, when given, a dense block `xd`
+/// ([`crate::dense`], one row per row of `x`): every layer's scorers get sparse weights over
+/// `x`'s columns and dense weights over `xd`'s ([`LayerWeights::dense`], kept whole). The
+/// dense block's rows join each parent's gathered instances (no CSR copy of them) and the
+/// solvers read them as contiguous slices.
+pub fn train_hybrid_with_stats(
+    x: &CsrView<'_>,
+    xd: Option<&DenseView<'_>>,
+    y: &CsrView<'_>,
+    tree: &ClusterTree,
+    params: &TrainParams,
+    relevance: Option<&CsrView<'_>>,
+) -> Result<(Vec<LayerWeights>, Vec<LayerStats>)> {
     params.validate()?;
     check_inputs(x, y, tree, relevance)?;
+    check_rows(xd, x.n_rows(), "X")?;
     let x_owned;
     let x = if x.is_canonical() {
         *x
@@ -289,6 +307,7 @@ pub fn train_layers_with_stats(
     let mut stats: Vec<LayerStats> = Vec::with_capacity(depth + 1);
     let shared = Shared {
         x: &x,
+        xd,
         tree,
         kt: &kt,
         rel_t: rel_t.as_ref(),
@@ -330,8 +349,9 @@ pub fn train_layers_with_stats(
         let t0 = std::time::Instant::now();
         let man_t = if m > 0 {
             let prev = layers.last().expect("m > 0");
-            let b = beam_match(
+            let b = beam_match_hybrid(
                 &x,
+                xd,
                 beam.as_ref().map(|b| b.view()).as_ref(),
                 prev,
                 params.man_beam_size,
@@ -362,6 +382,7 @@ pub fn train_layers_with_stats(
 /// What every layer's context borrows.
 struct Shared<'a> {
     x: &'a CsrView<'a>,
+    xd: Option<&'a DenseView<'a>>,
     tree: &'a ClusterTree,
     kt: &'a [Csr],
     rel_t: Option<&'a Csr>,
@@ -376,6 +397,7 @@ impl Shared<'_> {
         let depth = self.tree.depth();
         LayerCtx {
             x: self.x,
+            xd: self.xd,
             layer: m,
             ptr: if m < depth {
                 self.tree.child_ptr(m).unwrap_or(&[])
@@ -496,6 +518,7 @@ fn union_sorted(a: &[u32], b: &[u32], out: &mut Vec<u32>) {
 /// Everything one layer's training reads.
 struct LayerCtx<'a> {
     x: &'a CsrView<'a>,
+    xd: Option<&'a DenseView<'a>>,
     layer: usize,
     ptr: &'a [u32],
     /// Child -> positive instances (sorted).
@@ -517,6 +540,8 @@ struct LayerCtx<'a> {
 struct ChildOut {
     indices: Vec<u32>,
     values: Vec<f32>,
+    /// The dense block's weights (empty without one).
+    dense: Vec<f32>,
     bias: f32,
     iters: u32,
     visits: u64,
@@ -525,6 +550,10 @@ struct ChildOut {
 }
 
 impl LayerCtx<'_> {
+    fn n_dense(&self) -> usize {
+        self.xd.map_or(0, |d| d.n_cols())
+    }
+
     fn row_ids(m: &Csr, p: usize) -> &[u32] {
         &m.indices[m.indptr[p] as usize..m.indptr[p + 1] as usize]
     }
@@ -561,6 +590,8 @@ impl LayerCtx<'_> {
         let mut indices = Vec::with_capacity(nnz);
         let mut data = Vec::with_capacity(nnz);
         let mut bias = Vec::with_capacity(n_children);
+        let n_dense = self.n_dense();
+        let mut dense = Vec::with_capacity(n_children * n_dense);
         let mut st = LayerStats {
             n_problems: n_children,
             nnz,
@@ -572,6 +603,7 @@ impl LayerCtx<'_> {
             for c in children {
                 indices.extend_from_slice(&c.indices);
                 data.extend_from_slice(&c.values);
+                dense.extend_from_slice(&c.dense);
                 indptr.push(indices.len() as u64);
                 bias.push(c.bias);
                 st.n_passes += u64::from(c.iters);
@@ -589,6 +621,8 @@ impl LayerCtx<'_> {
         };
         (
             LayerWeights {
+                dense,
+                n_dense,
                 child_ptr: self.ptr.to_vec(),
                 weights,
                 bias,
@@ -626,6 +660,7 @@ impl LayerCtx<'_> {
                 .map(|_| ChildOut {
                     indices: vec![],
                     values: vec![],
+                    dense: vec![0.0; self.n_dense()],
                     bias: 0.0,
                     iters: 0,
                     visits: 0,
@@ -637,7 +672,7 @@ impl LayerCtx<'_> {
         let d = self.x.n_cols();
         let local = self.fmaps.with(
             || FeatureMap::new(d),
-            |fm| LocalCsr::gather(self.x, &set, fm),
+            |fm| LocalCsr::gather_hybrid(self.x, self.xd, &set, fm),
         )?;
         let sp = &self.params.solver;
         if sp.loss == Loss::Logistic {
@@ -718,6 +753,7 @@ impl LayerCtx<'_> {
                 .map(|(l, (indices, values, bias))| ChildOut {
                     indices,
                     values,
+                    dense: gs.dense_weights(l, local.n_dense()),
                     bias,
                     iters: info[l].iters,
                     visits: info[l].visits,
@@ -772,6 +808,7 @@ impl LayerCtx<'_> {
             Ok(ChildOut {
                 indices,
                 values,
+                dense: solver.dense_weights(local.n_dense()).to_vec(),
                 bias,
                 iters: info.iters,
                 visits: info.visits,
@@ -782,7 +819,19 @@ impl LayerCtx<'_> {
     }
 }
 
-fn check_layer_input(x: &CsrView<'_>, layer: &LayerWeights) -> Result<()> {
+fn check_layer_input(
+    x: &CsrView<'_>,
+    xd: Option<&DenseView<'_>>,
+    layer: &LayerWeights,
+) -> Result<()> {
+    let nd = xd.map_or(0, |d| d.n_cols());
+    if layer.n_dense != nd {
+        return Err(Error::shape(format!(
+            "the layer has {} dense feature columns but the input has {nd}",
+            layer.n_dense
+        )));
+    }
+    check_rows(xd, x.n_rows(), "X")?;
     if layer.weights.n_cols != x.n_cols() {
         return Err(Error::shape(format!(
             "the layer has {} feature columns but X has {}",
@@ -820,10 +869,23 @@ pub fn beam_match(
     beam: usize,
     pp: PostProcessor,
 ) -> Result<Csr> {
+    beam_match_hybrid(x, None, prev, layer, beam, pp)
+}
+
+/// [`beam_match`] with a dense block `xd` beside `x` (the layer's `n_dense` must be its
+/// width): each child's margin adds the dot product of its dense weights with the row's.
+pub fn beam_match_hybrid(
+    x: &CsrView<'_>,
+    xd: Option<&DenseView<'_>>,
+    prev: Option<&CsrView<'_>>,
+    layer: &LayerWeights,
+    beam: usize,
+    pp: PostProcessor,
+) -> Result<Csr> {
     if beam == 0 {
         return Err(Error::invalid("beam size must be >= 1"));
     }
-    check_layer_input(x, layer)?;
+    check_layer_input(x, xd, layer)?;
     let n_parents = layer.n_parents();
     match prev {
         Some(p) if p.n_rows() != x.n_rows() || p.n_cols() != n_parents => {
@@ -892,6 +954,12 @@ pub fn beam_match(
                             k += 1;
                         }
                         *cur += k;
+                    }
+                    if let Some(d) = xd {
+                        let xr = d.row(i);
+                        for (t, a) in acc.iter_mut().enumerate() {
+                            *a += crate::simd::dot(layer.dense_row(c0 as usize + t), xr);
+                        }
                     }
                     for (t, &m) in acc.iter().enumerate() {
                         cand.push((pp.combine(s, pp.transform(m)), c0 + t as u32));
@@ -1183,6 +1251,8 @@ mod tests {
     fn beam_match_keeps_the_best_children() {
         // one parent with 3 children over 2 features, then 2 parents
         let layer0 = LayerWeights {
+            dense: Vec::new(),
+            n_dense: 0,
             child_ptr: vec![0, 3],
             weights: Csr::from_triplets(3, 2, &[(0, 0, 1.0), (1, 1, 2.0), (2, 0, -1.0)]).unwrap(),
             bias: vec![0.0, -0.5, 0.25],
@@ -1199,6 +1269,8 @@ mod tests {
         assert_eq!(b.data, vec![hinge.transform(1.0), hinge.transform(1.5)]);
         // second layer: children of 0 = {0, 1}, of 1 = {2}, of 2 = {3}
         let layer1 = LayerWeights {
+            dense: Vec::new(),
+            n_dense: 0,
             child_ptr: vec![0, 2, 3, 4],
             weights: Csr::from_triplets(4, 2, &[(0, 0, 1.0), (1, 0, 3.0), (2, 1, 1.0)]).unwrap(),
             bias: vec![0.0; 4],

@@ -7,8 +7,8 @@
 //! `lanes.rs`.
 
 use super::lanes::{
-    aligned_offset, axpy_lanes, collect_kept, dot_lanes, prefetch, prefetch_range, LaneState, Meta,
-    PREFETCH_DIST,
+    aligned_offset, axpy_lanes, collect_kept, dense_axpy_lanes, dense_dot_lanes, dot_lanes,
+    prefetch, prefetch_range, LaneState, Meta, PREFETCH_DIST,
 };
 use super::local::LocalCsr;
 use super::single::{finish_row, SolveInfo};
@@ -390,6 +390,7 @@ impl GroupSolver {
         };
         let custom = self.custom;
         let d = x.n_features();
+        let (ds, nd) = (x.n_sparse(), x.n_dense());
         let w = if self.in_work {
             &mut self.w_work[self.work_off..self.work_off + d * K]
         } else {
@@ -441,6 +442,9 @@ impl GroupSolver {
                     prefetch_range(&x.indices[a..b]);
                     prefetch_range(&x.data[a..b]);
                     prefetch_range(&alpha[j * K..j * K + K]);
+                    if nd > 0 {
+                        prefetch_range(&x.dense[j * nd..(j + 1) * nd]);
+                    }
                 }
                 if prefetch_w && s + PREFETCH_DIST < active_len {
                     let mj = &meta[index[s + PREFETCH_DIST] as usize];
@@ -460,7 +464,11 @@ impl GroupSolver {
                     &x.indices[mi.start..mi.start + mi.len as usize],
                     &x.data[mi.start..mi.start + mi.len as usize],
                 );
-                let dots = dot_lanes::<K>(w, idx, val);
+                let mut dots = dot_lanes::<K>(w, idx, val);
+                if nd > 0 {
+                    let xd = &x.dense[i * nd..(i + 1) * nd];
+                    dense_dot_lanes::<K>(&w[ds * K..(ds + nd) * K], xd, &mut dots);
+                }
                 // Per-lane penalty terms: D_ii and the upper bound U_i.
                 let mut diag = [0f32; K];
                 let mut upper = [0f32; K];
@@ -540,6 +548,10 @@ impl GroupSolver {
                 meta[i].active = still;
                 if any {
                     axpy_lanes::<K>(&delta, idx, val, w);
+                    if nd > 0 {
+                        let xd = &x.dense[i * nd..(i + 1) * nd];
+                        dense_axpy_lanes::<K>(&delta, xd, &mut w[ds * K..(ds + nd) * K]);
+                    }
                 }
                 if still & live == 0 {
                     active_len -= 1;
@@ -607,6 +619,17 @@ impl GroupSolver {
             (0..self.n_features).map(|j| w[j * k + lane]).collect(),
             self.wb[lane],
         )
+    }
+
+    /// The dense block's weights of lane `lane` (the last `n_dense` local features), kept
+    /// whole: they are stored densely.
+    pub fn dense_weights(&self, lane: usize, n_dense: usize) -> Vec<f32> {
+        let k = self.stride;
+        let d = self.n_features;
+        let w = &self.w_buf[self.w_off..self.w_off + d * k];
+        (d.saturating_sub(n_dense)..d)
+            .map(|j| w[j * k + lane])
+            .collect()
     }
 
     /// The sparse weights of every lane, as [`Solver::emit`](super::Solver::emit) writes them (one

@@ -123,6 +123,41 @@ pub(super) fn axpy_lanes<const K: usize>(
     }
 }
 
+/// `acc[l] += Σ_j xd[j] * w[j * K + l]`: the dense block's part of [`dot_lanes`] (`w` holds
+/// the dense block's weight rows, `K` lanes each), four partial sums per lane, fused
+/// multiply-adds (`mul_add` is exact in both dispatch variants, so they agree bit for bit).
+#[inline(always)]
+pub(super) fn dense_dot_lanes<const K: usize>(w: &[f32], xd: &[f32], acc: &mut [f32; K]) {
+    let mut a = [[0f32; K]; 4];
+    let mut rows = w.chunks_exact(4 * K);
+    let mut vals = xd.chunks_exact(4);
+    for (r, v) in (&mut rows).zip(&mut vals) {
+        for (q, aq) in a.iter_mut().enumerate() {
+            for l in 0..K {
+                aq[l] = v[q].mul_add(r[q * K + l], aq[l]);
+            }
+        }
+    }
+    for (r, &v) in rows.remainder().chunks_exact(K).zip(vals.remainder()) {
+        for l in 0..K {
+            a[0][l] = v.mul_add(r[l], a[0][l]);
+        }
+    }
+    for l in 0..K {
+        acc[l] += (a[0][l] + a[1][l]) + (a[2][l] + a[3][l]);
+    }
+}
+
+/// `w[j * K + l] += delta[l] * xd[j]`: the dense block's part of [`axpy_lanes`] (fused).
+#[inline(always)]
+pub(super) fn dense_axpy_lanes<const K: usize>(delta: &[f32; K], xd: &[f32], w: &mut [f32]) {
+    for (r, &v) in w.chunks_exact_mut(K).zip(xd) {
+        for l in 0..K {
+            r[l] = delta[l].mul_add(v, r[l]);
+        }
+    }
+}
+
 /// For each feature row of a feature-major weight block (`K` lanes per row), appends
 /// `(feature, w)` to `pairs[lane]` for every lane whose weight is nonzero with
 /// `|w| >= threshold` (a SIMD mask per row; rows with nothing kept cost one compare).

@@ -3,8 +3,11 @@
 //! The instances are rows of a [`LocalCsr`], a parent node's instance subset gathered
 //! once, with its features renumbered `0..n_features()` (most frequent first), so the dense
 //! weight vector is small (`n_features()` of the subset, never the global `d`) and its hot
-//! part compact.
+//! part compact. A dense feature block ([`DenseView`]) travels beside it: its rows are copied
+//! in gather order and its features take the local ids after the sparse ones, so the solvers'
+//! weight vectors hold the dense block's weights contiguously at the end.
 
+use crate::dense::DenseView;
 use crate::sparse::CsrView;
 use crate::{Error, Result};
 
@@ -34,7 +37,9 @@ impl FeatureMap {
 /// decreasing number of occurrences among the rows (ties to the lower global id), so the
 /// weights of the frequent features sit together in the solvers' dense vectors; rows keep
 /// their source order of entries (so local ids within a row are not sorted). Row `r` is
-/// source row `rows[r]` of the gather.
+/// source row `rows[r]` of the gather. With a dense block, local features
+/// `n_sparse()..n_features()` are its columns, and [`LocalCsr::dense_row`] holds row `r`'s
+/// values; `sq_norm` covers both parts.
 #[derive(Clone, Debug, Default)]
 pub struct LocalCsr {
     pub(super) indptr: Vec<usize>,
@@ -42,6 +47,9 @@ pub struct LocalCsr {
     pub(super) data: Vec<f32>,
     pub(super) sq_norm: Vec<f32>,
     features: Vec<u32>,
+    /// Dense rows in gather order, `n_rows() * n_dense` (empty without a dense block).
+    pub(super) dense: Vec<f32>,
+    pub(super) n_dense: usize,
 }
 
 impl LocalCsr {
@@ -50,6 +58,26 @@ impl LocalCsr {
     /// `map` must have been built for `x.n_cols()` features; it is left unset again.
     /// Errors: a row out of range, or a map of the wrong size.
     pub fn gather(x: &CsrView<'_>, rows: &[u32], map: &mut FeatureMap) -> Result<Self> {
+        Self::gather_hybrid(x, None, rows, map)
+    }
+
+    /// [`LocalCsr::gather`] of a sparse block and, when given, the same rows of a dense
+    /// block (which must have `x.n_rows()` rows).
+    pub fn gather_hybrid(
+        x: &CsrView<'_>,
+        xd: Option<&DenseView<'_>>,
+        rows: &[u32],
+        map: &mut FeatureMap,
+    ) -> Result<Self> {
+        if let Some(d) = xd {
+            if d.n_rows() != x.n_rows() {
+                return Err(Error::shape(format!(
+                    "the dense block has {} rows, the sparse block {}",
+                    d.n_rows(),
+                    x.n_rows()
+                )));
+            }
+        }
         if map.slot.len() != x.n_cols() {
             return Err(Error::shape(format!(
                 "feature map built for {} features, matrix has {}",
@@ -92,12 +120,19 @@ impl LocalCsr {
         let mut indices = Vec::with_capacity(nnz);
         let mut data = Vec::with_capacity(nnz);
         let mut sq_norm = Vec::with_capacity(rows.len());
+        let n_dense = xd.map_or(0, |d| d.n_cols());
+        let mut dense = Vec::with_capacity(rows.len() * n_dense);
         indptr.push(0);
         for &r in rows {
             let (idx, val) = x.row(r as usize);
             indices.extend(idx.iter().map(|&j| slot[j as usize]));
             data.extend_from_slice(val);
-            let ss: f64 = val.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+            let mut ss: f64 = val.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+            if let Some(d) = xd {
+                let dr = d.row(r as usize);
+                dense.extend_from_slice(dr);
+                ss += dr.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
+            }
             sq_norm.push(ss as f32);
             indptr.push(indices.len());
         }
@@ -111,6 +146,8 @@ impl LocalCsr {
             data,
             sq_norm,
             features,
+            dense,
+            n_dense,
         })
     }
 
@@ -118,9 +155,45 @@ impl LocalCsr {
     pub fn n_rows(&self) -> usize {
         self.sq_norm.len()
     }
-    /// Number of local features (distinct features among the rows).
+    /// Number of local features: the distinct sparse features among the rows, then the
+    /// dense block's columns (the length of a solver's weight vector).
     pub fn n_features(&self) -> usize {
+        self.features.len() + self.n_dense
+    }
+    /// Number of local sparse features (the dense block's weights start here).
+    pub fn n_sparse(&self) -> usize {
         self.features.len()
+    }
+    /// Width of the dense block (0 = none).
+    pub fn n_dense(&self) -> usize {
+        self.n_dense
+    }
+    /// Dense values of row `r` (empty without a dense block).
+    #[inline]
+    pub fn dense_row(&self, r: usize) -> &[f32] {
+        &self.dense[r * self.n_dense..(r + 1) * self.n_dense]
+    }
+    /// `w · x_r` over both blocks (`w` has [`LocalCsr::n_features`] entries); the sparse
+    /// part is `sparse_dot`'s, the dense part is added when there is one.
+    #[inline]
+    pub(super) fn dot(&self, w: &[f32], r: usize) -> f32 {
+        let (idx, val) = self.row(r);
+        let s = super::single::sparse_dot(w, idx, val);
+        if self.n_dense == 0 {
+            s
+        } else {
+            s + crate::simd::dot(&w[self.features.len()..], self.dense_row(r))
+        }
+    }
+    /// `w += a * x_r` over both blocks.
+    #[inline]
+    pub(super) fn axpy(&self, a: f32, r: usize, w: &mut [f32]) {
+        let (idx, val) = self.row(r);
+        super::single::sparse_axpy(a, idx, val, w);
+        if self.n_dense > 0 {
+            let ns = self.features.len();
+            crate::simd::axpy(a, self.dense_row(r), &mut w[ns..]);
+        }
     }
     /// Global id of each local feature.
     pub fn features(&self) -> &[u32] {

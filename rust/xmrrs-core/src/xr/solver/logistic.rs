@@ -7,7 +7,7 @@
 //! largest gradient is below `tol`.
 
 use super::local::LocalCsr;
-use super::single::{sparse_axpy, sparse_dot, SolveInfo, Solver};
+use super::single::{SolveInfo, Solver};
 use crate::cluster::SplitMix64;
 use crate::xr::SolverParams;
 
@@ -30,9 +30,8 @@ impl Solver {
             let c = v.upper;
             v.alpha = (1e-3 * c).min(1e-8);
             v.qd = f64::from(x.sq_norm[v.row as usize]) + b2;
-            let (idx, val) = x.row(v.row as usize);
             let d = f64::from(v.y) * v.alpha;
-            sparse_axpy(d as f32, idx, val, w);
+            x.axpy(d as f32, v.row as usize, w);
             wb += d * bias;
         }
         let n = self.vars.len();
@@ -54,10 +53,10 @@ impl Solver {
             for &vi in index.iter() {
                 let v = &mut vars[vi as usize];
                 let c = v.upper;
-                let (idx, val) = x.row(v.row as usize);
+                let r = v.row as usize;
                 let y = f64::from(v.y);
                 let a = v.qd;
-                let b = y * (f64::from(sparse_dot(w, idx, val)) + wb * bias);
+                let b = y * (f64::from(x.dot(w, r)) + wb * bias);
                 // Work on whichever of (α, C − α) the Newton step moves away from its bound:
                 // `z` is the variable solved for, `sign` is +1 for α and −1 for C − α.
                 let (old, sign) = if 0.5 * a * ((c - v.alpha) - v.alpha) + b < 0.0 {
@@ -85,7 +84,7 @@ impl Solver {
                     v.alpha = if sign > 0.0 { z } else { c - z };
                     let d = sign * (z - old) * y;
                     if d != 0.0 {
-                        sparse_axpy(d as f32, idx, val, w);
+                        x.axpy(d as f32, r, w);
                         wb += d * bias;
                     }
                 }

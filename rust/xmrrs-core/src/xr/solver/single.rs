@@ -163,6 +163,12 @@ impl Solver {
         finish_row(&mut pairs, max_nonzeros, indices, values);
         (self.wb * f64::from(bias)) as f32
     }
+
+    /// The dense block's weights of the last solve (the last `n_dense` local weights; kept
+    /// whole, no threshold: they are stored densely).
+    pub fn dense_weights(&self, n_dense: usize) -> &[f32] {
+        &self.w[self.w.len().saturating_sub(n_dense)..]
+    }
 }
 
 /// Appends `pairs` (distinct features) to `indices`/`values` in feature order, keeping only

@@ -12,7 +12,7 @@
 //! passes.
 
 use super::local::LocalCsr;
-use super::single::{sparse_axpy, sparse_dot, SolveInfo, Solver};
+use super::single::{SolveInfo, Solver};
 use crate::cluster::SplitMix64;
 use crate::xr::{Loss, SolverParams};
 
@@ -59,10 +59,9 @@ impl Solver {
             while s < active {
                 let vi = index[s] as usize;
                 let v = &mut vars[vi];
-                let (idx, val) = x.row(v.row as usize);
+                let r = v.row as usize;
                 let y = f64::from(v.y);
-                let g =
-                    y * (f64::from(sparse_dot(w, idx, val)) + wb * bias) - 1.0 + v.diag * v.alpha;
+                let g = y * (f64::from(x.dot(w, r)) + wb * bias) - 1.0 + v.diag * v.alpha;
                 let mut pg = 0.0;
                 if v.alpha == 0.0 {
                     if g > pgmax_old {
@@ -99,7 +98,7 @@ impl Solver {
                     v.alpha = new;
                     let d = (new - old) * y;
                     if d != 0.0 {
-                        sparse_axpy(d as f32, idx, val, w);
+                        x.axpy(d as f32, r, w);
                         wb += d * bias;
                     }
                 }

@@ -105,6 +105,7 @@ pub fn train_subtrees(
     let solvers: Pool<Solver> = Pool::new();
     let groups: Pool<GroupSolver> = Pool::new();
     let shared = Shared {
+        xd: None,
         x: &x,
         tree,
         kt: &kt,
