@@ -26,6 +26,7 @@
 //!   parallel over queries. Small batches run one [`Searcher`] per thread. Every path gives
 //!   bit-identical results, whatever the thread count.
 
+use crate::dense::{check_rows, DenseView};
 use std::cmp::Ordering;
 use std::ops::Range;
 
@@ -175,7 +176,20 @@ fn output(n: usize, k: usize) -> Result<(Vec<i64>, Vec<f32>)> {
     ))
 }
 
-fn check_query(model: &XrModel, indices: &[u32], values: &[f32]) -> Result<()> {
+fn check_query(model: &XrModel, indices: &[u32], values: &[f32], dense: &[f32]) -> Result<()> {
+    if dense.len() != model.n_dense() {
+        return Err(Error::shape(format!(
+            "the model takes a dense block of {} features, the query has {}",
+            model.n_dense(),
+            dense.len()
+        )));
+    }
+    if let Some(p) = dense.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!(
+            "the query's dense block has a non-finite value ({}) at position {p}",
+            dense[p]
+        )));
+    }
     if indices.len() != values.len() {
         return Err(Error::shape(format!(
             "{} indices but {} values",
@@ -250,6 +264,7 @@ fn chunk_margins<C: Col>(
     n_features: usize,
     qi: &[u32],
     qv: &[f32],
+    qd: &[f32],
     dense: &mut Dense,
     out: &mut [f32],
 ) -> std::result::Result<(), Corrupt> {
@@ -263,7 +278,7 @@ fn chunk_margins<C: Col>(
     } else {
         None
     };
-    margins(chunk, kernel, qi, qv, xd, out)
+    margins(chunk, kernel, qi, qv, xd, qd, out)
 }
 
 /// Whether beam node `(ps, _)` cannot improve the collector's current best `k`.
@@ -365,9 +380,25 @@ impl Searcher {
         ids: &mut [i64],
         scores: &mut [f32],
     ) -> Result<usize> {
+        self.search_hybrid(model, indices, values, &[], params, ids, scores)
+    }
+
+    /// [`Searcher::search`] of a query with a dense block `dense` (of the model's
+    /// [`XrModel::n_dense`] values; empty for a sparse-only model).
+    #[allow(clippy::too_many_arguments)]
+    pub fn search_hybrid(
+        &mut self,
+        model: &XrModel,
+        indices: &[u32],
+        values: &[f32],
+        dense: &[f32],
+        params: &PredictParams,
+        ids: &mut [i64],
+        scores: &mut [f32],
+    ) -> Result<usize> {
         params.validate()?;
         let params = &params.capped(model);
-        check_query(model, indices, values)?;
+        check_query(model, indices, values, dense)?;
         if ids.len() != params.topk || scores.len() != params.topk {
             return Err(Error::shape(format!(
                 "output buffers have {} and {} slots, topk is {}",
@@ -376,7 +407,7 @@ impl Searcher {
                 params.topk
             )));
         }
-        let hits = self.run(model, indices, values, params)?;
+        let hits = self.run(model, indices, values, dense, params)?;
         write_hits(hits, ids, scores);
         Ok(hits.len())
     }
@@ -387,6 +418,7 @@ impl Searcher {
         model: &XrModel,
         qi: &[u32],
         qv: &[f32],
+        qd: &[f32],
         params: &PredictParams,
     ) -> Result<&[(f32, u32)]> {
         self.beam.clear();
@@ -402,9 +434,15 @@ impl Searcher {
                 .reset(if last { params.topk } else { params.beam_size });
             let labels = if last { Some(model.labels()) } else { None };
             let r = match layer.view() {
-                LayerRef::U8(v) => self.expand(&v, model.n_features(), labels, qi, qv, params),
-                LayerRef::U16(v) => self.expand(&v, model.n_features(), labels, qi, qv, params),
-                LayerRef::U32(v) => self.expand(&v, model.n_features(), labels, qi, qv, params),
+                LayerRef::U8(v) => {
+                    self.expand(&v, model.n_features(), labels, (qi, qv, qd), params)
+                }
+                LayerRef::U16(v) => {
+                    self.expand(&v, model.n_features(), labels, (qi, qv, qd), params)
+                }
+                LayerRef::U32(v) => {
+                    self.expand(&v, model.n_features(), labels, (qi, qv, qd), params)
+                }
             };
             if let Err(e) = r {
                 result = Err(corrupt(e));
@@ -427,8 +465,7 @@ impl Searcher {
         v: &LayerView<'_, C>,
         n_features: usize,
         labels: Option<&[u32]>,
-        qi: &[u32],
-        qv: &[f32],
+        (qi, qv, qd): (&[u32], &[f32], &[f32]),
         params: &PredictParams,
     ) -> std::result::Result<(), Corrupt> {
         let pp = params.post_processor;
@@ -443,6 +480,7 @@ impl Searcher {
                 n_features,
                 qi,
                 qv,
+                qd,
                 &mut self.dense,
                 marg,
             )?;
@@ -467,6 +505,7 @@ impl Searcher {
                     n_features,
                     qi,
                     qv,
+                    qd,
                     &mut self.dense,
                     marg,
                 )?;
@@ -495,7 +534,26 @@ pub fn predict(
     x: &CsrView<'_>,
     params: &PredictParams,
 ) -> Result<(Vec<i64>, Vec<f32>)> {
+    predict_hybrid(model, x, None, params)
+}
+
+/// [`predict`] of rows with a dense block `xd` beside `x` (one row per row of `x`, the
+/// model's [`XrModel::n_dense`] columns; `None` for a sparse-only model).
+pub fn predict_hybrid(
+    model: &XrModel,
+    x: &CsrView<'_>,
+    xd: Option<&DenseView<'_>>,
+    params: &PredictParams,
+) -> Result<(Vec<i64>, Vec<f32>)> {
     params.validate()?;
+    let nd = xd.map_or(0, |d| d.n_cols());
+    if nd != model.n_dense() {
+        return Err(Error::shape(format!(
+            "the model takes a dense block of {} features, the input has {nd}",
+            model.n_dense()
+        )));
+    }
+    check_rows(xd, x.n_rows(), "x")?;
     let params = &params.capped(model);
     if x.n_cols() != model.n_features() {
         return Err(Error::shape(format!(
@@ -524,7 +582,8 @@ pub fn predict(
             .enumerate()
             .try_for_each_init(Searcher::new, |s, (i, (oi, os))| {
                 let (qi, qv) = x.row(i);
-                write_hits(s.run(model, qi, qv, params)?, oi, os);
+                let qd = xd.map_or(&[][..], |d| d.row(i));
+                write_hits(s.run(model, qi, qv, qd, params)?, oi, os);
                 Ok::<(), Error>(())
             })?;
         return Ok((ids, scores));
@@ -553,6 +612,7 @@ pub fn predict(
         run_block(
             model,
             &x,
+            xd,
             start..end,
             params,
             &mut marg,
@@ -571,9 +631,11 @@ struct Beams {
     len: Vec<u32>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_block(
     model: &XrModel,
     x: &CsrView<'_>,
+    xd: Option<&DenseView<'_>>,
     rows: Range<usize>,
     params: &PredictParams,
     marg: &mut Vec<f32>,
@@ -593,6 +655,7 @@ fn run_block(
         let labels = if last { Some(model.labels()) } else { None };
         let ctx = BlockCtx {
             x,
+            xd,
             row0: rows.start,
             cap,
             params,
@@ -610,6 +673,7 @@ fn run_block(
 
 struct BlockCtx<'a, 'x> {
     x: &'a CsrView<'x>,
+    xd: Option<&'a DenseView<'x>>,
     row0: usize,
     cap: usize,
     params: &'a PredictParams,
@@ -725,6 +789,7 @@ impl BlockCtx<'_, '_> {
                 for pos in r {
                     let (q, j) = tasks[pos];
                     let (qi, qv) = self.x.row(self.row0 + q as usize);
+                    let qd = self.xd.map_or(&[][..], |d| d.row(self.row0 + q as usize));
                     let chunk = v.chunk(j as usize)?;
                     let o = (off[pos] - base) as usize;
                     let o = out.get_mut(o..o + chunk.width()).ok_or(Corrupt)?;
@@ -734,6 +799,7 @@ impl BlockCtx<'_, '_> {
                         self.n_features,
                         qi,
                         qv,
+                        qd,
                         dense,
                         o,
                     );
@@ -893,6 +959,16 @@ pub fn predict_ensemble(
     x: &CsrView<'_>,
     params: &PredictParams,
 ) -> Result<(Vec<i64>, Vec<f32>)> {
+    predict_ensemble_hybrid(models, x, None, params)
+}
+
+/// [`predict_ensemble`] of rows with a dense block `xd` beside `x` (see [`predict_hybrid`]).
+pub fn predict_ensemble_hybrid(
+    models: &[&XrModel],
+    x: &CsrView<'_>,
+    xd: Option<&DenseView<'_>>,
+    params: &PredictParams,
+) -> Result<(Vec<i64>, Vec<f32>)> {
     params.validate()?;
     let Some(first) = models.first() else {
         return Err(Error::invalid("predict_ensemble needs at least one model"));
@@ -916,7 +992,7 @@ pub fn predict_ensemble(
     };
     let preds: Vec<(Vec<i64>, Vec<f32>)> = models
         .iter()
-        .map(|m| predict(m, x, &each))
+        .map(|m| predict_hybrid(m, x, xd, &each))
         .collect::<Result<_>>()?;
     let n = x.n_rows();
     let k = params.topk;

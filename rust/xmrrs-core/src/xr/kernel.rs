@@ -87,6 +87,9 @@ pub(crate) struct LayerView<'a, C> {
     pub vals: &'a [f32],
     /// Dense row-major copy of the only chunk's rows, when the layer has one chunk.
     pub dense: Option<&'a [f32]>,
+    /// The dense feature block's weights, `n_children x nd` (empty when `nd == 0`).
+    pub dw: &'a [f32],
+    pub nd: usize,
 }
 
 /// Borrowed arrays of one chunk.
@@ -102,6 +105,9 @@ pub(crate) struct Chunk<'a, C> {
     pub bias: &'a [f32],
     /// Dense row-major copy of the rows (`feat.len()` x width), if kept.
     pub dense: Option<&'a [f32]>,
+    /// The dense feature block's weights of the chunk's children (`width x nd`).
+    pub dw: &'a [f32],
+    pub nd: usize,
     /// First child (node id in the layer).
     pub c0: usize,
 }
@@ -164,6 +170,8 @@ impl<'a, C: Col> LayerView<'a, C> {
             } else {
                 None
             },
+            dw: self.dw.get(c0 * self.nd..c1 * self.nd).ok_or(Corrupt)?,
+            nd: self.nd,
             c0,
         })
     }
@@ -369,7 +377,8 @@ pub(crate) fn for_each_score(pp: PostProcessor, ps: f32, m: &[f32], mut f: impl 
 
 /// The margins `w·x + b` of every child of a chunk for one query (see [`finite_margin`]), into `out`
 /// (`out.len() == chunk.width()`). `xd` is the dense scatter of the query when the caller
-/// has one.
+/// has one; `qd` is the query's dense feature block (its length the model's `n_dense`, empty
+/// without one), whose dot product with each child's dense weights is added.
 #[inline]
 pub(crate) fn margins<C: Col>(
     chunk: &Chunk<'_, C>,
@@ -377,6 +386,7 @@ pub(crate) fn margins<C: Col>(
     qi: &[u32],
     qv: &[f32],
     xd: Option<&[f32]>,
+    qd: &[f32],
     out: &mut [f32],
 ) -> Result<(), Corrupt> {
     out.fill(0.0);
@@ -385,6 +395,14 @@ pub(crate) fn margins<C: Col>(
         (Kernel::Auto, Some(xd)) if chunk.prefers_scan(qi.len()) => chunk.scan(xd, out)?,
         (Kernel::Merge, _) => chunk.merge(qi, qv, out)?,
         _ => chunk.lookup(qi, qv, out)?,
+    }
+    if chunk.nd > 0 {
+        if qd.len() != chunk.nd || chunk.dw.len() != out.len() * chunk.nd {
+            return Err(Corrupt);
+        }
+        for (o, w) in out.iter_mut().zip(chunk.dw.chunks_exact(chunk.nd)) {
+            *o += crate::simd::dot(w, qd);
+        }
     }
     for (o, &b) in out.iter_mut().zip(chunk.bias) {
         *o = finite_margin(*o + b);

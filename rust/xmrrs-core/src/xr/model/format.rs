@@ -37,8 +37,10 @@ pub const DATA_FILE: &str = "xr_model.safetensors";
 pub const ALT_DATA_FILE: &str = "xr_model.1.safetensors";
 /// The `format` field of the manifest.
 pub const FORMAT_NAME: &str = "xmrrs.xr_model";
-/// The manifest version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest manifest version this build writes and reads: 2 adds the dense feature block
+/// (`n_dense`, arrays `layer{m}.dense_w`). A model without a dense block is written as
+/// version 1, which older builds read; they refuse version 2 rather than ignore the block.
+pub const FORMAT_VERSION: u32 = 2;
 /// Largest manifest file that [`XrModel::load`] reads (a real one is a few KiB).
 const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 const BYTES_MAGIC: &[u8; 8] = b"XMRRSXR\0";
@@ -85,6 +87,9 @@ impl XrModel {
                 Cols::U32(c) => push("cols", Dtype::U32, bytemuck::cast_slice(c)),
             }
             push("vals", Dtype::F32, bytemuck::cast_slice(&l.vals));
+            if l.n_dense > 0 {
+                push("dense_w", Dtype::F32, bytemuck::cast_slice(&l.dense_w));
+            }
         }
         out
     }
@@ -92,8 +97,9 @@ impl XrModel {
     fn manifest(&self, data_file: &str, placed: &[Placed], data_bytes: u64, crc: u32) -> Manifest {
         Manifest {
             format: FORMAT_NAME.into(),
-            version: FORMAT_VERSION,
+            version: if self.n_dense > 0 { FORMAT_VERSION } else { 1 },
             n_features: self.n_features as u64,
+            n_dense: self.n_dense as u64,
             n_labels: self.n_labels as u64,
             partial: self.partial,
             layers: self
@@ -367,6 +373,14 @@ impl XrModel {
                 }
             };
             let vals = buf(&backing, get(&name("vals"), Dtype::F32, lm.n_entries)?)?;
+            let dense_w: Buf<f32> = if man.n_dense > 0 {
+                let len = lm.n_children.checked_mul(man.n_dense).ok_or_else(|| {
+                    Error::invalid(format!("layer {m}: dense weights size overflows"))
+                })?;
+                buf(&backing, get(&name("dense_w"), Dtype::F32, len)?)?
+            } else {
+                Vec::new().into()
+            };
             let as_usize = |v: u64| usize::try_from(v).map_err(|_| Error::invalid("size overflow"));
             let mut layer = Layer {
                 n_parents: as_usize(np)?,
@@ -386,6 +400,8 @@ impl XrModel {
                 cols,
                 vals,
                 dense: None,
+                dense_w,
+                n_dense: as_usize(man.n_dense)?,
             };
             check_small(&mut layer).map_err(|e| Error::invalid(format!("layer {m}: {e}")))?;
             layer.dense = dense_copy(&layer, &LayoutParams::default());
@@ -399,6 +415,7 @@ impl XrModel {
         }
         let model = XrModel {
             n_features,
+            n_dense: as_usize_u64(man.n_dense)?,
             n_labels: as_usize_u64(man.n_labels)?,
             partial: man.partial,
             layers,
@@ -427,6 +444,9 @@ struct Manifest {
     format: String,
     version: u32,
     n_features: u64,
+    /// Width of the dense feature block (version 2; 0 when absent).
+    #[serde(default)]
+    n_dense: u64,
     n_labels: u64,
     partial: bool,
     layers: Vec<LayerMeta>,
@@ -468,7 +488,7 @@ fn check_format(v: &serde_json::Value) -> Result<()> {
         )));
     }
     match v.get("version").and_then(|f| f.as_u64()) {
-        Some(x) if x == u64::from(FORMAT_VERSION) => Ok(()),
+        Some(x) if (1..=u64::from(FORMAT_VERSION)).contains(&x) => Ok(()),
         Some(x) => Err(Error::invalid(format!(
             "model format version {x} is not supported by this build (it reads version \
              {FORMAT_VERSION}); upgrade xmrrs or re-save the model"
@@ -593,12 +613,12 @@ mod tests {
         model.save(&dir).unwrap();
         let mpath = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&mpath).unwrap();
-        let v2 = text.replace("\"version\": 1", "\"version\": 2");
-        assert_ne!(v2, text);
-        std::fs::write(&mpath, &v2).unwrap();
+        let v3 = text.replace("\"version\": 1", "\"version\": 3");
+        assert_ne!(v3, text);
+        std::fs::write(&mpath, &v3).unwrap();
         for mmap in [false, true] {
             let e = XrModel::load(&dir, mmap).unwrap_err().to_string();
-            assert!(e.contains("version 2"), "{e}");
+            assert!(e.contains("version 3"), "{e}");
         }
         std::fs::write(&mpath, text.replace(FORMAT_NAME, "pecos")).unwrap();
         let e = XrModel::load(&dir, true).unwrap_err().to_string();

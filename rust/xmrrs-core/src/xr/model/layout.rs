@@ -116,6 +116,10 @@ pub(crate) struct Layer {
     /// Dense row-major copy (rows x width) of a one-chunk layer (see
     /// [`LayoutParams::dense_copy_max_bytes`]); in memory only.
     pub dense: Option<Vec<f32>>,
+    /// Weights of the dense feature block, `n_children x n_dense` row-major (empty when
+    /// `n_dense == 0`); stored in the files as `layer{m}.dense_w`.
+    pub dense_w: Buf<f32>,
+    pub n_dense: usize,
 }
 
 /// A borrowed layer with its column type resolved.
@@ -150,6 +154,8 @@ impl Layer {
             cols,
             vals: &self.vals,
             dense: self.dense.as_deref(),
+            dw: &self.dense_w,
+            nd: self.n_dense,
         }
     }
 
@@ -180,6 +186,7 @@ impl Layer {
             + 8 * (self.chunk_rows.len() + self.chunk_ents.len() + self.chunk_bkts.len())
             + self.chunk_shift.len()
             + cols
+            + 4 * self.dense_w.len()
     }
 }
 
@@ -366,6 +373,8 @@ pub(super) fn build_layer(lw: &LayerWeights, lp: &LayoutParams) -> Result<Layer>
         cols,
         vals: vals.into(),
         dense: None,
+        dense_w: lw.dense.clone().into(),
+        n_dense: lw.n_dense,
     };
     layer.dense = dense_copy(&layer, lp);
     Ok(layer)

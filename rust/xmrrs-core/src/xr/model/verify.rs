@@ -56,6 +56,17 @@ impl XrModel {
             ));
         }
         for (m, layer) in self.layers.iter().enumerate() {
+            if layer.n_dense != self.n_dense
+                || Some(layer.dense_w.len()) != layer.n_children.checked_mul(layer.n_dense)
+            {
+                return Err(Error::invalid(format!(
+                    "model data is corrupt: layer {m}: {} dense weights for {} children of {} \
+                     dense features",
+                    layer.dense_w.len(),
+                    layer.n_children,
+                    self.n_dense
+                )));
+            }
             let r = match layer.view() {
                 LayerRef::U8(v) => verify_layer(&v, layer, self.n_features),
                 LayerRef::U16(v) => verify_layer(&v, layer, self.n_features),
@@ -72,6 +83,9 @@ impl XrModel {
             let bad = |e: String| Error::invalid(format!("model data is corrupt: layer {m}: {e}"));
             if layer.vals.par_iter().any(|x| !x.is_finite()) {
                 return Err(bad("non-finite weight".into()));
+            }
+            if layer.dense_w.par_iter().any(|x| !x.is_finite()) {
+                return Err(bad("non-finite dense weight".into()));
             }
             let nnz = layer.vals.par_iter().filter(|&&x| x != 0.0).count();
             if nnz != layer.nnz {

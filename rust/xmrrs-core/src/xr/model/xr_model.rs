@@ -19,6 +19,8 @@ use crate::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct XrModel {
     pub(super) n_features: usize,
+    /// Width of the dense feature block (0 = a sparse-only model).
+    pub(super) n_dense: usize,
     pub(super) n_labels: usize,
     pub(super) partial: bool,
     pub(crate) layers: Vec<Layer>,
@@ -112,6 +114,17 @@ impl XrModel {
             lw.validate()
                 .map_err(|e| Error::invalid(format!("layer {m}: {e}")))?;
         }
+        let n_dense = layers[0].n_dense;
+        if let Some((m, lw)) = layers
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.n_dense != n_dense)
+        {
+            return Err(Error::shape(format!(
+                "layer {m} has {} dense features, layer 0 has {n_dense}",
+                lw.n_dense
+            )));
+        }
         let partial = layers.len() < depth + 1;
         let labels: Vec<u32> = if partial {
             (0..tree.n_nodes(layers.len()) as u32).collect()
@@ -124,6 +137,7 @@ impl XrModel {
             .collect::<Result<_>>()?;
         Ok(XrModel {
             n_features,
+            n_dense,
             n_labels: labels.len(),
             partial,
             layers: built,
@@ -134,9 +148,14 @@ impl XrModel {
         })
     }
 
-    /// Number of input features.
+    /// Number of input features of the sparse block.
     pub fn n_features(&self) -> usize {
         self.n_features
+    }
+
+    /// Width of the dense feature block (0 = the model takes sparse input only).
+    pub fn n_dense(&self) -> usize {
+        self.n_dense
     }
     /// Number of outputs: labels (nodes of the last level for a partial model).
     pub fn n_labels(&self) -> usize {
@@ -234,6 +253,8 @@ impl XrModel {
         .map_err(corrupt)?;
         let weights = Csr::from_triplets(layer.n_children, self.n_features, &trip)?;
         Ok(LayerWeights {
+            dense: layer.dense_w.to_vec(),
+            n_dense: layer.n_dense,
             child_ptr: layer.child_ptr.to_vec(),
             weights,
             bias: layer.bias.to_vec(),
