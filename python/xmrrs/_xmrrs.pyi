@@ -94,6 +94,8 @@ class XrModel:
     @property
     def n_features(self) -> int: ...
     @property
+    def n_dense(self) -> int: ...
+    @property
     def n_labels(self) -> int: ...
     @property
     def depth(self) -> int: ...
@@ -112,6 +114,7 @@ class XrModel:
         post_processor: str,
         n_jobs: int | None = None,
         normalize: bool = False,
+        x_dense: npt.NDArray[np.float32] | None = None,
     ) -> TopK: ...
     def save(self, path: str) -> None: ...
     @staticmethod
@@ -139,6 +142,7 @@ def xr_train(
     seed: int = 0,
     relevance: CsrParts | None = None,
     n_jobs: int | None = None,
+    x_dense: npt.NDArray[np.float32] | None = None,
 ) -> tuple[XrModel, list[float]]: ...
 def xr_predict_ensemble(
     models: list[XrModel],
@@ -148,6 +152,7 @@ def xr_predict_ensemble(
     post_processor: str,
     n_jobs: int | None = None,
     normalize: bool = False,
+    x_dense: npt.NDArray[np.float32] | None = None,
 ) -> TopK: ...
 def check_post_processor(name: str) -> None: ...
 

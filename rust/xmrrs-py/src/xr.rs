@@ -6,11 +6,12 @@
 
 use std::sync::Mutex;
 
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use xmrrs_core::cluster::ClusterTree;
+use xmrrs_core::dense::DenseView;
 use xmrrs_core::sparse::{self, CsrView};
 use xmrrs_core::xr::infer::{self, PredictParams, Searcher};
 use xmrrs_core::xr::model::XrModel;
@@ -59,6 +60,20 @@ impl PyXrModel {
             scratch: Mutex::new(Scratch::default()),
         }
     }
+}
+
+/// The dense block argument: a C-contiguous float32 2-D array (the Python side makes one).
+pub(crate) fn dense_view<'a>(
+    a: Option<&'a PyReadonlyArray2<'_, f32>>,
+) -> PyResult<Option<DenseView<'a>>> {
+    let Some(a) = a else { return Ok(None) };
+    let shape = a.shape();
+    let data = a.as_slice().map_err(|_| {
+        PyValueError::new_err("the dense block must be a C-contiguous float32 array")
+    })?;
+    Ok(Some(
+        DenseView::new(shape[0], shape[1], data).map_err(to_py)?,
+    ))
 }
 
 /// `f` on `v`, or on a copy of `v` with L2-normalised rows when `normalize` and some row is
@@ -115,6 +130,11 @@ impl PyXrModel {
     fn n_features(&self) -> usize {
         self.inner.n_features()
     }
+    /// Width of the dense feature block (0: sparse input only).
+    #[getter]
+    fn n_dense(&self) -> usize {
+        self.inner.n_dense()
+    }
     /// Number of labels.
     #[getter]
     fn n_labels(&self) -> usize {
@@ -160,9 +180,10 @@ impl PyXrModel {
 
     /// Top-`k` label ids (int64, -1 padded) and scores (float32, -inf padded) of each row,
     /// `(n_rows, min(k, n_labels))`, rows L2-normalised first when `normalize` (the input is
-    /// not modified).
+    /// not modified). `x_dense` is the dense feature block of a hybrid model (one row per
+    /// row of `x`; `normalize` does not apply to hybrid input: the caller scales it).
     /// A single row is searched on the calling thread with reusable scratch (no pool).
-    #[pyo3(signature = (x, k, beam_size, post_processor, n_jobs=None, normalize=false))]
+    #[pyo3(signature = (x, k, beam_size, post_processor, n_jobs=None, normalize=false, x_dense=None))]
     #[allow(clippy::too_many_arguments)]
     fn predict_topk<'py>(
         &self,
@@ -173,12 +194,22 @@ impl PyXrModel {
         post_processor: &str,
         n_jobs: Option<i64>,
         normalize: bool,
+        x_dense: Option<PyReadonlyArray2<'py, f32>>,
     ) -> PyResult<TopK<'py>> {
         let p = params(k, beam_size, post_processor, self.inner.n_labels())?;
         let k = p.topk;
         let a = CsrArg::extract(x, "X")?;
         let v = a.view()?;
         let n = v.n_rows();
+        let xd = dense_view(x_dense.as_ref())?;
+        if xd.is_some() || self.inner.n_dense() > 0 {
+            let (ids, scores) = run(py, n_jobs, || {
+                with_canonical(v, |v| {
+                    infer::predict_hybrid(&self.inner, &v, xd.as_ref(), &p)
+                })
+            })?;
+            return topk_out(py, ids, scores, n, k);
+        }
         if n == 1 {
             let mut ids = vec![-1i64; k];
             let mut scores = vec![f32::NEG_INFINITY; k];
@@ -346,7 +377,7 @@ pub(crate) fn train_params(
 /// Trains every layer of an XR-Linear model over a label tree; also returns the mean number
 /// of solver passes per node of each layer.
 #[pyfunction]
-#[pyo3(signature = (x, y, tree, *, loss="squared_hinge", cp=1.0, cn=1.0, max_iter=100, tol=0.1, bias=1.0, threshold=0.1, negatives="tfn", beam_size=10, post_processor="l3-hinge", seed=0, relevance=None, n_jobs=None))]
+#[pyo3(signature = (x, y, tree, *, loss="squared_hinge", cp=1.0, cn=1.0, max_iter=100, tol=0.1, bias=1.0, threshold=0.1, negatives="tfn", beam_size=10, post_processor="l3-hinge", seed=0, relevance=None, n_jobs=None, x_dense=None))]
 pub fn xr_train<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
@@ -365,6 +396,7 @@ pub fn xr_train<'py>(
     seed: u64,
     relevance: Option<&Bound<'py, PyAny>>,
     n_jobs: Option<i64>,
+    x_dense: Option<PyReadonlyArray2<'py, f32>>,
 ) -> PyResult<(PyXrModel, Vec<f64>)> {
     let params = train_params(
         (loss, cp, cn, max_iter, tol, bias, threshold),
@@ -380,11 +412,18 @@ pub fn xr_train<'py>(
         .transpose()?;
     let (xv, yv) = (xa.view()?, ya.view()?);
     let rv = ra.as_ref().map(|r| r.view()).transpose()?;
+    let xd = dense_view(x_dense.as_ref())?;
     let (model, stats) = run(py, n_jobs, || {
         with_canonical(xv, |xv| {
             with_canonical(yv, |yv| {
-                let (layers, stats) =
-                    train::train_layers_with_stats(&xv, &yv, &tree, &params, rv.as_ref())?;
+                let (layers, stats) = train::train_hybrid_with_stats(
+                    &xv,
+                    xd.as_ref(),
+                    &yv,
+                    &tree,
+                    &params,
+                    rv.as_ref(),
+                )?;
                 Ok((XrModel::new(&tree, layers, xv.n_cols())?, stats))
             })
         })
@@ -399,7 +438,7 @@ pub fn xr_train<'py>(
 /// Averages the predictions of several models over the same labels (see the core docs);
 /// rows of `x` are L2-normalised first when `normalize`.
 #[pyfunction]
-#[pyo3(signature = (models, x, k, beam_size, post_processor, n_jobs=None, normalize=false))]
+#[pyo3(signature = (models, x, k, beam_size, post_processor, n_jobs=None, normalize=false, x_dense=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn xr_predict_ensemble<'py>(
     py: Python<'py>,
@@ -410,7 +449,9 @@ pub fn xr_predict_ensemble<'py>(
     post_processor: &str,
     n_jobs: Option<i64>,
     normalize: bool,
+    x_dense: Option<PyReadonlyArray2<'py, f32>>,
 ) -> PyResult<TopK<'py>> {
+    let xd = dense_view(x_dense.as_ref())?;
     let n_labels = models.first().map_or(1, |m| m.inner.n_labels());
     let p = params(k, beam_size, post_processor, n_labels)?;
     let k = p.topk;
@@ -420,7 +461,9 @@ pub fn xr_predict_ensemble<'py>(
     let refs: Vec<&XrModel> = models.iter().map(|m| &m.inner).collect();
     let (ids, scores) = run(py, n_jobs, || {
         with_canonical(v, |v| {
-            maybe_normalized(v, normalize, |v| infer::predict_ensemble(&refs, v, &p))
+            maybe_normalized(v, normalize && xd.is_none(), |v| {
+                infer::predict_ensemble_hybrid(&refs, v, xd.as_ref(), &p)
+            })
         })
     })?;
     topk_out(py, ids, scores, n, k)
