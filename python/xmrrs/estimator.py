@@ -54,6 +54,7 @@ from xmrrs import _xmrrs
 from xmrrs._progress import Progress
 from xmrrs._targets import as_indicator, column_to_1d, is_class_vector, truth_indicator
 from xmrrs._validation import csr_parts, is_sparray
+from xmrrs.hybrid import HybridMatrix
 from xmrrs.indexing import ClusterTree, HierarchicalKMeans, check_branching, label_representation
 
 __all__ = ["XRLinearClassifier"]
@@ -321,7 +322,18 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if self.verbose:
             Progress(quiet=False).write(f"[XRLinearClassifier] {msg}")
 
-    def _x_fit(self, X: Any) -> tuple[Any, sp.csr_matrix]:
+    def _x_fit(self, X: Any) -> tuple[Any, Any]:
+        if isinstance(X, HybridMatrix):
+            if len(X) < 1:
+                raise ValueError(
+                    f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 "
+                    f"is required by {type(self).__name__}."
+                )
+            if X.n_sparse < 1:
+                raise ValueError("the sparse block of a HybridMatrix needs at least 1 column")
+            self.n_features_in_ = X.shape[1]
+            Xh = X.normalized() if self.normalize else X
+            return csr_parts(Xh.sparse, "X"), Xh
         if sp.issparse(X) and X.format == "csr" and X.ndim == 2:
             # scipy CSR: the checks validate_data would make (it has no feature names to
             # find, and its first call costs a dataframe-plugin scan of ~20 ms); the core
@@ -352,9 +364,25 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             (parts[4], parts[3], parts[2]), shape=(parts[0], parts[1]), copy=False
         )
 
-    def _x_predict(self, X: Any) -> Any:
-        """CSR parts of ``X`` for prediction; a light path for scipy CSR input."""
+    def _x_predict(self, X: Any) -> tuple[Any, Any]:
+        """CSR parts of ``X`` (and the dense block of a hybrid model) for prediction; a light
+        path for scipy CSR input."""
         check_is_fitted(self, "models_")
+        n_dense = self.models_[0].n_dense
+        if isinstance(X, HybridMatrix) != (n_dense > 0):
+            raise ValueError(
+                f"this model was fitted on {'a HybridMatrix' if n_dense else 'sparse or dense'} "
+                f"input; got {type(X).__name__}"
+            )
+        if isinstance(X, HybridMatrix):
+            if X.shape[1] != self.n_features_in_ or X.n_dense != n_dense:
+                raise ValueError(
+                    f"X has {X.n_sparse} sparse and {X.n_dense} dense features, but "
+                    f"{type(self).__name__} is expecting {self.n_features_in_ - n_dense} and "
+                    f"{n_dense}"
+                )
+            Xh = X.normalized() if self.normalize else X
+            return csr_parts(Xh.sparse, "X"), Xh.dense
         if not (sp.issparse(X) and X.format == "csr" and X.ndim == 2):
             X = validate_data(
                 self,
@@ -368,7 +396,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input"
             )
-        return csr_parts(X, "X")
+        return csr_parts(X, "X"), None
 
     # ------------------------------------------------------------------------------- fit
 
@@ -535,6 +563,7 @@ list of label lists
                     seed=p["seed"] + i,
                     relevance=rel_parts,
                     n_jobs=self.n_jobs,
+                    x_dense=Xn.dense if isinstance(Xn, HybridMatrix) else None,
                 )
                 bar.update()
                 self._log(f"estimator {i + 1}/{n_est}: models in {time.perf_counter() - t1:.2f} s")
@@ -556,15 +585,16 @@ list of label lists
         k = min(_integer(k, "k", 1), n_labels)
         beam = self.beam_size if beam_size is None else beam_size
         beam = min(_integer(beam, "beam_size", 1), n_labels)
-        parts = self._x_predict(X)
-        # rows are normalised inside the search call (one-row queries without a thread pool)
-        normalize = bool(self.normalize)
+        parts, dense = self._x_predict(X)
+        # rows are normalised inside the search call (one-row queries without a thread pool);
+        # hybrid rows were normalised by _x_predict
+        normalize = bool(self.normalize) and dense is None
         if len(self.models_) == 1:
             return self.models_[0].predict_topk(
-                parts, k, beam, self.post_processor, self.n_jobs, normalize
+                parts, k, beam, self.post_processor, self.n_jobs, normalize, dense
             )
         return _xmrrs.xr_predict_ensemble(
-            self.models_, parts, k, beam, self.post_processor, self.n_jobs, normalize
+            self.models_, parts, k, beam, self.post_processor, self.n_jobs, normalize, dense
         )
 
     def predict_topk(

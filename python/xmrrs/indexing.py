@@ -48,6 +48,7 @@ from xmrrs import _xmrrs
 from xmrrs import sparse as xs
 from xmrrs._files import read_regular
 from xmrrs._validation import csr_parts, to_scipy
+from xmrrs.hybrid import HybridMatrix
 
 __all__ = ["ClusterTree", "HierarchicalKMeans", "label_representation", "pecos_fanouts"]
 
@@ -188,6 +189,13 @@ def _fill_empty(z: Representation, n_jobs: int | None) -> Representation:
 def _pifa(x: Any, yn: sp.csr_matrix, n_jobs: int | None) -> Representation:
     """Rows of ``normalize(Yn^T X)`` (``Yn``: Y with unit-norm rows)."""
     yt = xs.transpose(yn, n_jobs=n_jobs)
+    if isinstance(x, HybridMatrix):
+        # both blocks aggregated, then each label row normalised over both (as the same
+        # columns in one CSR matrix would give); the dense block's part is dense per label
+        zs = xs.matmul(yt, x.sparse, n_jobs=n_jobs)
+        zd = xs.matmul_dense(yt, x.dense, n_jobs=n_jobs)
+        z = HybridMatrix(zs, zd).normalized()
+        return z.tocsr()
     if sp.issparse(x):
         return xs.normalize_rows(xs.matmul(yt, x, n_jobs=n_jobs), n_jobs=n_jobs)
     return _normalize_dense(xs.matmul_dense(yt, x, n_jobs=n_jobs))
@@ -242,8 +250,9 @@ def label_representation(
 
     Parameters
     ----------
-    X : sparse matrix or ndarray of shape (n_samples, n_features)
-        Instance features (used by ``"pifa"`` and ``"pifa_concat"``).
+    X : sparse matrix, ndarray or HybridMatrix of shape (n_samples, n_features)
+        Instance features (used by ``"pifa"`` and ``"pifa_concat"``). A ``HybridMatrix`` is
+        aggregated block by block and each label row normalised over both blocks.
     Y : sparse matrix or ndarray of shape (n_samples, n_labels)
         Label matrix; its values are weights (a 0/1 indicator gives PECOS's PIFA).
     method : {"pifa", "pii", "pifa_concat", "spectral"}, default="pifa"
@@ -301,11 +310,14 @@ def label_representation(
     seed = _check_seed(random_state)
     x: Any = None
     if method in ("pifa", "pifa_concat"):
-        x = _as_csr(X, "X") if sp.issparse(X) else _dense_finite(X, "X")
+        if isinstance(X, HybridMatrix):
+            x = X
+        else:
+            x = _as_csr(X, "X") if sp.issparse(X) else _dense_finite(X, "X")
         if x.shape[0] != n:
             raise ValueError(f"shape mismatch: X has {x.shape[0]} rows but Y has {n}")
     elif X is not None:
-        nx = X.shape[0] if sp.issparse(X) else np.asarray(X).shape[0]
+        nx = X.shape[0] if sp.issparse(X) or isinstance(X, HybridMatrix) else np.asarray(X).shape[0]
         if nx != n:
             raise ValueError(f"shape mismatch: X has {nx} rows but Y has {n}")
 

@@ -674,9 +674,9 @@ def load_with_extras(
         if not is_dir:
             raise ValueError(f"{d}: estimator named by {mpath} is not a directory")
         model = _xmrrs.XrModel.load(str(d), mmap)
-        if model.n_features != n_features or model.n_labels != len(classes):
+        if model.n_features + model.n_dense != n_features or model.n_labels != len(classes):
             raise ValueError(
-                f"{d}: model of shape ({model.n_features} features, "
+                f"{d}: model of shape ({model.n_features + model.n_dense} features, "
                 f"{model.n_labels} labels) does not match the manifest ({n_features}, "
                 f"{len(classes)})"
             )

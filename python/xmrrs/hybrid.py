@@ -1,0 +1,114 @@
+"""Hybrid features: a sparse block and a dense block side by side.
+
+:class:`HybridMatrix` is the input type of a dense-plus-sparse XR-Linear model, for example
+TF-IDF next to a text encoder's embedding. The core trains and searches the two blocks
+without converting the dense one to CSR: its weights are stored densely and scored with
+SIMD (column ``j < n_sparse`` is sparse column ``j``, the rest are the dense columns).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+
+class HybridMatrix:
+    """Rows made of a sparse block and a dense block.
+
+    Parameters
+    ----------
+    sparse : sparse matrix of shape (n_samples, n_sparse)
+        Converted to CSR float32 (a copy only when needed).
+    dense : array-like of shape (n_samples, n_dense)
+        Converted to a C-contiguous float32 array (a copy only when needed).
+
+    Notes
+    -----
+    Supports ``len``, ``shape`` and row indexing (``H[rows]``, ``H[a:b]``), so that
+    scikit-learn's splitters and ``GridSearchCV`` can slice it.
+    """
+
+    def __init__(self, sparse: Any, dense: Any) -> None:
+        if not sp.issparse(sparse):
+            raise TypeError(f"sparse must be a scipy sparse matrix, got {type(sparse).__name__}")
+        s = sp.csr_matrix(sparse)
+        if s.dtype != np.float32:
+            s = s.astype(np.float32)
+        d = np.asarray(dense)
+        if d.ndim != 2:
+            raise ValueError(f"dense must be 2-D, got shape {d.shape}")
+        if d.dtype.kind not in "biuf":
+            raise TypeError(f"dense must be numeric, got dtype {d.dtype}")
+        d = np.ascontiguousarray(d, dtype=np.float32)
+        if s.shape[0] != d.shape[0]:
+            raise ValueError(
+                f"the sparse block has {s.shape[0]} rows but the dense block {d.shape[0]}"
+            )
+        if not np.isfinite(d).all():
+            raise ValueError("the dense block contains NaN or infinite values")
+        if not np.isfinite(s.data).all():
+            raise ValueError("the sparse block contains NaN or infinite values")
+        self.sparse: sp.csr_matrix = s
+        self.dense: npt.NDArray[np.float32] = d
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_samples, n_sparse + n_dense)``."""
+        return (self.sparse.shape[0], self.sparse.shape[1] + self.dense.shape[1])
+
+    @property
+    def n_sparse(self) -> int:
+        """Width of the sparse block."""
+        return int(self.sparse.shape[1])
+
+    @property
+    def n_dense(self) -> int:
+        """Width of the dense block."""
+        return int(self.dense.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.sparse.shape[0])
+
+    def __getitem__(self, rows: Any) -> HybridMatrix:
+        if isinstance(rows, tuple):
+            # H[rows, ...] or H[rows, :] (scikit-learn's indexing) select rows too
+            if len(rows) < 1 or any(r is not Ellipsis and r != slice(None) for r in rows[1:]):
+                raise TypeError("HybridMatrix supports row indexing only")
+            rows = rows[0]
+        if isinstance(rows, slice):
+            return HybridMatrix(self.sparse[rows], self.dense[rows])
+        idx = np.asarray(rows)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        return HybridMatrix(self.sparse[idx], self.dense[idx])
+
+    def __repr__(self) -> str:
+        return (
+            f"HybridMatrix(n_samples={len(self)}, n_sparse={self.n_sparse}, "
+            f"n_dense={self.n_dense}, nnz={self.sparse.nnz})"
+        )
+
+    def row_norms(self) -> npt.NDArray[np.float64]:
+        """The L2 norm of each whole row (both blocks)."""
+        s = self.sparse
+        sq = np.add.reduceat(np.concatenate([s.data.astype(np.float64) ** 2, [0.0]]), s.indptr[:-1])
+        sq[np.diff(s.indptr) == 0] = 0.0
+        sq += np.einsum("ij,ij->i", self.dense, self.dense, dtype=np.float64)
+        return np.asarray(np.sqrt(sq), dtype=np.float64)
+
+    def normalized(self) -> HybridMatrix:
+        """Rows scaled to unit L2 norm over both blocks (all-zero rows stay zero); ``self``
+        when every row already has unit norm (up to float32 rounding)."""
+        norms = self.row_norms()
+        if np.all((norms == 0) | (np.abs(norms - 1.0) <= 1e-4)):
+            return self
+        scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+        s = sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ self.sparse, dtype=np.float32)
+        return HybridMatrix(s, self.dense * scale.astype(np.float32)[:, None])
+
+    def tocsr(self) -> sp.csr_matrix:
+        """The same rows as one CSR matrix (the dense block as explicit entries)."""
+        return sp.csr_matrix(sp.hstack([self.sparse, sp.csr_matrix(self.dense)], format="csr"))
