@@ -137,7 +137,9 @@ class XRTransformer(BaseEstimator):  # type: ignore[misc]
     ----------
     vectorizer_, ranker_ : the fitted TF-IDF vectorizer and XR-Linear ranker
     tree_ : ClusterTree
-        The PIFA tree the encoder was fine-tuned on.
+        The PIFA tree the encoder was fine-tuned on (not saved: :meth:`load` has none).
+    encoder_, tokenizer_ : the fine-tuned transformers model (on CPU between calls) and
+        its tokenizer
     classes_ : ndarray of shape (n_labels,)
         Label names; the ids of :meth:`predict_topk` index it.
     levels_ : list of int
@@ -461,7 +463,13 @@ class XRTransformer(BaseEstimator):  # type: ignore[misc]
         for k, v in self.get_params(deep=False).items():
             if k in ("vectorizer", "ranker", "n_jobs"):
                 continue
-            out[k] = str(v) if isinstance(v, os.PathLike) else v
+            if isinstance(v, os.PathLike):
+                v = str(v)
+            elif isinstance(v, np.integer | np.floating):
+                v = v.item()
+            elif isinstance(v, list | tuple | np.ndarray):
+                v = [x.item() if isinstance(x, np.generic) else x for x in v]
+            out[k] = v
         json.dumps(out, allow_nan=False)  # raises on anything JSON cannot hold
         return out
 
