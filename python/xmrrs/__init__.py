@@ -11,6 +11,9 @@ Submodules are imported on first use (PEP 562), so ``import xmrrs`` stays cheap:
 - :mod:`xmrrs.baseline`: a label-centroid baseline (not the XR-Linear model).
 - :mod:`xmrrs.text`: :class:`~xmrrs.text.TfidfVectorizer`, raw text to tf-idf in Rust.
 - :mod:`xmrrs.textmodel`: :class:`~xmrrs.textmodel.TextXRClassifier`, texts to label names.
+- :mod:`xmrrs.encoders`: sentence embeddings from a Hugging Face encoder (extra ``transformer``).
+- :mod:`xmrrs.xtransformer`: :class:`XRTransformer`, a fine-tuned encoder plus XR-Linear
+  (extra ``transformer``; torch is imported only when it is used).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ if TYPE_CHECKING:  # static view of the lazy attributes
     )
     from xmrrs import (
         datasets as datasets,
+    )
+    from xmrrs import (
+        encoders as encoders,
     )
     from xmrrs import (
         estimator as estimator,
@@ -49,13 +55,18 @@ if TYPE_CHECKING:  # static view of the lazy attributes
     from xmrrs import (
         textmodel as textmodel,
     )
+    from xmrrs import (
+        xtransformer as xtransformer,
+    )
     from xmrrs.estimator import XRLinearClassifier as XRLinearClassifier
+    from xmrrs.xtransformer import XRTransformer as XRTransformer
 
 _SUBMODULES = frozenset(
     [
         "baseline",
         "calibration",
         "datasets",
+        "encoders",
         "estimator",
         "indexing",
         "metrics",
@@ -63,9 +74,10 @@ _SUBMODULES = frozenset(
         "sparse",
         "text",
         "textmodel",
+        "xtransformer",
     ]
 )
-__all__ = ["XRLinearClassifier", *sorted(_SUBMODULES)]
+__all__ = ["XRLinearClassifier", "XRTransformer", *sorted(_SUBMODULES)]
 
 
 def __getattr__(name: str) -> Any:
@@ -73,6 +85,8 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"{__name__}.{name}")
     if name == "XRLinearClassifier":
         return importlib.import_module(f"{__name__}.estimator").XRLinearClassifier
+    if name == "XRTransformer":
+        return importlib.import_module(f"{__name__}.xtransformer").XRTransformer
     if name == "__version__":
         from xmrrs._xmrrs import __version__
 
