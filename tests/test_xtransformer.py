@@ -20,6 +20,7 @@ from sklearn.exceptions import NotFittedError  # noqa: E402
 
 from xmrrs import XRLinearClassifier  # noqa: E402
 from xmrrs.encoders import encode  # noqa: E402
+from xmrrs.hybrid import HybridMatrix  # noqa: E402
 from xmrrs.text import TfidfVectorizer  # noqa: E402
 from xmrrs.xtransformer import XRTransformer, ranker_features  # noqa: E402
 
@@ -187,8 +188,9 @@ def test_ranker_features_are_tfidf_then_scaled_embeddings() -> None:
     X = sp.csr_matrix(np.array([[0.6, 0.0, 0.8], [0.0, 1.0, 0.0]]))
     E = np.array([[1.0, 0.0], [0.6, 0.8]], dtype=np.float32)
     F = ranker_features(X, E, 0.5)
-    assert sp.issparse(F) and F.format == "csr" and F.dtype == np.float32
-    np.testing.assert_allclose(F.toarray(), np.hstack([X.toarray(), 0.5 * E]))
+    assert isinstance(F, HybridMatrix) and (F.n_sparse, F.n_dense) == (3, 2)
+    assert F.dense.dtype == np.float32 and F.dense.flags.c_contiguous
+    np.testing.assert_allclose(F.tocsr().toarray(), np.hstack([X.toarray(), 0.5 * E]))
 
 
 def test_encode_pooling_and_normalisation(tiny_bert: Path) -> None:

@@ -7,6 +7,7 @@ Submodules are imported on first use (PEP 562), so ``import xmrrs`` stays cheap:
 - :mod:`xmrrs.sparse`: multithreaded sparse kernels of the Rust core, returning scipy matrices.
 - :mod:`xmrrs.indexing`: label representations (PIFA...) and the hierarchical k-means label tree.
 - :mod:`xmrrs.estimator`: :class:`XRLinearClassifier`, the scikit-learn estimator.
+- :mod:`xmrrs.hybrid`: :class:`~xmrrs.hybrid.HybridMatrix`, sparse and dense feature blocks.
 - :mod:`xmrrs.modelfile`: the model directory format (no pickle; optional memory mapping).
 - :mod:`xmrrs.baseline`: a label-centroid baseline (not the XR-Linear model).
 - :mod:`xmrrs.text`: :class:`~xmrrs.text.TfidfVectorizer`, raw text to tf-idf in Rust.
@@ -36,6 +37,9 @@ if TYPE_CHECKING:  # static view of the lazy attributes
     )
     from xmrrs import (
         estimator as estimator,
+    )
+    from xmrrs import (
+        hybrid as hybrid,
     )
     from xmrrs import (
         indexing as indexing,
@@ -68,6 +72,7 @@ _SUBMODULES = frozenset(
         "datasets",
         "encoders",
         "estimator",
+        "hybrid",
         "indexing",
         "metrics",
         "modelfile",

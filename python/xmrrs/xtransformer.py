@@ -39,6 +39,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
 from xmrrs.encoders import check_pooling, check_positive_int, check_texts
+from xmrrs.hybrid import HybridMatrix
 
 __all__ = ["XRTransformer", "ranker_features"]
 
@@ -52,14 +53,14 @@ _NEGATIVES = ("tfn", "man", "tfn+man")
 _ENCODER_FILES = (".json", ".safetensors")
 
 
-def ranker_features(tfidf: sp.csr_matrix, emb: np.ndarray, weight: float = 1.0) -> Any:
-    """The final ranker's input: TF-IDF columns, then ``weight * emb`` columns (float32 CSR).
+def ranker_features(tfidf: sp.csr_matrix, emb: np.ndarray, weight: float = 1.0) -> HybridMatrix:
+    """The final ranker's input: the TF-IDF block beside the ``weight * emb`` block, as a
+    :class:`~xmrrs.hybrid.HybridMatrix` (the embedding stays dense: the core stores and scores
+    its weights densely instead of carrying it as CSR entries).
 
-    The one place that builds it (fit and predict both call it), so that another input type
-    can replace the sparse concatenation.
+    The one place that builds it (fit and predict both call it).
     """
-    dense = sp.csr_matrix(np.asarray(emb, dtype=np.float32) * np.float32(weight))
-    return sp.hstack([tfidf, dense], format="csr", dtype=np.float32)
+    return HybridMatrix(tfidf, np.asarray(emb, dtype=np.float32) * np.float32(weight))
 
 
 def _float(value: Any, name: str, *, positive: bool) -> float:
