@@ -753,7 +753,7 @@ impl LayerCtx<'_> {
                 .map(|(l, (indices, values, bias))| ChildOut {
                     indices,
                     values,
-                    dense: gs.dense_weights(l, local.n_dense()),
+                    dense: gs.dense_weights(l),
                     bias,
                     iters: info[l].iters,
                     visits: info[l].visits,

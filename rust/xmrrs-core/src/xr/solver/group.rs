@@ -7,8 +7,8 @@
 //! `lanes.rs`.
 
 use super::lanes::{
-    aligned_offset, axpy_lanes, collect_kept, dense_axpy_lanes, dense_dot_lanes, dot_lanes,
-    prefetch, prefetch_range, LaneState, Meta, PREFETCH_DIST,
+    aligned_offset, axpy_lanes, collect_kept, dense_axpy, dense_dot, dot_lanes, prefetch,
+    prefetch_range, LaneState, Meta, PREFETCH_DIST,
 };
 use super::local::LocalCsr;
 use super::single::{finish_row, SolveInfo};
@@ -40,7 +40,13 @@ pub type LaneWeights = (Vec<u32>, Vec<f32>, f32);
 /// changing; an instance leaves the pass once it is inactive in every live lane.
 #[derive(Clone, Debug, Default)]
 pub struct GroupSolver {
-    /// Weights, `n_features * stride`, feature-major; starts at `w_off` (64-byte aligned).
+    /// The dense block's weights, lane-major by original lane (`lanes * n_dense`): a visit
+    /// computes and updates only the lanes where the row is active (and changed), so their
+    /// cost follows the active lanes, not the width of the group.
+    wd: Vec<f32>,
+    n_dense: usize,
+    /// Sparse weights, `n_features * stride` (sparse local features), feature-major; starts
+    /// at `w_off` (64-byte aligned).
     w_buf: Vec<f32>,
     w_off: usize,
     stride: usize,
@@ -186,9 +192,12 @@ impl GroupSolver {
                 x.n_rows()
             )));
         }
-        let d = x.n_features();
+        let d = x.n_sparse();
         let n = x.n_rows();
         self.n_features = d;
+        self.n_dense = x.n_dense();
+        self.wd.clear();
+        self.wd.resize(self.lanes * x.n_dense(), 0.0);
         self.w_buf.clear();
         self.w_buf.resize(d * self.stride + 16, 0.0);
         self.w_off = aligned_offset(&self.w_buf);
@@ -389,8 +398,9 @@ impl GroupSolver {
             (0.0, cp, 0.0, cn)
         };
         let custom = self.custom;
-        let d = x.n_features();
-        let (ds, nd) = (x.n_sparse(), x.n_dense());
+        let d = x.n_sparse();
+        let nd = x.n_dense();
+        let wd = &mut self.wd[..];
         let w = if self.in_work {
             &mut self.w_work[self.work_off..self.work_off + d * K]
         } else {
@@ -465,9 +475,16 @@ impl GroupSolver {
                     &x.data[mi.start..mi.start + mi.len as usize],
                 );
                 let mut dots = dot_lanes::<K>(w, idx, val);
+                let xd = &x.dense[i * nd..(i + 1) * nd];
                 if nd > 0 {
-                    let xd = &x.dense[i * nd..(i + 1) * nd];
-                    dense_dot_lanes::<K>(&w[ds * K..(ds + nd) * K], xd, &mut dots);
+                    // the dense part only where it is read: lanes active for this row
+                    let mut bits = am;
+                    while bits != 0 {
+                        let l = bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        let o = orig[l] as usize * nd;
+                        dots[l] += dense_dot(&wd[o..o + nd], xd);
+                    }
                 }
                 // Per-lane penalty terms: D_ii and the upper bound U_i.
                 let mut diag = [0f32; K];
@@ -549,8 +566,12 @@ impl GroupSolver {
                 if any {
                     axpy_lanes::<K>(&delta, idx, val, w);
                     if nd > 0 {
-                        let xd = &x.dense[i * nd..(i + 1) * nd];
-                        dense_axpy_lanes::<K>(&delta, xd, &mut w[ds * K..(ds + nd) * K]);
+                        for (l, &dl) in delta.iter().enumerate() {
+                            if dl != 0.0 {
+                                let o = orig[l] as usize * nd;
+                                dense_axpy(dl, xd, &mut wd[o..o + nd]);
+                            }
+                        }
                     }
                 }
                 if still & live == 0 {
@@ -610,26 +631,25 @@ impl GroupSolver {
         st.active_len = active_len;
     }
 
-    /// The dense local weights of lane `lane` (a copy, in local feature order) and its bias
-    /// feature's weight.
+    /// The local weights of lane `lane` (a copy: the sparse local features, then the dense
+    /// block's) and its bias feature's weight.
     pub fn weights(&self, lane: usize) -> (Vec<f32>, f64) {
         let k = self.stride;
         let w = &self.w_buf[self.w_off..self.w_off + self.n_features * k];
+        let nd = self.n_dense;
         (
-            (0..self.n_features).map(|j| w[j * k + lane]).collect(),
+            (0..self.n_features)
+                .map(|j| w[j * k + lane])
+                .chain(self.wd[lane * nd..(lane + 1) * nd].iter().copied())
+                .collect(),
             self.wb[lane],
         )
     }
 
-    /// The dense block's weights of lane `lane` (the last `n_dense` local features), kept
-    /// whole: they are stored densely.
-    pub fn dense_weights(&self, lane: usize, n_dense: usize) -> Vec<f32> {
-        let k = self.stride;
-        let d = self.n_features;
-        let w = &self.w_buf[self.w_off..self.w_off + d * k];
-        (d.saturating_sub(n_dense)..d)
-            .map(|j| w[j * k + lane])
-            .collect()
+    /// The dense block's weights of lane `lane`, kept whole: they are stored densely.
+    pub fn dense_weights(&self, lane: usize) -> Vec<f32> {
+        let nd = self.n_dense;
+        self.wd[lane * nd..(lane + 1) * nd].to_vec()
     }
 
     /// The sparse weights of every lane, as [`Solver::emit`](super::Solver::emit) writes them (one

@@ -123,38 +123,38 @@ pub(super) fn axpy_lanes<const K: usize>(
     }
 }
 
-/// `acc[l] += Σ_j xd[j] * w[j * K + l]`: the dense block's part of [`dot_lanes`] (`w` holds
-/// the dense block's weight rows, `K` lanes each), four partial sums per lane, fused
-/// multiply-adds (`mul_add` is exact in both dispatch variants, so they agree bit for bit).
+/// `Σ_j w[j] * x[j]` over a lane's dense weights: four independent 8-wide partial sums
+/// (a fixed summation order, the same in both dispatch variants).
 #[inline(always)]
-pub(super) fn dense_dot_lanes<const K: usize>(w: &[f32], xd: &[f32], acc: &mut [f32; K]) {
-    let mut a = [[0f32; K]; 4];
-    let mut rows = w.chunks_exact(4 * K);
-    let mut vals = xd.chunks_exact(4);
-    for (r, v) in (&mut rows).zip(&mut vals) {
-        for (q, aq) in a.iter_mut().enumerate() {
-            for l in 0..K {
-                aq[l] = v[q].mul_add(r[q * K + l], aq[l]);
-            }
+pub(super) fn dense_dot(w: &[f32], x: &[f32]) -> f32 {
+    let n = w.len().min(x.len());
+    let (w, x) = (&w[..n], &x[..n]);
+    let (mut a0, mut a1, mut a2, mut a3) = ([0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8]);
+    let mut cw = w.chunks_exact(32);
+    let mut cx = x.chunks_exact(32);
+    for (p, q) in (&mut cw).zip(&mut cx) {
+        for t in 0..8 {
+            a0[t] += p[t] * q[t];
+            a1[t] += p[8 + t] * q[8 + t];
+            a2[t] += p[16 + t] * q[16 + t];
+            a3[t] += p[24 + t] * q[24 + t];
         }
     }
-    for (r, &v) in rows.remainder().chunks_exact(K).zip(vals.remainder()) {
-        for l in 0..K {
-            a[0][l] = v.mul_add(r[l], a[0][l]);
-        }
+    for (t, (p, q)) in cw.remainder().iter().zip(cx.remainder()).enumerate() {
+        a0[t % 8] += p * q;
     }
-    for l in 0..K {
-        acc[l] += (a[0][l] + a[1][l]) + (a[2][l] + a[3][l]);
+    for t in 0..8 {
+        a0[t] = (a0[t] + a1[t]) + (a2[t] + a3[t]);
     }
+    ((a0[0] + a0[4]) + (a0[1] + a0[5])) + ((a0[2] + a0[6]) + (a0[3] + a0[7]))
 }
 
-/// `w[j * K + l] += delta[l] * xd[j]`: the dense block's part of [`axpy_lanes`] (fused).
+/// `w[j] += a * x[j]` over a lane's dense weights.
 #[inline(always)]
-pub(super) fn dense_axpy_lanes<const K: usize>(delta: &[f32; K], xd: &[f32], w: &mut [f32]) {
-    for (r, &v) in w.chunks_exact_mut(K).zip(xd) {
-        for l in 0..K {
-            r[l] = delta[l].mul_add(v, r[l]);
-        }
+pub(super) fn dense_axpy(a: f32, x: &[f32], w: &mut [f32]) {
+    let n = w.len().min(x.len());
+    for (wv, &xv) in w[..n].iter_mut().zip(&x[..n]) {
+        *wv += a * xv;
     }
 }
 
