@@ -7,8 +7,8 @@
 //! `lanes.rs`.
 
 use super::lanes::{
-    aligned_offset, axpy_lanes, collect_kept, dense_axpy, dense_dot, dot_lanes, prefetch,
-    prefetch_range, LaneState, Meta, PREFETCH_DIST,
+    aligned_offset, axpy_lanes, collect_kept, dense_axpy, dense_dot, dense_dot_avx2, dot_lanes,
+    prefetch, prefetch_range, LaneState, Meta, PREFETCH_DIST,
 };
 use super::local::LocalCsr;
 use super::single::{finish_row, SolveInfo};
@@ -360,7 +360,7 @@ impl GroupSolver {
         info: &mut GroupInfo,
         st: &mut LaneState,
     ) {
-        self.run_body::<K>(x, params, rng, info, st)
+        self.run_body::<K, true>(x, params, rng, info, st)
     }
 
     fn run<const K: usize>(
@@ -371,14 +371,14 @@ impl GroupSolver {
         info: &mut GroupInfo,
         st: &mut LaneState,
     ) {
-        self.run_body::<K>(x, params, rng, info, st)
+        self.run_body::<K, false>(x, params, rng, info, st)
     }
 
     /// Runs passes in the `K`-lane layout until every lane has finished or (for `K > 4`) at
     /// most `K / 2` lanes are still running. Same arithmetic in both dispatch variants, so
     /// results are identical.
     #[inline(always)]
-    fn run_body<const K: usize>(
+    fn run_body<const K: usize, const AVX2: bool>(
         &mut self,
         x: &LocalCsr,
         params: &SolverParams,
@@ -483,7 +483,14 @@ impl GroupSolver {
                         let l = bits.trailing_zeros() as usize;
                         bits &= bits - 1;
                         let o = orig[l] as usize * nd;
-                        dots[l] += dense_dot(&wd[o..o + nd], xd);
+                        let wl = &wd[o..o + nd];
+                        dots[l] += if AVX2 {
+                            // SAFETY: AVX2 is only true in `run_avx2`, whose caller checked
+                            // that the CPU supports AVX2 and FMA.
+                            unsafe { dense_dot_avx2(wl, xd) }
+                        } else {
+                            dense_dot(wl, xd)
+                        };
                     }
                 }
                 // Per-lane penalty terms: D_ii and the upper bound U_i.
