@@ -125,7 +125,8 @@ def test_subtree_kmeans_runs_in_tasks(
     ):
         one = XRLinearClassifier(**kw).fit(X, Y)
         assert one.tree_.depth >= 3
-        client.run(dxm._SPLITS.clear)
+        client.run(lambda: dxm._SPLITS.clear())
+        assert not any(client.run(lambda: len(dxm._SPLITS)).values())
         dxm._SPLITS.clear()
         with monkeypatch.context() as m, distributed.get_task_stream(client=client) as ts:
 
