@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -108,6 +109,47 @@ def test_fit_is_bit_identical_to_one_process(client: Any, data: Any, tmp_path: P
     # the task names say which part of which tree they trained
     names = [n for n, _ in dist.timings_["tasks"]]
     assert names[0] == "t0-top" and any(n.startswith("t2-part") for n in names)
+
+
+def test_subtree_kmeans_runs_in_tasks(
+    client: Any, data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below the root's split the hierarchical k-means runs in the tasks, and the trees (so
+    the models) are those of one-process fit: deep balanced trees (every level in one round),
+    deep unbalanced ones (two levels a round: the mixed ensemble's trees 1 and 2), dense Z."""
+    X, Y = data
+    for kw, rounds in (
+        # depth 5: tree 0 balanced, levels 1-4 in one round; trees 1 and 2 unbalanced
+        (params(branching=2, max_leaf_size=4), ["t0-l1_4", "t1-l1_2", "t1-l3_4", "t2-l3_4"]),
+        (params(branching=3, max_leaf_size=5, n_estimators=1, representation="spectral"), []),
+    ):
+        one = XRLinearClassifier(**kw).fit(X, Y)
+        assert one.tree_.depth >= 3
+        client.run(lambda: dxm._SPLITS.clear())
+        assert not any(client.run(lambda: len(dxm._SPLITS)).values())
+        dxm._SPLITS.clear()
+        with monkeypatch.context() as m, distributed.get_task_stream(client=client) as ts:
+
+            def no_whole_tree(*a: Any, **k: Any) -> None:
+                raise AssertionError("the client ran the whole hierarchical k-means")
+
+            m.setattr(xmrrs._xmrrs, "hierarchical_kmeans", no_whole_tree)
+            dist = dxm.fit(XRLinearClassifier(**kw), blocks(X, Y), client=client, n_parts=3)
+        same_models(one, dist)
+        # the client split each tree's root only; the tasks every level below
+        assert dxm._SPLITS == [(0, 1, 1)] * len(one.models_)
+        on_workers = [s for v in client.run(lambda: list(dxm._SPLITS)).values() for s in v]
+        assert all(a >= 1 for a, _, _ in on_workers)
+        for lvl in range(1, one.tree_.depth):
+            assert any(a <= lvl < a + n for a, n, _ in on_workers), lvl
+        # task keys name the tree, the levels and the level-1 nodes of their part
+        keys = [str(t["key"]) for t in ts.data if str(t["key"]).startswith("xmrrs-kmeans-")]
+        assert keys and all(
+            re.match(r"xmrrs-kmeans-t\d+-l\d+_\d+-n\d+_\d+-part\d+-", k) for k in keys
+        )
+        for r in rounds:
+            assert any(k.startswith(f"xmrrs-kmeans-{r}-") for k in keys), (r, keys)
+        assert len(dist.timings_["kmeans"]) == len(keys)
 
 
 def test_given_tree_one_leaf_tree_and_other_losses(client: Any, data: Any) -> None:

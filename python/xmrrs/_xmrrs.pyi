@@ -77,6 +77,25 @@ def hierarchical_kmeans(
     fanouts: list[int] | None = None,
     n_init: int | None = None,
 ) -> TreeParts: ...
+def kmeans_split_subtrees(
+    z: CsrParts | npt.NDArray[np.float32],
+    n_labels: int,
+    level: int,
+    node_ptr: npt.NDArray[np.int64],
+    labels: npt.NDArray[np.int64],
+    first: list[npt.NDArray[np.int64]],
+    branching: int = 16,
+    max_leaf_size: int = 100,
+    spherical: bool = True,
+    balanced: bool = True,
+    max_iter: int = 20,
+    tol: float = 0.01,
+    seed: int = 0,
+    n_jobs: int | None = None,
+    fanouts: list[int] | None = None,
+    n_init: int | None = None,
+) -> TreeParts: ...
+def kmeans_fanouts(n_labels: int, branching: int, max_leaf_size: int) -> list[int]: ...
 def cluster_tree_from_parts(
     child_ptrs: list[npt.NDArray[np.int64]],
     leaf_ptr: npt.NDArray[np.int64],

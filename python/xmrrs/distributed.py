@@ -23,8 +23,16 @@ XC text file, or an ``(x.npz, y.npz)`` pair of paths, on storage the workers can
    entries then agree to about 1e-6 (relative) with the one-process ``Z``, and the tree may
    differ. ``"pii"``/``"spectral"`` (and the PII view of the mixed ensemble) need only
    ``Y``, which is gathered on the client (one integer and one float per label entry).
-3. *tree*: built on the client from ``Z`` exactly as ``fit`` builds it (same seeds, same
-   shapes), or given as ``indexer=ClusterTree``.
+3. *tree*: exactly the tree ``fit`` builds (same seeds, same shapes), or given as
+   ``indexer=ClusterTree``. With hierarchical k-means (the default indexer) the client
+   splits only the root; the level-1 sub-trees are bundled into parts (by the stored values
+   of their rows of ``Z``) and grown by tasks, each from its own rows of ``Z``. A node's
+   k-means stream is derived from its index within its level, which depends on the nodes
+   of the other sub-trees: a node of ``n`` labels has ``min(c, n)`` children, so the
+   indices of a level are known once the sizes of the level above are. Balanced trees
+   (sizes follow from sizes) are grown to the leaves in one round; unbalanced ones two
+   levels a round, the client gathering the sizes (and labels) in between. Other indexers
+   run on the client.
 4. *models*: the top layer (the root's children, trained on every row) is one task that
    gathers every row block on one worker: that is the only place where all of ``X`` meets.
    Every node of tree level 1 roots a sub-tree; the sub-trees are bundled into parts
@@ -36,9 +44,10 @@ XC text file, or an ``(x.npz, y.npz)`` pair of paths, on storage the workers can
    bit-identical to ``fit`` on the concatenated blocks.
 
 Task keys name their part (``xmrrs-top-...``, ``xmrrs-subtrees-t0-n3_17-...``: tree 0, level-1
-nodes 3..17), and ``progress=True`` shows ``distributed.progress`` bars. Every task is
-submitted with ``retries``; a worker that dies is replaced by its nanny and its tasks (and
-the blocks it held) are recomputed by the scheduler, so the result does not change.
+nodes 3..17; ``xmrrs-kmeans-t0-l1_4-n3_17-...``: the k-means of levels 1..4 under those), and
+``progress=True`` shows ``distributed.progress`` bars. Every task is submitted with
+``retries``; a worker that dies is replaced by its nanny and its tasks (and the blocks it
+held) are recomputed by the scheduler, so the result does not change.
 
 :func:`predict_topk` maps a saved model over row blocks: each worker process loads the model
 once with ``mmap=True`` and caches it (keyed by path and file modification time).
@@ -50,6 +59,7 @@ layers above on every training row would be another map over the blocks per laye
 
 from __future__ import annotations
 
+import itertools
 import operator
 import os
 import threading
@@ -66,7 +76,13 @@ from xmrrs import sparse as xs
 from xmrrs._targets import as_indicator
 from xmrrs._validation import csr_parts, to_scipy
 from xmrrs.estimator import XRLinearClassifier
-from xmrrs.indexing import ClusterTree, _as_csr, _fill_empty, label_representation
+from xmrrs.indexing import (
+    ClusterTree,
+    HierarchicalKMeans,
+    _as_csr,
+    _fill_empty,
+    label_representation,
+)
 
 try:
     import distributed as _distributed  # noqa: F401
@@ -248,6 +264,55 @@ def _train_part(
     return parts, time.perf_counter() - t0
 
 
+# levels split by _split_levels in this process: (first level, levels, nodes) per call
+# (statistics, and the tests' check of where the k-means ran)
+_SPLITS: list[tuple[int, int, int]] = []
+
+
+def _split_levels(
+    z: Any,
+    n_labels: int,
+    level: int,
+    node_ptr: np.ndarray,
+    labels: np.ndarray,
+    first: list[np.ndarray],
+    kw: dict[str, Any],
+    n_jobs: int | None,
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Grows the sub-trees under some nodes of ``level`` for ``len(first)`` levels (the
+    core's ``kmeans_split_subtrees``; ids local to the rows of ``z``)."""
+    _SPLITS.append((level, len(first), int(node_ptr.shape[0] - 1)))
+    zc = csr_parts(_aligned(z), "Z") if sp.issparse(z) else _aligned(z)
+    ptrs, ends, perm = _xmrrs.kmeans_split_subtrees(
+        zc,
+        n_labels,
+        level,
+        _aligned(node_ptr),
+        _aligned(labels),
+        [_aligned(f) for f in first],
+        n_jobs=n_jobs,
+        **kw,
+    )
+    return list(ptrs), ends, perm
+
+
+def _kmeans_part(
+    z: Any,
+    n_labels: int,
+    level: int,
+    node_ptr: np.ndarray,
+    labels: np.ndarray,
+    first: list[np.ndarray],
+    kw: dict[str, Any],
+) -> tuple[tuple[list[np.ndarray], np.ndarray, np.ndarray], float]:
+    """The task of one part and round of the sub-tree clustering."""
+    _delay()
+    t0 = time.perf_counter()
+    n_jobs = _worker_threads(kw.pop("n_jobs", None))
+    out = _split_levels(z, n_labels, level, node_ptr, labels, first, kw, n_jobs)
+    return out, time.perf_counter() - t0
+
+
 # ------------------------------------------------------------------------------- client
 
 
@@ -381,6 +446,176 @@ def _lpt(costs: np.ndarray, n_parts: int) -> np.ndarray:
     return part
 
 
+def _child_sizes(n: int, c: int) -> list[int]:
+    """Sizes of the children of a balanced node of ``n`` labels at a level of fan-out ``c``
+    (as the core splits it: ``min(c, n)`` children, the first ``n mod c`` one larger)."""
+    c = min(c, n)
+    return [n // c + (j < n % c) for j in range(c)]
+
+
+def _ahead(sizes: Sequence[int], fanouts: Sequence[int], level: int, balanced: bool) -> list[Any]:
+    """For the nodes of ``level`` (all of them, in order, of these sizes): the index of each
+    node's first descendant at each level below, as far as the sizes tell. A node of ``n``
+    labels has ``min(c, n)`` children, so the next level's indices are always known; in a
+    balanced tree the children's sizes follow as well, hence every level's indices."""
+    depth = len(fanouts)
+    levels = depth - level if balanced else min(2, depth - level)
+    first = [np.arange(len(sizes), dtype=np.int64)]
+    desc: list[list[int]] = [[int(n)] for n in sizes]
+    for j in range(1, levels):
+        c = fanouts[level + j - 1]
+        if balanced:
+            desc = [[m for n in d for m in _child_sizes(n, c)] for d in desc]
+            counts = [len(d) for d in desc]
+        else:  # only the next level: counts from the sizes
+            counts = [min(c, d[0]) for d in desc]
+        first.append(np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64))
+    return first
+
+
+def _cluster_tree(
+    run: _Run,
+    Z: Any,
+    indexer: HierarchicalKMeans,
+    i: int,
+    n_parts: int | None,
+    n_jobs: int | None,
+    timings: dict[str, Any],
+) -> ClusterTree:
+    """The tree ``indexer.fit(Z)`` builds, with only the root's split on the client: the
+    level-1 sub-trees are grown by tasks (bundled into parts), from their rows of ``Z``,
+    as many levels per round as the node indices are known (see ``_ahead``)."""
+    kw = indexer._core_params()
+    # the rows as HierarchicalKMeans.fit hands them to the core (which canonicalises rows)
+    z = to_scipy(csr_parts(Z, "Z")) if sp.issparse(Z) else HierarchicalKMeans._core_z(Z)
+    n = int(z.shape[0])
+    if n == 0:
+        raise ValueError("Z has no rows (no labels to cluster)")
+    fanouts = kw["fanouts"]
+    if fanouts is None:
+        fanouts = _xmrrs.kmeans_fanouts(n, kw["branching"], kw["max_leaf_size"])
+    depth = len(fanouts)
+    if depth <= 1:  # nothing below the root's split
+        return indexer.fit(Z).tree_
+    balanced = bool(kw["balanced"])
+    # the root's split, on the client
+    ptrs, ends, perm = _split_levels(
+        z,
+        n,
+        0,
+        np.array([0, n], np.int64),
+        np.arange(n, dtype=np.int64),
+        [np.zeros(1, np.int64)],
+        kw,
+        n_jobs,
+    )
+    child_ptrs: list[np.ndarray] = [np.asarray(ptrs[0], np.int64)]
+    ends = np.asarray(ends, np.int64)
+    perm = np.asarray(perm, np.int64)
+    # the nodes of the current level, in tree order: their labels (global ids, sorted)
+    nodes = [perm[a:b] for a, b in itertools.pairwise(ends)]
+    n_roots = len(nodes)
+    root_of = np.arange(n_roots)
+    # parts: level-1 sub-trees bundled by the stored values of their rows of Z
+    row_nnz = np.diff(z.indptr) if sp.issparse(z) else np.full(n, z.shape[1])
+    cost = np.array([float(row_nnz[ls].sum()) + len(ls) for ls in nodes])
+    workers = max(1, len(run.client.scheduler_info(n_workers=-1)["workers"]))
+    k = min(n_roots, n_parts if n_parts is not None else 2 * workers)
+    part_of_root = _lpt(cost, k)
+    ids, zf = [], []
+    for j in range(k):
+        mine = np.sort(np.concatenate([nodes[r] for r in np.flatnonzero(part_of_root == j)]))
+        ids.append(mine)
+        zj = z[mine] if sp.issparse(z) else np.ascontiguousarray(z[mine])
+        # in the graph (not scattered), so that a lost part is recomputed like a block
+        zf.append(run.submit(f"zrows-t{i}-part{j}", _aligned, zj, priority=10**9))
+    level = 1
+    while level < depth:
+        first = _ahead([len(v) for v in nodes], fanouts, level, balanced)
+        levels = len(first)
+        futs, members = [], []
+        for j in range(k):
+            mine = np.flatnonzero(part_of_root[root_of] == j)
+            if mine.size == 0:
+                continue
+            roots = np.flatnonzero(part_of_root == j)
+            local = [np.searchsorted(ids[j], nodes[v]) for v in mine]
+            node_ptr = np.concatenate([[0], np.cumsum([len(a) for a in local])]).astype(np.int64)
+            futs.append(
+                run.submit(
+                    f"kmeans-t{i}-l{level}_{level + levels - 1}-n{roots[0]}_{roots[-1]}-part{j}",
+                    _kmeans_part,
+                    zf[j],
+                    n,
+                    level,
+                    node_ptr,
+                    np.concatenate(local).astype(np.int64),
+                    [f[mine] for f in first],
+                    dict(kw, n_jobs=n_jobs),
+                    priority=10**9,
+                )
+            )
+            members.append((j, mine))
+        done = run.client.gather(futs)
+        # every node reached, keyed by its path from its node of `level` (tree order)
+        counts: list[dict[tuple[int, ...], int]] = [{} for _ in range(levels)]
+        leaves: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}
+        for (j, mine), ((cps, fin, lab), secs) in zip(members, done, strict=True):
+            name = f"t{i}-l{level}_{level + levels - 1}-part{j}"
+            timings.setdefault("kmeans", []).append((name, secs))
+            paths: list[tuple[int, ...]] = [(int(v),) for v in mine]
+            for t, cp in enumerate(cps):
+                cp = np.asarray(cp, np.int64)
+                nxt: list[tuple[int, ...]] = []
+                for q, path in enumerate(paths):
+                    c = int(cp[q + 1] - cp[q])
+                    counts[t][path] = c
+                    nxt.extend((*path, r) for r in range(c))
+                paths = nxt
+            lab = ids[j][np.asarray(lab, np.int64)]
+            for q, path in enumerate(paths):
+                leaves[path] = (lab[fin[q] : fin[q + 1]], int(root_of[path[0]]))
+        for t in range(levels):
+            order = sorted(counts[t])
+            if len(order) != (len(nodes) if t == 0 else int(child_ptrs[-1][-1])):
+                raise RuntimeError("internal: the sub-tree parts do not cover a level")
+            if t > 0:  # the indices the parts used are those of the assembled level
+                at = {p[0]: q for q, p in reversed(list(enumerate(order)))}
+                if any(at[v] != first[t][v] for v in at):
+                    raise RuntimeError("internal: sub-tree node indices disagree")
+            sizes = np.array([counts[t][p] for p in order], np.int64)
+            child_ptrs.append(np.concatenate([[0], np.cumsum(sizes)]))
+        order = sorted(leaves)
+        nodes = [leaves[p][0] for p in order]
+        root_of = np.array([leaves[p][1] for p in order], np.int64)
+        level += levels
+    leaf_ptr = np.concatenate([[0], np.cumsum([len(v) for v in nodes])]).astype(np.int64)
+    return ClusterTree(child_ptrs, leaf_ptr, np.concatenate(nodes))
+
+
+def _build_tree(
+    run: _Run,
+    estimator: XRLinearClassifier,
+    Z: Any,
+    n_labels: int,
+    p: dict[str, Any],
+    i: int,
+    first: Any,
+    n_parts: int | None,
+    timings: dict[str, Any],
+) -> ClusterTree:
+    """Tree ``i`` as ``estimator`` builds it; hierarchical k-means below the root's split
+    runs in tasks (other indexers on the client)."""
+    if Z is None:
+        return cast(ClusterTree, estimator._tree(Z, n_labels, p, i, first))
+    indexer = estimator._indexer(p, i, first)
+    if type(indexer) is not HierarchicalKMeans:
+        return cast(ClusterTree, estimator._tree(Z, n_labels, p, i, first))
+    tree = _cluster_tree(run, Z, indexer, i, n_parts, estimator.n_jobs, timings)
+    estimator._check_tree(tree, n_labels)
+    return tree
+
+
 def _train_tree(
     run: _Run,
     futs: list[Any],
@@ -503,7 +738,8 @@ def fit(
     retries : int, default=2
         Retries of every task (a worker's death is handled by the scheduler as well).
     n_parts : int, optional
-        Sub-tree tasks per tree (default: twice the number of workers).
+        Sub-tree tasks per tree and round, for training and for clustering (default: twice
+        the number of workers).
     exact_representation : bool, default=True
         Chain the PIFA sums so that ``Z`` (hence the tree and the model) is bit-identical to
         one-process ``fit``; ``False`` sums partial products in parallel (tolerance 1e-6).
@@ -515,7 +751,8 @@ def fit(
     estimator
         With ``models_``, ``tree_``, ``classes_``, ``n_iter_``, ``n_features_in_`` and
         ``timings_`` (seconds of the stages; ``tasks``: ``(name, seconds)`` of each training
-        task; ``subtrees``: per tree, the cost estimate of each level-1 sub-tree and its part).
+        task; ``kmeans``: the same for each sub-tree clustering task; ``subtrees``: per tree,
+        the cost estimate of each level-1 sub-tree and its part).
     """
     if not isinstance(estimator, XRLinearClassifier):
         raise TypeError("estimator must be an XRLinearClassifier")
@@ -580,7 +817,7 @@ def fit(
             )
     timings["representation"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    trees = [estimator._tree(Z, n_labels, p, 0)]
+    trees = [_build_tree(run, estimator, Z, n_labels, p, 0, None, n_parts, timings)]
     pii_view = p["n_estimators"] > 2 and estimator._pii_view(trees[0])
     Z_pii = (
         label_representation(None, gathered_y(), "pii", n_jobs=estimator.n_jobs)
@@ -589,7 +826,7 @@ def fit(
     )
     for i in range(1, p["n_estimators"]):
         Zi = Z_pii if pii_view and i % 2 == 0 else Z
-        trees.append(estimator._tree(Zi, n_labels, p, i, trees[0]))
+        trees.append(_build_tree(run, estimator, Zi, n_labels, p, i, trees[0], n_parts, timings))
     del Z, Z_pii, y_all
     timings["trees"] = time.perf_counter() - t2
     t3 = time.perf_counter()

@@ -433,11 +433,10 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             and first.depth > 0
         )
 
-    def _tree(self, Z: Any, n_labels: int, p: dict[str, Any], i: int, first: Any = None) -> Any:
-        """Tree ``i`` of the ensemble (``first``: tree 0, whose depth the mixed trees share)."""
+    def _indexer(self, p: dict[str, Any], i: int, first: Any = None) -> Any:
+        """The unfitted indexer of tree ``i`` (``first``: tree 0, whose depth the mixed trees
+        share)."""
         seed = p["seed"] + i
-        if Z is None:
-            return self.indexer
         if self.indexer is None:
             kw: dict[str, Any] = {
                 "branching": p["branching"],
@@ -452,15 +451,24 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 b = max(b) if isinstance(b, tuple) else b
                 width = max(2, b // 2) if i % 2 == 1 else b
                 kw.update(branching=(width,) * depth, balanced=False)
-            indexer: Any = HierarchicalKMeans(**kw)
-        else:
-            indexer = clone(self.indexer)
-            if "random_state" in indexer.get_params():
-                indexer.set_params(random_state=seed)
-        tree = indexer.fit(Z).tree_
+            return HierarchicalKMeans(**kw)
+        indexer = clone(self.indexer)
+        if "random_state" in indexer.get_params():
+            indexer.set_params(random_state=seed)
+        return indexer
+
+    def _tree(self, Z: Any, n_labels: int, p: dict[str, Any], i: int, first: Any = None) -> Any:
+        """Tree ``i`` of the ensemble (``first``: tree 0, whose depth the mixed trees share)."""
+        if Z is None:
+            return self.indexer
+        tree = self._indexer(p, i, first).fit(Z).tree_
+        self._check_tree(tree, n_labels)
+        return tree
+
+    @staticmethod
+    def _check_tree(tree: Any, n_labels: int) -> None:
         if not isinstance(tree, ClusterTree) or tree.n_labels != n_labels:
             raise ValueError("the indexer must set tree_ to a ClusterTree over every label")
-        return tree
 
     def fit(self, X: Any, Y: Any, relevance: Any = None) -> XRLinearClassifier:
         """Build the label tree and train the models of every level.

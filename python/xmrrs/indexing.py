@@ -699,14 +699,8 @@ class HierarchicalKMeans:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"HierarchicalKMeans({args})"
 
-    def fit(self, Z: Any, y: Any = None) -> HierarchicalKMeans:
-        """Cluster the rows of ``Z`` (one per label: sparse, or a dense 2-D array).
-
-        Raises
-        ------
-        ValueError
-            Bad parameters, ``Z`` without rows, NaN or infinite values.
-        """
+    def _core_params(self) -> dict[str, Any]:
+        """The checked parameters as the core's k-means functions take them."""
         branching = check_branching(self.branching)
         max_leaf_size = _check_int(self.max_leaf_size, "max_leaf_size", 1)
         max_iter = _check_int(self.max_iter, "max_iter", 0)
@@ -719,29 +713,43 @@ class HierarchicalKMeans:
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         auto = isinstance(self.n_init, str) and self.n_init == "auto"
         n_init = None if auto else _check_int(self.n_init, 'n_init (other than "auto")', 1)
-        seed = _check_seed(self.random_state)
+        if isinstance(branching, tuple):
+            b, fanouts = max(branching, default=2), list(branching)
+        else:
+            b, fanouts = branching, None
+        return {
+            "branching": b,
+            "max_leaf_size": max_leaf_size,
+            "spherical": bool(self.spherical),
+            "balanced": bool(self.balanced),
+            "max_iter": max_iter,
+            "tol": float(self.tol),
+            "seed": _check_seed(self.random_state),
+            "fanouts": fanouts,
+            "n_init": n_init,
+        }
+
+    @staticmethod
+    def _core_z(Z: Any) -> Any:
+        """``Z`` as the core takes it: CSR parts, or a C-contiguous float32 array."""
         if sp.issparse(Z):
             z: Any = csr_parts(Z, "Z")
         else:
             z = _dense_finite(Z, "Z")
         if (z[0] if isinstance(z, tuple) else z.shape[0]) == 0:
             raise ValueError("Z has no rows (no labels to cluster)")
-        if isinstance(branching, tuple):
-            b, fanouts = max(branching, default=2), list(branching)
-        else:
-            b, fanouts = branching, None
-        parts = _xmrrs.hierarchical_kmeans(
-            z,
-            b,
-            max_leaf_size,
-            bool(self.spherical),
-            bool(self.balanced),
-            max_iter,
-            float(self.tol),
-            seed,
-            self.n_jobs,
-            fanouts,
-            n_init,
-        )
+        return z
+
+    def fit(self, Z: Any, y: Any = None) -> HierarchicalKMeans:
+        """Cluster the rows of ``Z`` (one per label: sparse, or a dense 2-D array).
+
+        Raises
+        ------
+        ValueError
+            Bad parameters, ``Z`` without rows, NaN or infinite values.
+        """
+        kw = self._core_params()
+        z = self._core_z(Z)
+        parts = _xmrrs.hierarchical_kmeans(z, n_jobs=self.n_jobs, **kw)
         self.tree_ = ClusterTree._from_core(parts)
         return self

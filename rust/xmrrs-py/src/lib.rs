@@ -377,6 +377,8 @@ fn _xmrrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(effective_n_jobs, m)?)?;
     m.add_function(wrap_pyfunction!(_test_panic, m)?)?;
     m.add_function(wrap_pyfunction!(indexing::hierarchical_kmeans, m)?)?;
+    m.add_function(wrap_pyfunction!(indexing::kmeans_split_subtrees, m)?)?;
+    m.add_function(wrap_pyfunction!(indexing::kmeans_fanouts, m)?)?;
     m.add_function(wrap_pyfunction!(indexing::cluster_tree_from_parts, m)?)?;
     m.add_function(wrap_pyfunction!(
         indexing::cluster_tree_from_assignments,

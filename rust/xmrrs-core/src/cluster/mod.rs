@@ -14,6 +14,8 @@ mod kmeans;
 mod rng;
 mod tree;
 
-pub use kmeans::{fanout_schedule, hierarchical_kmeans, KMeansParams, ZView};
+pub use kmeans::{
+    fanout_schedule, hierarchical_kmeans, split_subtrees, KMeansParams, Subtrees, ZView,
+};
 pub use rng::SplitMix64;
 pub use tree::ClusterTree;

@@ -1,5 +1,6 @@
-//! The tree driver: the level-by-level recursion of [`hierarchical_kmeans`] and the split of
-//! one node into its children.
+//! The tree driver: the level-by-level recursion of [`hierarchical_kmeans`] (and of
+//! [`split_subtrees`], which grows given sub-trees apart) and the split of one node into its
+//! children.
 
 use std::ops::Range;
 
@@ -120,10 +121,175 @@ pub fn hierarchical_kmeans(z: ZView<'_>, params: &KMeansParams) -> Result<Cluste
         Some(f) => f.clone(),
         None => fanout_schedule(n_labels, params.branching, params.max_leaf_size),
     };
-    let (groups, label_norms) = if fanouts.is_empty() {
+    // the whole tree is the root's sub-tree: every level, first descendants at index 0
+    let first = vec![vec![0u32]; fanouts.len()];
+    let labels: Vec<u32> = (0..n_labels as u32).collect();
+    let grown = grow(
+        &z,
+        params,
+        &fanouts,
+        n_labels,
+        0,
+        &[0, n_labels as u32],
+        labels,
+        &first,
+    )?;
+    ClusterTree::from_parts(grown.child_ptrs, grown.ends, grown.labels)
+}
+
+/// Nodes of a tree grown some levels down by [`split_subtrees`], in local label ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subtrees {
+    /// One pointer array per level split, as [`ClusterTree::child_ptr`]: entry `j` maps the
+    /// nodes of level `level + j` under the given nodes (in tree order) to their children.
+    pub child_ptrs: Vec<Vec<u32>>,
+    /// The ends of the nodes of the deepest level reached in `labels` (as
+    /// [`ClusterTree::leaf_ptr`], starting with 0).
+    pub ends: Vec<u32>,
+    /// The labels (rows of `z`) in node order, each node's labels sorted by id.
+    pub labels: Vec<u32>,
+}
+
+/// Grows the sub-trees under some nodes of level `level` of the tree that
+/// [`hierarchical_kmeans`] builds over `n_labels` labels, for `first.len()` levels, with
+/// exactly the splits [`hierarchical_kmeans`] makes there (distributed clustering: the
+/// sub-trees of a tree can be clustered apart from each other).
+///
+/// `z` holds the rows of the labels under the nodes only, in the same relative order as in
+/// the whole tree's representation (the local id of a label is its row in `z`; the whole
+/// tree orders the labels of a node by id, so increasing local ids must mean increasing
+/// global ids). Node `k` holds the labels `labels[node_ptr[k]..node_ptr[k + 1]]` (local ids,
+/// any order; every row of `z` exactly once). A node's stream is derived from `(seed, level,
+/// index of the node in its level)`, so the caller gives the indices: `first[j][k]` is the
+/// index, within level `level + j`, of the first descendant of node `k` at that level
+/// (`first[0]`: the nodes' own indices, increasing). The descendants of one node at one
+/// level are consecutive, and how many there are is known once the sizes of the level
+/// above are (a node of `n` labels has `min(c_t, n)` children), so a caller that clusters
+/// the sub-trees apart knows `first[0]` and `first[1]` from the sizes of the nodes of
+/// `level` (all of them), and, for balanced trees, where sizes follow from sizes, every
+/// deeper level.
+///
+/// `params` and `n_labels` are those of the whole tree: they set the fan-outs (the schedule
+/// of `n_labels` unless `params.fanouts`), the cap of the unbalanced variant and the
+/// default `n_init`. The rows are checked for finite values and canonicalised as by
+/// [`hierarchical_kmeans`]; labels with identical rows are found among the rows given,
+/// which leads to the same splits (only copies within a node matter).
+///
+/// Errors: invalid parameters, `level + first.len()` beyond the depth, `z` with more rows
+/// than `n_labels`, `labels` not a permutation of the rows, node or descendant indices that
+/// are not increasing or overlap, a non-finite value.
+pub fn split_subtrees(
+    z: ZView<'_>,
+    params: &KMeansParams,
+    n_labels: usize,
+    level: usize,
+    node_ptr: &[u32],
+    labels: &[u32],
+    first: &[Vec<u32>],
+) -> Result<Subtrees> {
+    params.validate()?;
+    let owned;
+    let z = match z {
+        ZView::Sparse(v) => {
+            check_finite(v.data(), "Z")?;
+            if v.is_canonical() {
+                ZView::Sparse(v)
+            } else {
+                owned = v.canonicalize();
+                ZView::Sparse(owned.view())
+            }
+        }
+        ZView::Dense { data, n_rows, dim } => {
+            if n_rows.checked_mul(dim) != Some(data.len()) {
+                return Err(Error::shape(format!(
+                    "dense Z has {} values, expected {n_rows} x {dim}",
+                    data.len()
+                )));
+            }
+            check_finite(data, "Z")?;
+            z
+        }
+    };
+    let n = z.n_rows();
+    if n > n_labels || n_labels > u32::MAX as usize {
+        return Err(Error::invalid(format!(
+            "Z has {n} rows but the tree {n_labels} labels (at most 2^32 - 1)"
+        )));
+    }
+    let mut seen = vec![false; n];
+    for &l in labels {
+        match seen.get_mut(l as usize) {
+            Some(s) if !*s => *s = true,
+            _ => {
+                return Err(Error::invalid(
+                    "labels must list every row of Z exactly once",
+                ))
+            }
+        }
+    }
+    if labels.len() != n {
+        return Err(Error::invalid(
+            "labels must list every row of Z exactly once",
+        ));
+    }
+    if node_ptr.first() != Some(&0)
+        || node_ptr.last().map(|&e| e as usize) != Some(n)
+        || node_ptr.windows(2).any(|w| w[1] <= w[0])
+    {
+        return Err(Error::invalid(
+            "node_ptr must start at 0, increase and end at the number of labels",
+        ));
+    }
+    let fanouts = match &params.fanouts {
+        Some(f) => f.clone(),
+        None => fanout_schedule(n_labels, params.branching, params.max_leaf_size),
+    };
+    if level + first.len() > fanouts.len() {
+        return Err(Error::invalid(format!(
+            "cannot split {} levels from level {level}: the tree has depth {}",
+            first.len(),
+            fanouts.len()
+        )));
+    }
+    let n_nodes = node_ptr.len() - 1;
+    if first.iter().any(|f| f.len() != n_nodes) {
+        return Err(Error::invalid(
+            "first must give one index per node at every level",
+        ));
+    }
+    if let Some(f0) = first.first() {
+        if f0.windows(2).any(|w| w[1] <= w[0]) {
+            return Err(Error::invalid("the nodes' indices must be increasing"));
+        }
+    }
+    // each node's labels by increasing id, as the whole tree holds them
+    let mut labels = labels.to_vec();
+    for w in node_ptr.windows(2) {
+        labels[w[0] as usize..w[1] as usize].sort_unstable();
+    }
+    grow(
+        &z, params, &fanouts, n_labels, level, node_ptr, labels, first,
+    )
+}
+
+/// The level-by-level recursion shared by [`hierarchical_kmeans`] and [`split_subtrees`]
+/// (inputs checked there): splits the nodes `node_ptr` of `level` (indices `first[0]`) and
+/// their descendants for `first.len()` levels.
+#[allow(clippy::too_many_arguments)]
+fn grow(
+    z: &ZView<'_>,
+    params: &KMeansParams,
+    fanouts: &[usize],
+    n_labels: usize,
+    level: usize,
+    node_ptr: &[u32],
+    mut perm: Vec<u32>,
+    first: &[Vec<u32>],
+) -> Result<Subtrees> {
+    let (groups, label_norms) = if first.is_empty() {
         (Vec::new(), Vec::new())
     } else {
-        let norms: Vec<f32> = (0..n_labels)
+        let norms: Vec<f32> = (0..z.n_rows())
             .into_par_iter()
             .with_min_len(1024)
             .map(|l| {
@@ -137,61 +303,102 @@ pub fn hierarchical_kmeans(z: ZView<'_>, params: &KMeansParams) -> Result<Cluste
                     .sqrt()
             })
             .collect();
-        (duplicate_groups(&z), norms)
+        (duplicate_groups(z), norms)
     };
-    let mut perm: Vec<u32> = (0..n_labels as u32).collect();
-    let mut ranges: Vec<Range<usize>> = std::iter::once(0..n_labels).collect();
-    let mut child_ptrs: Vec<Vec<u32>> = Vec::with_capacity(fanouts.len());
-    for (t, &c_t) in fanouts.iter().enumerate() {
+    let mut ranges: Vec<Range<usize>> = node_ptr
+        .windows(2)
+        .map(|w| w[0] as usize..w[1] as usize)
+        .collect();
+    // the given node each node descends from, and each node's index in its level
+    let mut owner: Vec<usize> = (0..ranges.len()).collect();
+    let mut index: Vec<u64> = first
+        .first()
+        .map_or(Vec::new(), |f| f.iter().map(|&i| u64::from(i)).collect());
+    let mut child_ptrs: Vec<Vec<u32>> = Vec::with_capacity(first.len());
+    for j in 0..first.len() {
+        let t = level + j;
+        let c_t = fanouts[t];
         // the most labels a child's subtree may hold (cap of the unbalanced variant)
         let cap = fanouts[t + 1..]
             .iter()
             .fold(params.max_leaf_size, |a, &c| a.saturating_mul(c));
-        let mut segs: Vec<(usize, &mut [u32])> = Vec::with_capacity(ranges.len());
+        let mut segs: Vec<(u64, &mut [u32])> = Vec::with_capacity(ranges.len());
         let mut rest: &mut [u32] = &mut perm;
         for (i, r) in ranges.iter().enumerate() {
             let (head, tail) = rest.split_at_mut(r.len());
-            segs.push((i, head));
+            segs.push((index[i], head));
             rest = tail;
         }
         let sizes: Vec<Vec<usize>> = segs
             .into_par_iter()
             .map(|(node, seg)| {
-                let mut rng = SplitMix64::derived(params.seed, t as u64, node as u64);
+                let mut rng = SplitMix64::derived(params.seed, t as u64, node);
                 let labels = Labels {
                     groups: &groups,
                     norms: &label_norms,
+                    n_labels,
                 };
-                split_node(&z, labels, seg, c_t.min(seg.len()), cap, params, &mut rng)
+                split_node(z, labels, seg, c_t.min(seg.len()), cap, params, &mut rng)
             })
             .collect();
         let mut ptr = Vec::with_capacity(ranges.len() + 1);
         ptr.push(0u32);
         let mut next_ranges = Vec::new();
+        let mut next_owner = Vec::new();
         let mut start = 0usize;
-        for s in &sizes {
+        for (i, s) in sizes.iter().enumerate() {
             for &n in s {
                 next_ranges.push(start..start + n);
+                next_owner.push(owner[i]);
                 start += n;
             }
             ptr.push(next_ranges.len() as u32);
         }
+        if let Some(f) = first.get(j + 1) {
+            // children of node k's sub-tree are numbered from f[k] on, without overlap
+            let mut next_index = Vec::with_capacity(next_owner.len());
+            let mut k_prev = usize::MAX;
+            let mut at = 0u64;
+            for &k in &next_owner {
+                if k != k_prev {
+                    if k_prev != usize::MAX && u64::from(f[k]) < at {
+                        return Err(Error::invalid(format!(
+                            "first[{}]: the descendants of node {k} overlap those of node \
+                             {k_prev}",
+                            j + 1
+                        )));
+                    }
+                    at = u64::from(f[k]);
+                    k_prev = k;
+                }
+                next_index.push(at);
+                at += 1;
+            }
+            index = next_index;
+        }
         child_ptrs.push(ptr);
         ranges = next_ranges;
+        owner = next_owner;
     }
-    let mut leaf_ptr = Vec::with_capacity(ranges.len() + 1);
-    leaf_ptr.push(0u32);
-    leaf_ptr.extend(ranges.iter().map(|r| r.end as u32));
-    ClusterTree::from_parts(child_ptrs, leaf_ptr, perm)
+    let mut ends = Vec::with_capacity(ranges.len() + 1);
+    ends.push(0u32);
+    ends.extend(ranges.iter().map(|r| r.end as u32));
+    Ok(Subtrees {
+        child_ptrs,
+        ends,
+        labels: perm,
+    })
 }
 
-/// Per-label facts computed once for the whole tree.
+/// Per-label facts computed once per tree (or per call of [`split_subtrees`]).
 #[derive(Clone, Copy)]
 struct Labels<'a> {
     /// From [`duplicate_groups`].
     groups: &'a [u32],
     /// `|z_l|` (f64 sum of squares in column order, then f32).
     norms: &'a [f32],
+    /// Labels of the whole tree (the default `n_init` depends on it).
+    n_labels: usize,
 }
 
 /// Splits the labels of one node (`seg`, sorted by id) into `c` children; reorders `seg` so
@@ -224,7 +431,7 @@ fn split_node(
     }
     let dup = dup.as_deref();
     let norms: Vec<f32> = seg.iter().map(|&l| labels.norms[l as usize]).collect();
-    let small = c <= AUTO_N_INIT_MAX_FANOUT && labels.norms.len() <= AUTO_N_INIT_MAX_LABELS;
+    let small = c <= AUTO_N_INIT_MAX_FANOUT && labels.n_labels <= AUTO_N_INIT_MAX_LABELS;
     let runs = params.n_init.unwrap_or(if small { AUTO_N_INIT } else { 1 });
     let assign = match z {
         ZView::Dense { data, dim, .. } => {
@@ -536,6 +743,186 @@ mod tests {
             assert!(whole >= 30, "{whole} copies in leaves of copies only");
             assert!(leaf[..40].iter().any(|&f| f != leaf[0]));
         }
+    }
+
+    /// The descendants of nodes `lo..hi` of level `t` at level `to`, and their labels' range.
+    fn under(t: &ClusterTree, level: usize, lo: usize, hi: usize, to: usize) -> (usize, usize) {
+        let (mut a, mut b) = (lo, hi);
+        for m in level..to {
+            let ptr = t.child_ptr(m).unwrap();
+            (a, b) = (ptr[a] as usize, ptr[b] as usize);
+        }
+        (a, b)
+    }
+
+    fn labels_under(t: &ClusterTree, level: usize, v: usize) -> Vec<u32> {
+        let (a, b) = under(t, level, v, v + 1, t.depth());
+        let lp = t.leaf_ptr();
+        t.labels()[lp[a] as usize..lp[b] as usize].to_vec()
+    }
+
+    #[test]
+    fn subtrees_split_apart_match_the_whole_tree() {
+        // duplicates, sparse rows, both variants, the schedule and explicit fan-outs; the
+        // nodes of each level in two groups (even and odd), each from its own rows of z
+        let z = random_sparse(700, 3000, 12, 4, 9);
+        for (balanced, fanouts) in [(true, None), (false, None), (false, Some(vec![3, 2, 4]))] {
+            let p = KMeansParams {
+                branching: 5,
+                max_leaf_size: 9,
+                balanced,
+                seed: 4,
+                fanouts,
+                ..Default::default()
+            };
+            let full = hierarchical_kmeans(ZView::Sparse(z.view()), &p).unwrap();
+            let depth = full.depth();
+            assert!(depth >= 3);
+            for level in 0..depth {
+                for levels in 1..=depth - level {
+                    let n_level = full.n_nodes(level);
+                    for group in 0..2 {
+                        let mine: Vec<usize> = (0..n_level).filter(|v| v % 2 == group).collect();
+                        if mine.is_empty() {
+                            continue;
+                        }
+                        let mut ids: Vec<u32> = mine
+                            .iter()
+                            .flat_map(|&v| labels_under(&full, level, v))
+                            .collect();
+                        ids.sort_unstable();
+                        let rows: Vec<usize> = ids.iter().map(|&l| l as usize).collect();
+                        let sub = crate::sparse::row_gather(&z.view(), &rows).unwrap();
+                        let local = |l: u32| ids.binary_search(&l).unwrap() as u32;
+                        let mut node_ptr = vec![0u32];
+                        let mut labels = Vec::new();
+                        for &v in &mine {
+                            // any order within a node
+                            labels.extend(
+                                labels_under(&full, level, v)
+                                    .iter()
+                                    .rev()
+                                    .map(|&l| local(l)),
+                            );
+                            node_ptr.push(labels.len() as u32);
+                        }
+                        let first: Vec<Vec<u32>> = (0..levels)
+                            .map(|j| {
+                                mine.iter()
+                                    .map(|&v| under(&full, level, v, v + 1, level + j).0 as u32)
+                                    .collect()
+                            })
+                            .collect();
+                        let out = split_subtrees(
+                            ZView::Sparse(sub.view()),
+                            &p,
+                            700,
+                            level,
+                            &node_ptr,
+                            &labels,
+                            &first,
+                        )
+                        .unwrap();
+                        assert_eq!(out.child_ptrs.len(), levels);
+                        // the nodes reached at each level are those of the whole tree
+                        let mut nodes: Vec<usize> = mine.clone();
+                        for (j, cp) in out.child_ptrs.iter().enumerate() {
+                            let ptr = full.child_ptr(level + j).unwrap();
+                            let counts: Vec<u32> =
+                                nodes.iter().map(|&v| ptr[v + 1] - ptr[v]).collect();
+                            let got: Vec<u32> = cp.windows(2).map(|w| w[1] - w[0]).collect();
+                            assert_eq!(got, counts, "level {}", level + j);
+                            nodes = nodes
+                                .iter()
+                                .flat_map(|&v| ptr[v] as usize..ptr[v + 1] as usize)
+                                .collect();
+                        }
+                        assert_eq!(out.ends.len(), nodes.len() + 1);
+                        for (k, &v) in nodes.iter().enumerate() {
+                            let got: Vec<u32> = out.labels
+                                [out.ends[k] as usize..out.ends[k + 1] as usize]
+                                .iter()
+                                .map(|&l| ids[l as usize])
+                                .collect();
+                            let mut want = labels_under(&full, level + levels, v);
+                            if level + levels < depth {
+                                want.sort_unstable();
+                            }
+                            assert_eq!(got, want, "node {v} of level {}", level + levels);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn subtrees_of_a_large_tree_keep_its_n_init() {
+        // over AUTO_N_INIT_MAX_LABELS labels the whole tree runs k-means once per node; a
+        // part of fewer labels must do the same (n_labels is the whole tree's)
+        let n = AUTO_N_INIT_MAX_LABELS + 500;
+        let z = random_sparse(n, 400, 3, 0, 6);
+        let p = KMeansParams {
+            fanouts: Some(vec![8, 4]),
+            seed: 3,
+            ..Default::default()
+        };
+        let full = hierarchical_kmeans(ZView::Sparse(z.view()), &p).unwrap();
+        let v = 5usize;
+        let mut ids = labels_under(&full, 1, v);
+        ids.sort_unstable();
+        let rows: Vec<usize> = ids.iter().map(|&l| l as usize).collect();
+        let sub = crate::sparse::row_gather(&z.view(), &rows).unwrap();
+        let local: Vec<u32> = (0..ids.len() as u32).collect();
+        let out = split_subtrees(
+            ZView::Sparse(sub.view()),
+            &p,
+            n,
+            1,
+            &[0, ids.len() as u32],
+            &local,
+            &[vec![v as u32]],
+        )
+        .unwrap();
+        let got: Vec<u32> = out.labels.iter().map(|&l| ids[l as usize]).collect();
+        assert_eq!(got, labels_under(&full, 1, v));
+        let ptr = full.child_ptr(1).unwrap();
+        let (a, b) = (ptr[v] as usize, ptr[v + 1] as usize);
+        let lp = full.leaf_ptr();
+        let want: Vec<u32> = (a..=b).map(|i| lp[i] - lp[a]).collect();
+        assert_eq!(out.ends, want);
+    }
+
+    #[test]
+    fn subtree_inputs_are_checked() {
+        let z = random_sparse(40, 50, 5, 0, 1);
+        let p = KMeansParams {
+            branching: 2,
+            max_leaf_size: 5,
+            ..Default::default()
+        };
+        let v = ZView::Sparse(z.view());
+        let all: Vec<u32> = (0..40).collect();
+        let ok = split_subtrees(v, &p, 40, 0, &[0, 40], &all, &[vec![0], vec![0]]).unwrap();
+        assert_eq!(ok.child_ptrs, vec![vec![0, 2], vec![0, 2, 4]]);
+        assert_eq!(ok.ends, vec![0, 10, 20, 30, 40]);
+        type Case<'a> = (&'a [u32], &'a [u32], Vec<Vec<u32>>);
+        let bad: [Case<'_>; 6] = [
+            (&[0, 40], &all[1..], vec![vec![0]]),   // a row missing
+            (&[0, 39], &all, vec![vec![0]]),        // node_ptr short
+            (&[0, 0, 40], &all, vec![vec![0, 1]]),  // an empty node
+            (&[0, 20, 40], &all, vec![vec![1, 1]]), // indices not increasing
+            (&[0, 20, 40], &all, vec![vec![0, 1], vec![0, 1]]), // descendants overlap
+            (&[0, 40], &all, vec![vec![0]; 4]),     // deeper than the tree
+        ];
+        for (case, (ptr, labels, first)) in bad.into_iter().enumerate() {
+            let r = split_subtrees(v, &p, 40, 0, ptr, labels, &first);
+            assert!(r.is_err(), "case {case}");
+        }
+        assert!(split_subtrees(v, &p, 39, 0, &[0, 40], &all, &[vec![0]]).is_err());
+        let mut twice = all.clone();
+        twice[1] = 0;
+        assert!(split_subtrees(v, &p, 40, 0, &[0, 40], &twice, &[vec![0]]).is_err());
     }
 
     #[test]

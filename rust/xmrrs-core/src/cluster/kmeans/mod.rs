@@ -3,7 +3,8 @@
 //! The entry point is [`hierarchical_kmeans`] (in `driver.rs`); the files, one concept each:
 //! - `params.rs`: the inputs ([`ZView`], [`KMeansParams`]), their validation and the fan-out
 //!   schedule ([`fanout_schedule`]);
-//! - `driver.rs`: the tree driver, level by level, and the split of one node;
+//! - `driver.rs`: the tree driver, level by level (the whole tree, or given sub-trees apart:
+//!   [`split_subtrees`]), and the split of one node;
 //! - `lloyd.rs`: k-means at one node (`n_init` restarts of seeding and Lloyd rounds);
 //! - `seeding.rs`: k-means++ seeding;
 //! - `rows.rs`: the rows abstraction (a node's dense or sparse member rows) and its kernels;
@@ -25,5 +26,5 @@ mod seeding;
 #[cfg(test)]
 mod testutil;
 
-pub use driver::hierarchical_kmeans;
+pub use driver::{hierarchical_kmeans, split_subtrees, Subtrees};
 pub use params::{fanout_schedule, KMeansParams, ZView};
