@@ -1,0 +1,190 @@
+"""Distributed training: the stages of :func:`fit` (blocks, label representation, trees,
+models) and the estimator's fitted attributes and timings."""
+
+from __future__ import annotations
+
+import operator
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+import numpy as np
+import scipy.sparse as sp
+
+from xmrrs.distributed._blocks import _prepare
+from xmrrs.distributed._kmeans import _cluster_tree
+from xmrrs.distributed._representation import _pifa_of
+from xmrrs.distributed._run import _client, _Run
+from xmrrs.distributed._train import _train_tree
+from xmrrs.distributed._worker import _aligned
+from xmrrs.estimator import XRLinearClassifier
+from xmrrs.indexing import ClusterTree, HierarchicalKMeans, label_representation
+
+
+def _build_tree(
+    run: _Run,
+    estimator: XRLinearClassifier,
+    Z: Any,
+    n_labels: int,
+    p: dict[str, Any],
+    i: int,
+    first: Any,
+    n_parts: int | None,
+    timings: dict[str, Any],
+) -> ClusterTree:
+    """Tree ``i`` as ``estimator`` builds it; hierarchical k-means below the root's split
+    runs in tasks (other indexers on the client)."""
+    if Z is None:
+        return cast(ClusterTree, estimator._tree(Z, n_labels, p, i, first))
+    indexer = estimator._indexer(p, i, first)
+    if type(indexer) is not HierarchicalKMeans:
+        return cast(ClusterTree, estimator._tree(Z, n_labels, p, i, first))
+    tree = _cluster_tree(run, Z, indexer, i, n_parts, estimator.n_jobs, timings)
+    estimator._check_tree(tree, n_labels)
+    return tree
+
+
+def fit(
+    estimator: XRLinearClassifier,
+    blocks: Sequence[Any],
+    *,
+    client: Any = None,
+    retries: int = 2,
+    n_parts: int | None = None,
+    exact_representation: bool = True,
+    progress: bool = False,
+) -> XRLinearClassifier:
+    """Fit ``estimator`` on row blocks with a Dask client (see the module docs).
+
+    Parameters
+    ----------
+    estimator : XRLinearClassifier
+        Its parameters are used as ``fit`` uses them (``negatives`` must be ``"tfn"``); it is
+        fitted in place and returned. ``n_jobs`` sets the threads of each task (None: the
+        worker's thread count).
+    blocks : sequence
+        Row blocks, in order: ``(X_i, Y_i)`` pairs, dask delayed objects (or pairs of them),
+        XC file paths, or ``(x.npz, y.npz)`` path pairs.
+    client : distributed.Client, optional
+        Default: the current client (``distributed.get_client()``).
+    retries : int, default=2
+        Retries of every task (a worker's death is handled by the scheduler as well).
+    n_parts : int, optional
+        Sub-tree tasks per tree and round, for training and for clustering (default: twice
+        the number of workers).
+    exact_representation : bool, default=True
+        Chain the PIFA sums so that ``Z`` (hence the tree and the model) is bit-identical to
+        one-process ``fit``; ``False`` sums partial products in parallel (tolerance 1e-6).
+    progress : bool, default=False
+        Show ``distributed.progress`` bars of the training tasks.
+
+    Returns
+    -------
+    estimator
+        With ``models_``, ``tree_``, ``classes_``, ``n_iter_``, ``n_features_in_`` and
+        ``timings_`` (seconds of the stages; ``tasks``: ``(name, seconds)`` of each training
+        task; ``kmeans``: the same for each sub-tree clustering task; ``subtrees``: per tree,
+        the cost estimate of each level-1 sub-tree and its part).
+    """
+    if not isinstance(estimator, XRLinearClassifier):
+        raise TypeError("estimator must be an XRLinearClassifier")
+    p = estimator._check_params()
+    if p["negatives"] != "tfn":
+        raise ValueError(
+            f"distributed training supports negatives='tfn' only, got {p['negatives']!r}"
+        )
+    rep = estimator.representation
+    if callable(rep) and not isinstance(rep, str):
+        raise ValueError("distributed training needs a named or precomputed representation")
+    for attr in (
+        "models_",
+        "tree_",
+        "classes_",
+        "n_iter_",
+        "n_features_in_",
+        "target_type_",
+        "timings_",
+    ):
+        estimator.__dict__.pop(attr, None)
+    run = _Run(_client(client), retries)
+    timings: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    futs, _, n_features, n_labels = _prepare(run, blocks, bool(estimator.normalize))
+    timings["blocks"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    y_all: sp.csr_matrix | None = None
+
+    def gathered_y() -> sp.csr_matrix:
+        nonlocal y_all
+        if y_all is None:
+            ys = run.client.gather(
+                [run.submit(f"y{b}", operator.itemgetter(1), f) for b, f in enumerate(futs)]
+            )
+            y_all = sp.vstack([_aligned(y) for y in ys], format="csr")
+        return y_all
+
+    Z: Any
+    if isinstance(estimator.indexer, ClusterTree):
+        if estimator.indexer.n_labels != n_labels:
+            raise ValueError(
+                f"the indexer tree has {estimator.indexer.n_labels} labels but Y has {n_labels}"
+            )
+        Z = None
+    elif isinstance(rep, str) and rep == "pifa":
+        Z = _pifa_of(run, futs, exact_representation, estimator.n_jobs)
+    elif isinstance(rep, str):
+        Z = label_representation(
+            None,
+            gathered_y(),
+            cast(Any, rep),
+            n_jobs=estimator.n_jobs,
+            random_state=p["seed"],
+        )
+    else:
+        Z = rep
+        if Z is None or Z.shape[0] != n_labels:
+            raise ValueError(
+                f"the label representation must have one row per label ({n_labels}), got "
+                f"{None if Z is None else Z.shape}"
+            )
+    timings["representation"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    trees = [_build_tree(run, estimator, Z, n_labels, p, 0, None, n_parts, timings)]
+    pii_view = p["n_estimators"] > 2 and estimator._pii_view(trees[0])
+    Z_pii = (
+        label_representation(None, gathered_y(), "pii", n_jobs=estimator.n_jobs)
+        if pii_view
+        else None
+    )
+    for i in range(1, p["n_estimators"]):
+        Zi = Z_pii if pii_view and i % 2 == 0 else Z
+        trees.append(_build_tree(run, estimator, Zi, n_labels, p, i, trees[0], n_parts, timings))
+    del Z, Z_pii, y_all
+    timings["trees"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    models, n_iter = [], []
+    for i, tree in enumerate(trees):
+        kw = {
+            "loss": p["loss"],
+            "cp": p["cp"],
+            "cn": p["cn"],
+            "max_iter": p["max_iter"],
+            "tol": p["tol"],
+            "bias": p["bias"],
+            "threshold": p["threshold"],
+            "negatives": "tfn",
+            "seed": p["seed"] + i,
+            "n_jobs": estimator.n_jobs,
+        }
+        model, passes = _train_tree(run, futs, tree, kw, i, n_features, n_parts, progress, timings)
+        models.append(model)
+        n_iter.append(passes)
+    timings["models"] = time.perf_counter() - t3
+    estimator.n_iter_ = np.asarray(n_iter)
+    estimator.models_ = models
+    estimator.tree_ = trees[0]
+    estimator.classes_ = np.arange(n_labels)
+    estimator.target_type_ = "multilabel"  # indicator Y blocks only
+    estimator.n_features_in_ = n_features
+    estimator.timings_ = timings
+    return estimator

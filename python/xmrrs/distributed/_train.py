@@ -1,0 +1,180 @@
+"""The models of one tree: the top layer on every row in one task, the level-1 sub-trees
+bundled into parts by cost, each part one task on the rows that reach it (sliced from each
+block where it lives), and the parts assembled into the model."""
+
+from __future__ import annotations
+
+import operator
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from xmrrs import _xmrrs
+from xmrrs._validation import csr_parts
+from xmrrs.distributed._parts import _lpt
+from xmrrs.distributed._run import _Run
+from xmrrs.distributed._worker import _aligned, _delay, _worker_threads
+from xmrrs.indexing import ClusterTree
+
+
+def _costs(block: tuple[Any, Any], node_of_label: np.ndarray, n_nodes: int) -> np.ndarray:
+    """Per level-1 node: label entries of the block's rows under it, each weighted by the
+    row's feature count (the work of the sub-tree's label layer, roughly)."""
+    x, y = _aligned(block[0]), _aligned(block[1])
+    nnz = np.diff(x.indptr).astype(np.float64)
+    rows = np.repeat(np.arange(y.shape[0]), np.diff(y.indptr))
+    return np.bincount(node_of_label[y.indices], weights=nnz[rows], minlength=n_nodes)
+
+
+def _split(
+    block: tuple[Any, Any], node_of_label: np.ndarray, part_of_node: np.ndarray, n_parts: int
+) -> list[tuple[sp.csr_matrix, sp.csr_matrix]]:
+    """The block's rows that reach each part (rows with a label in its sub-trees), in order."""
+    x, y = _aligned(block[0]), _aligned(block[1])
+    rows = np.repeat(np.arange(y.shape[0]), np.diff(y.indptr))
+    hit = np.zeros((n_parts, y.shape[0]), dtype=bool)
+    hit[part_of_node[node_of_label[y.indices]], rows] = True
+    out = []
+    for j in range(n_parts):
+        r = np.flatnonzero(hit[j])
+        out.append((x[r], y[r]))
+    return out
+
+
+def _stack(blocks: Sequence[tuple[Any, Any]]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    xb = [_aligned(b[0]) for b in blocks]
+    yb = [_aligned(b[1]) for b in blocks]
+    if len(xb) == 1:
+        return xb[0], yb[0]
+    return sp.vstack(xb, format="csr"), sp.vstack(yb, format="csr")
+
+
+def _train_part(
+    tree_parts: Any,
+    level: int,
+    roots: np.ndarray,
+    last_layer: int,
+    kw: dict[str, Any],
+    *blocks: tuple[Any, Any],
+) -> tuple[list[Any], float]:
+    """Trains the layers ``level..last_layer`` under ``roots`` on the rows given."""
+    _delay()
+    t0 = time.perf_counter()
+    x, y = _stack(blocks)
+    del blocks
+    tree_parts = (
+        [_aligned(a) for a in tree_parts[0]],
+        _aligned(tree_parts[1]),
+        _aligned(tree_parts[2]),
+    )
+    roots = _aligned(roots)
+    parts = _xmrrs.xr_train_subtrees(
+        csr_parts(x, "X"),
+        csr_parts(y, "Y"),
+        tree_parts,
+        level,
+        roots,
+        last_layer,
+        n_jobs=_worker_threads(kw.pop("n_jobs", None)),
+        **kw,
+    )
+    return parts, time.perf_counter() - t0
+
+
+def _train_tree(
+    run: _Run,
+    futs: list[Any],
+    tree: ClusterTree,
+    kw: dict[str, Any],
+    i: int,
+    n_features: int,
+    n_parts: int | None,
+    progress: bool,
+    timings: dict[str, Any],
+) -> tuple[Any, list[float]]:
+    tree_parts = (tree.child_ptrs, tree.leaf_ptr, tree.labels)
+    depth = tree.depth
+    jobs = []
+    # the top layer (the whole model for a one-leaf tree) on every row
+    jobs.append(
+        run.submit(
+            f"top-t{i}-layer0",
+            _train_part,
+            tree_parts,
+            0,
+            np.zeros(1, np.uint32),
+            0,
+            dict(kw),
+            *futs,
+            priority=10**9,
+        )
+    )
+    names = [f"t{i}-top"]
+    if depth > 0:
+        n_nodes = tree.n_nodes_per_level[1]
+        # the level-1 ancestor of every leaf, then of every label
+        anc = np.arange(tree.n_leaves, dtype=np.int64)
+        for t in range(depth - 1, 0, -1):
+            parent = np.repeat(
+                np.arange(tree.n_nodes_per_level[t], dtype=np.int64),
+                np.diff(tree.child_ptrs[t].astype(np.int64)).astype(np.int64),
+            )
+            anc = parent[anc]
+        node_of_label = anc[tree.leaf_of_label]
+        costs = run.client.gather(
+            [
+                run.submit(f"costs-t{i}-block{b}", _costs, f, node_of_label, n_nodes)
+                for b, f in enumerate(futs)
+            ]
+        )
+        cost = np.sum(costs, axis=0)
+        workers = max(1, len(run.client.scheduler_info(n_workers=-1)["workers"]))
+        k = min(n_nodes, n_parts if n_parts is not None else 2 * workers)
+        part_of_node = _lpt(cost, k)
+        timings.setdefault("subtrees", []).append(
+            {"cost": cost.tolist(), "part": part_of_node.tolist()}
+        )
+        splits = [
+            run.submit(f"split-t{i}-block{b}", _split, f, node_of_label, part_of_node, k)
+            for b, f in enumerate(futs)
+        ]
+        order = np.argsort(-np.bincount(part_of_node, weights=cost, minlength=k), kind="stable")
+        for rank, j in enumerate(order):
+            roots = np.flatnonzero(part_of_node == j).astype(np.uint32)
+            label = f"subtrees-t{i}-n{roots[0]}_{roots[-1]}-part{j}"
+            pieces = [
+                run.submit(f"piece-t{i}-part{j}-block{b}", operator.getitem, s, int(j))
+                for b, s in enumerate(splits)
+            ]
+            jobs.append(
+                run.submit(
+                    label,
+                    _train_part,
+                    tree_parts,
+                    1,
+                    roots,
+                    depth,
+                    dict(kw),
+                    *pieces,
+                    priority=k - rank,
+                )
+            )
+            names.append(f"t{i}-part{j}-nodes{roots.tolist()}")
+    done = run.gather(jobs, progress)
+    parts = []
+    for name, (p, secs) in zip(names, done, strict=True):
+        timings.setdefault("tasks", []).append((name, secs))
+        parts.extend(p)
+    model = _xmrrs.xr_assemble(
+        tree_parts,
+        [(p[0], _aligned(p[1]), tuple(_aligned(a) for a in p[2]), _aligned(p[3])) for p in parts],
+        n_features,
+    )
+    passes = np.zeros(depth + 1)
+    for p in parts:
+        passes[p[0]] += p[4]
+    n_children = [*tree.n_nodes_per_level[1:], tree.n_labels]
+    return model, (passes / np.maximum(1, n_children)).tolist()
