@@ -116,3 +116,19 @@ def test_hybrid_inputs_that_do_not_fit_are_clear_errors() -> None:
         plain.predict_topk(H, 3)
     with pytest.raises(ValueError, match="rows"):
         XRLinearClassifier().fit(H, Y[:-1])
+
+
+def test_dense_in_ranker_false_leaves_the_label_layer_sparse(tmp_path: Path) -> None:
+    H, Y = _data(seed=4, n=600)
+    est = XRLinearClassifier(n_estimators=1, dense_in_ranker=False).fit(H, Y)
+    full = XRLinearClassifier(n_estimators=1, indexer=est.tree_).fit(H, Y)
+    assert est.models_[0].n_dense == 24
+    # the label layer holds no dense weights: a smaller model than the full hybrid
+    assert est.models_[0].nbytes < full.models_[0].nbytes
+    ids, scores = est.predict_topk(H, 5)
+    save(est, tmp_path / "m")
+    back = load(XRLinearClassifier, tmp_path / "m", mmap=True)
+    assert back.dense_in_ranker is False
+    np.testing.assert_array_equal(back.predict_topk(H, 5)[1], scores)
+    with pytest.raises(ValueError, match="dense_in_ranker"):
+        XRLinearClassifier(dense_in_ranker="no").fit(H, Y)  # type: ignore[arg-type]

@@ -162,6 +162,7 @@ def xr_train(
     relevance: CsrParts | None = None,
     n_jobs: int | None = None,
     x_dense: npt.NDArray[np.float32] | None = None,
+    dense_in_ranker: bool = True,
 ) -> tuple[XrModel, list[float]]: ...
 def xr_predict_ensemble(
     models: list[XrModel],

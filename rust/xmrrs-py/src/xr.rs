@@ -371,13 +371,14 @@ pub(crate) fn train_params(
         man_beam_size: man.map_or(defaults.man_beam_size, |m| m.0),
         man_post_processor: pp(man.map_or("l3-hinge", |m| m.1))?,
         seed,
+        dense_in_ranker: defaults.dense_in_ranker,
     })
 }
 
 /// Trains every layer of an XR-Linear model over a label tree; also returns the mean number
 /// of solver passes per node of each layer.
 #[pyfunction]
-#[pyo3(signature = (x, y, tree, *, loss="squared_hinge", cp=1.0, cn=1.0, max_iter=100, tol=0.1, bias=1.0, threshold=0.1, negatives="tfn", beam_size=10, post_processor="l3-hinge", seed=0, relevance=None, n_jobs=None, x_dense=None))]
+#[pyo3(signature = (x, y, tree, *, loss="squared_hinge", cp=1.0, cn=1.0, max_iter=100, tol=0.1, bias=1.0, threshold=0.1, negatives="tfn", beam_size=10, post_processor="l3-hinge", seed=0, relevance=None, n_jobs=None, x_dense=None, dense_in_ranker=true))]
 pub fn xr_train<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
@@ -397,13 +398,15 @@ pub fn xr_train<'py>(
     relevance: Option<&Bound<'py, PyAny>>,
     n_jobs: Option<i64>,
     x_dense: Option<PyReadonlyArray2<'py, f32>>,
+    dense_in_ranker: bool,
 ) -> PyResult<(PyXrModel, Vec<f64>)> {
-    let params = train_params(
+    let mut params = train_params(
         (loss, cp, cn, max_iter, tol, bias, threshold),
         negatives,
         Some((beam_size, post_processor)),
         seed,
     )?;
+    params.dense_in_ranker = dense_in_ranker;
     let tree = tree_of(&tree)?;
     let xa = CsrArg::extract(x, "X")?;
     let ya = CsrArg::extract(y, "Y")?;

@@ -259,9 +259,51 @@ fn hybrid_inputs_are_checked() {
     assert!(s
         .search_hybrid(&model, ri, rv, &[f32::INFINITY; 4], &pp, &mut qi, &mut qs)
         .is_err());
-    // layers whose dense widths disagree do not make a model
-    let mut mixed = layers;
-    mixed[1].dense.clear();
-    mixed[1].n_dense = 0;
+    // layers whose dense widths disagree do not make a model (0 = "no dense part" does)
+    let mut mixed = layers.clone();
+    let nc = mixed[1].n_children();
+    mixed[1].dense.truncate(nc * (k - 1));
+    mixed[1].n_dense = k - 1;
     assert!(XrModel::new(&tree, mixed, d).is_err());
+    let mut without = layers;
+    without[1].dense.clear();
+    without[1].n_dense = 0;
+    assert_eq!(XrModel::new(&tree, without, d).unwrap().n_dense(), k);
+}
+
+/// `dense_in_ranker: false` trains the label layer on the sparse block alone: it has no
+/// dense weights and equals that layer trained on the sparse block (same seeds), the upper
+/// layers keep theirs, and the model saves, maps and searches with the dense block.
+#[test]
+fn the_ranker_can_leave_the_dense_block_out() {
+    let (n, d, k) = (260, 40, 6);
+    let (xs, dense, y, _) = data(n, d, k, 20, 13);
+    let xd = DenseView::new(n, k, &dense).unwrap();
+    let tree = tree();
+    let p = TrainParams {
+        dense_in_ranker: false,
+        ..TrainParams::default()
+    };
+    let (layers, _) =
+        train_hybrid_with_stats(&xs.view(), Some(&xd), &y.view(), &tree, &p, None).unwrap();
+    let last = layers.len() - 1;
+    assert!(layers[..last].iter().all(|l| l.n_dense == k));
+    assert_eq!((layers[last].n_dense, layers[last].dense.len()), (0, 0));
+    let sparse = train_layers(&xs.view(), &y.view(), &tree, &p, None).unwrap();
+    assert_eq!(layers[last].weights, sparse[last].weights);
+    assert_eq!(layers[last].bias, sparse[last].bias);
+    let model = XrModel::new(&tree, layers.clone(), d).unwrap();
+    assert_eq!(model.n_dense(), k);
+    let pp = PredictParams::default();
+    let (ids, scores) = predict_hybrid(&model, &xs.view(), Some(&xd), &pp).unwrap();
+    let dir = std::env::temp_dir().join(format!("xmrrs-dense-ranker-{}", std::process::id()));
+    model.save(&dir).unwrap();
+    for mmap in [false, true] {
+        let m = XrModel::load(&dir, mmap).unwrap();
+        m.verify().unwrap();
+        assert_eq!(m.layer_weights(last).unwrap(), layers[last]);
+        let got = predict_hybrid(&m, &xs.view(), Some(&xd), &pp).unwrap();
+        assert_eq!(got, (ids.clone(), scores.clone()));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

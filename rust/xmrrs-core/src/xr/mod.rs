@@ -43,7 +43,8 @@ pub struct LayerWeights {
     pub bias: Vec<f32>,
     /// Weights of the dense feature block ([`crate::dense`]), row-major
     /// `(n_children, n_dense)`: child `c`'s margin adds `dense[c * n_dense..][..n_dense] ·
-    /// x_dense`. Empty when `n_dense == 0` (a sparse-only model).
+    /// x_dense`. Empty when `n_dense == 0` (a sparse-only model, or a layer trained without
+    /// the dense block; the other layers of a model have the same `n_dense`).
     pub dense: Vec<f32>,
     /// Width of the dense feature block (0 = none).
     pub n_dense: usize,

@@ -69,6 +69,11 @@ pub struct TrainParams {
     pub man_post_processor: PostProcessor,
     /// Seed of every visiting order.
     pub seed: u64,
+    /// With a dense block: whether the last layer (the ranker over the labels) trains on it
+    /// too. `false` trains the label layer on the sparse block alone (it then has no dense
+    /// weights, `n_dense == 0`), which removes most of the dense block's cost: that layer has
+    /// the most problems.
+    pub dense_in_ranker: bool,
 }
 
 impl Default for TrainParams {
@@ -84,6 +89,7 @@ impl Default for TrainParams {
             man_beam_size: 10,
             man_post_processor: PostProcessor::Hinge(3),
             seed: 0,
+            dense_in_ranker: true,
         }
     }
 }
@@ -397,7 +403,11 @@ impl Shared<'_> {
         let depth = self.tree.depth();
         LayerCtx {
             x: self.x,
-            xd: self.xd,
+            xd: if m == depth && !self.params.dense_in_ranker {
+                None
+            } else {
+                self.xd
+            },
             layer: m,
             ptr: if m < depth {
                 self.tree.child_ptr(m).unwrap_or(&[])
@@ -518,6 +528,8 @@ fn union_sorted(a: &[u32], b: &[u32], out: &mut Vec<u32>) {
 /// Everything one layer's training reads.
 struct LayerCtx<'a> {
     x: &'a CsrView<'a>,
+    /// The dense block this layer trains on (None without one, or when left out: the
+    /// layer then has no dense weights).
     xd: Option<&'a DenseView<'a>>,
     layer: usize,
     ptr: &'a [u32],
@@ -825,7 +837,7 @@ fn check_layer_input(
     layer: &LayerWeights,
 ) -> Result<()> {
     let nd = xd.map_or(0, |d| d.n_cols());
-    if layer.n_dense != nd {
+    if layer.n_dense != nd && layer.n_dense != 0 {
         return Err(Error::shape(format!(
             "the layer has {} dense feature columns but the input has {nd}",
             layer.n_dense

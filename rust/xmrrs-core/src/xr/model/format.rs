@@ -113,6 +113,7 @@ impl XrModel {
                     n_entries: l.n_entries() as u64,
                     n_buckets: l.bkt.len() as u64,
                     nnz: l.nnz as u64,
+                    n_dense: l.n_dense as u64,
                     col_dtype: match l.cols {
                         Cols::U8(_) => "U8".into(),
                         Cols::U16(_) => "U16".into(),
@@ -373,8 +374,14 @@ impl XrModel {
                 }
             };
             let vals = buf(&backing, get(&name("vals"), Dtype::F32, lm.n_entries)?)?;
-            let dense_w: Buf<f32> = if man.n_dense > 0 {
-                let len = lm.n_children.checked_mul(man.n_dense).ok_or_else(|| {
+            if lm.n_dense != man.n_dense && lm.n_dense != 0 {
+                return Err(Error::invalid(format!(
+                    "layer {m} has {} dense features, the model {}",
+                    lm.n_dense, man.n_dense
+                )));
+            }
+            let dense_w: Buf<f32> = if lm.n_dense > 0 {
+                let len = lm.n_children.checked_mul(lm.n_dense).ok_or_else(|| {
                     Error::invalid(format!("layer {m}: dense weights size overflows"))
                 })?;
                 buf(&backing, get(&name("dense_w"), Dtype::F32, len)?)?
@@ -401,7 +408,7 @@ impl XrModel {
                 vals,
                 dense: None,
                 dense_w,
-                n_dense: as_usize(man.n_dense)?,
+                n_dense: as_usize(lm.n_dense)?,
             };
             check_small(&mut layer).map_err(|e| Error::invalid(format!("layer {m}: {e}")))?;
             layer.dense = dense_copy(&layer, &LayoutParams::default());
@@ -469,6 +476,9 @@ struct LayerMeta {
     n_buckets: u64,
     nnz: u64,
     col_dtype: String,
+    /// Dense weights per child: the model's `n_dense` or 0 (version 2).
+    #[serde(default)]
+    n_dense: u64,
 }
 
 #[derive(Serialize, Deserialize)]

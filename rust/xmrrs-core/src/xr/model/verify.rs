@@ -56,7 +56,7 @@ impl XrModel {
             ));
         }
         for (m, layer) in self.layers.iter().enumerate() {
-            if layer.n_dense != self.n_dense
+            if (layer.n_dense != self.n_dense && layer.n_dense != 0)
                 || Some(layer.dense_w.len()) != layer.n_children.checked_mul(layer.n_dense)
             {
                 return Err(Error::invalid(format!(

@@ -114,14 +114,15 @@ impl XrModel {
             lw.validate()
                 .map_err(|e| Error::invalid(format!("layer {m}: {e}")))?;
         }
-        let n_dense = layers[0].n_dense;
+        // a layer scores the dense block with all of it or not at all
+        let n_dense = layers.iter().map(|l| l.n_dense).max().unwrap_or(0);
         if let Some((m, lw)) = layers
             .iter()
             .enumerate()
-            .find(|(_, l)| l.n_dense != n_dense)
+            .find(|(_, l)| l.n_dense != n_dense && l.n_dense != 0)
         {
             return Err(Error::shape(format!(
-                "layer {m} has {} dense features, layer 0 has {n_dense}",
+                "layer {m} has {} dense features, another layer {n_dense}",
                 lw.n_dense
             )));
         }
