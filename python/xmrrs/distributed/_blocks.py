@@ -17,6 +17,7 @@ from xmrrs._targets import as_indicator
 from xmrrs._validation import csr_parts, to_scipy
 from xmrrs.distributed._run import _is_delayed, _Run
 from xmrrs.distributed._worker import _aligned
+from xmrrs.hybrid import HybridMatrix
 
 
 def _load(src: Any) -> tuple[Any, Any]:
@@ -35,6 +36,11 @@ def _load(src: Any) -> tuple[Any, Any]:
 def _load_block(src: Any) -> tuple[sp.csr_matrix, sp.csr_matrix, bool]:
     """``(X, Y as a canonical 0/1 indicator, whether every row of X has unit norm)``."""
     x, y = _load(src)
+    if isinstance(x, HybridMatrix):
+        raise ValueError(
+            "distributed training takes sparse or dense X blocks; HybridMatrix (dense + "
+            "sparse) blocks are not supported yet: train it with XRLinearClassifier.fit"
+        )
     x, y = _aligned(x), _aligned(y)
     if not sp.issparse(x):
         x = sp.csr_matrix(np.asarray(x, dtype=np.float32))
