@@ -11,8 +11,9 @@ The embeddings are float32 arrays with one row per line of ``train.jsonl`` / ``t
 ``benches/README.md`` for the command that made them). TF-IDF is xmrrs's
 ``TfidfVectorizer(sublinear_tf=True, min_df=2)`` fit on the training texts; the embedding
 block is scaled by ``--weight``. Rows: TF-IDF alone, TF-IDF + embeddings as one CSR matrix
-(the dense block stored as explicit entries), and the same features as a ``HybridMatrix``
-(the dense block kept dense). Each row reports fit and batch-predict seconds (best of
+(the dense block stored as explicit entries), the same features as a ``HybridMatrix`` (the
+dense block kept dense), and that with ``dense_in_ranker=False`` (the label layer trained on
+TF-IDF alone). Each row reports fit and batch-predict seconds (best of
 ``--repeat``), P@1/3/5 on the test split and the model's bytes; the hybrid's time ratios are
 against TF-IDF alone.
 """
@@ -69,6 +70,7 @@ def main() -> int:
         "TF-IDF": (x_tr, x_te),
         "TF-IDF + emb, one CSR": (h_tr.tocsr(), h_te.tocsr()),
         "TF-IDF + emb, HybridMatrix": (h_tr, h_te),
+        "TF-IDF + emb, HybridMatrix, dense_in_ranker=False": (h_tr, h_te),
     }
     load, busy = check_load("bench_hybrid")
     lines = [
@@ -88,7 +90,11 @@ def main() -> int:
             fit_s, pred_s = float("inf"), float("inf")
             est: XRLinearClassifier | None = None
             for _ in range(args.repeat):
-                est = XRLinearClassifier(n_estimators=trees, n_jobs=args.threads)
+                est = XRLinearClassifier(
+                    n_estimators=trees,
+                    n_jobs=args.threads,
+                    dense_in_ranker="dense_in_ranker=False" not in name,
+                )
                 t0 = time.perf_counter()
                 est.fit(a, y_tr)
                 fit_s = min(fit_s, time.perf_counter() - t0)
