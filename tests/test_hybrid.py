@@ -126,6 +126,7 @@ def test_dense_in_ranker_false_leaves_the_label_layer_sparse(tmp_path: Path) -> 
     # the label layer holds no dense weights: a smaller model than the full hybrid
     assert est.models_[0].nbytes < full.models_[0].nbytes
     ids, scores = est.predict_topk(H, 5)
+    assert ids.shape == (600, 5)
     save(est, tmp_path / "m")
     back = load(XRLinearClassifier, tmp_path / "m", mmap=True)
     assert back.dense_in_ranker is False
