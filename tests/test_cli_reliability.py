@@ -27,6 +27,9 @@ import builtins, os, runpy, signal, sys
 
 target, how = sys.argv[1], sys.argv[2]
 del sys.argv[1:3]
+# as from a terminal: a parent that ignores SIGINT (a background job of a shell script) would
+# pass that on, and Python then leaves Ctrl-C ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.argv[0] = "xmrrs"
 real = builtins.__import__
 

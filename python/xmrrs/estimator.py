@@ -80,6 +80,16 @@ def _number(value: Any, name: str, *, low: float, low_open: bool = False) -> flo
     return float(value)
 
 
+def check_representation(Z: Any, n_labels: int) -> Any:
+    """``Z`` if it has one row per label, else a ``ValueError``."""
+    if Z is None or Z.shape[0] != n_labels:
+        raise ValueError(
+            f"the label representation must have one row per label ({n_labels}), got "
+            f"{None if Z is None else Z.shape}"
+        )
+    return Z
+
+
 def _integer(value: Any, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -426,12 +436,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             Z = rep(Xn, Y)
         else:
             Z = rep
-        if Z is None or Z.shape[0] != n_labels:
-            raise ValueError(
-                f"the label representation must have one row per label ({n_labels}), got "
-                f"{None if Z is None else Z.shape}"
-            )
-        return Z
+        return check_representation(Z, n_labels)
 
     def _pii_view(self, first: Any) -> bool:
         """Whether the mixed ensemble clusters its even trees on PII (see ``ensemble``)."""

@@ -17,7 +17,7 @@ from xmrrs.distributed._representation import _pifa_of
 from xmrrs.distributed._run import _client, _Run
 from xmrrs.distributed._train import _train_tree
 from xmrrs.distributed._worker import _aligned
-from xmrrs.estimator import XRLinearClassifier
+from xmrrs.estimator import XRLinearClassifier, check_representation
 from xmrrs.indexing import ClusterTree, HierarchicalKMeans, label_representation
 
 
@@ -141,12 +141,7 @@ def fit(
             random_state=p["seed"],
         )
     else:
-        Z = rep
-        if Z is None or Z.shape[0] != n_labels:
-            raise ValueError(
-                f"the label representation must have one row per label ({n_labels}), got "
-                f"{None if Z is None else Z.shape}"
-            )
+        Z = check_representation(rep, n_labels)
     timings["representation"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     trees = [_build_tree(run, estimator, Z, n_labels, p, 0, None, n_parts, timings)]

@@ -125,25 +125,30 @@ pub fn hierarchical_kmeans<'py>(
         fanouts,
         n_init,
     )?;
-    let tree = if let Ok(a) = z.cast::<numpy::PyArray2<f32>>() {
+    let tree = on_z(py, z, n_jobs, |z| cluster::hierarchical_kmeans(z, &params))?;
+    Ok(tree_out(py, tree))
+}
+
+/// Runs `f` on the label representation `z` (a C-contiguous float32 2-D array, or a sparse
+/// matrix made canonical first) in the thread pool of `n_jobs`, without the GIL.
+fn on_z<'py, R: Send>(
+    py: Python<'py>,
+    z: &Bound<'py, PyAny>,
+    n_jobs: Option<i64>,
+    f: impl Fn(ZView<'_>) -> xmrrs_core::Result<R> + Send + Sync,
+) -> PyResult<R> {
+    if let Ok(a) = z.cast::<numpy::PyArray2<f32>>() {
         let r: PyReadonlyArray2<'py, f32> = a.readonly();
         let (n_rows, dim) = (r.shape()[0], r.shape()[1]);
         let data = r
             .as_slice()
             .map_err(|_| PyValueError::new_err("Z must be a C-contiguous float32 array"))?;
-        run(py, n_jobs, || {
-            cluster::hierarchical_kmeans(ZView::Dense { data, n_rows, dim }, &params)
-        })?
+        run(py, n_jobs, || f(ZView::Dense { data, n_rows, dim }))
     } else {
         let a = CsrArg::extract(z, "Z")?;
         let v = a.view()?;
-        run(py, n_jobs, || {
-            with_canonical(v, |v| {
-                cluster::hierarchical_kmeans(ZView::Sparse(v), &params)
-            })
-        })?
-    };
-    Ok(tree_out(py, tree))
+        run(py, n_jobs, || with_canonical(v, |v| f(ZView::Sparse(v))))
+    }
 }
 
 /// The sub-trees under some nodes of level `level` of the tree `hierarchical_kmeans` builds
@@ -193,40 +198,9 @@ pub fn kmeans_split_subtrees<'py>(
         .enumerate()
         .map(|(j, f)| to_u32(f, &format!("first[{j}]")))
         .collect::<PyResult<Vec<_>>>()?;
-    let out = if let Ok(a) = z.cast::<numpy::PyArray2<f32>>() {
-        let r: PyReadonlyArray2<'py, f32> = a.readonly();
-        let (n_rows, dim) = (r.shape()[0], r.shape()[1]);
-        let data = r
-            .as_slice()
-            .map_err(|_| PyValueError::new_err("Z must be a C-contiguous float32 array"))?;
-        run(py, n_jobs, || {
-            cluster::split_subtrees(
-                ZView::Dense { data, n_rows, dim },
-                &params,
-                n_labels,
-                level,
-                &node_ptr,
-                &labels,
-                &first,
-            )
-        })?
-    } else {
-        let a = CsrArg::extract(z, "Z")?;
-        let v = a.view()?;
-        run(py, n_jobs, || {
-            with_canonical(v, |v| {
-                cluster::split_subtrees(
-                    ZView::Sparse(v),
-                    &params,
-                    n_labels,
-                    level,
-                    &node_ptr,
-                    &labels,
-                    &first,
-                )
-            })
-        })?
-    };
+    let out = on_z(py, z, n_jobs, |z| {
+        cluster::split_subtrees(z, &params, n_labels, level, &node_ptr, &labels, &first)
+    })?;
     let ptrs = out
         .child_ptrs
         .iter()

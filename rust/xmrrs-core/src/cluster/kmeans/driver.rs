@@ -18,6 +18,31 @@ use crate::cluster::tree::ClusterTree;
 use crate::sparse::{check_finite, Csr, CsrView};
 use crate::{Error, Result};
 
+/// `z` after the checks every entry point makes: finite values, a dense shape that matches
+/// its data; a sparse `z` canonical (a canonical copy goes to `owned` when needed).
+fn checked_z<'a>(z: ZView<'a>, owned: &'a mut Option<Csr>) -> Result<ZView<'a>> {
+    match z {
+        ZView::Sparse(v) => {
+            check_finite(v.data(), "Z")?;
+            if v.is_canonical() {
+                Ok(ZView::Sparse(v))
+            } else {
+                Ok(ZView::Sparse(owned.insert(v.canonicalize()).view()))
+            }
+        }
+        ZView::Dense { data, n_rows, dim } => {
+            if n_rows.checked_mul(dim) != Some(data.len()) {
+                return Err(Error::shape(format!(
+                    "dense Z has {} values, expected {n_rows} x {dim}",
+                    data.len()
+                )));
+            }
+            check_finite(data, "Z")?;
+            Ok(z)
+        }
+    }
+}
+
 /// Builds a label tree by recursive B-ary k-means on `z` (one row per label).
 ///
 /// **Shape.** Let `K = ceil(L / max_leaf_size)`. If `K <= 1` the tree is one leaf. Otherwise
@@ -88,28 +113,8 @@ use crate::{Error, Result};
 /// Errors: invalid parameters, no labels, or a non-finite value in `z`.
 pub fn hierarchical_kmeans(z: ZView<'_>, params: &KMeansParams) -> Result<ClusterTree> {
     params.validate()?;
-    let owned;
-    let z = match z {
-        ZView::Sparse(v) => {
-            check_finite(v.data(), "Z")?;
-            if v.is_canonical() {
-                ZView::Sparse(v)
-            } else {
-                owned = v.canonicalize();
-                ZView::Sparse(owned.view())
-            }
-        }
-        ZView::Dense { data, n_rows, dim } => {
-            if n_rows.checked_mul(dim) != Some(data.len()) {
-                return Err(Error::shape(format!(
-                    "dense Z has {} values, expected {n_rows} x {dim}",
-                    data.len()
-                )));
-            }
-            check_finite(data, "Z")?;
-            z
-        }
-    };
+    let mut owned = None;
+    let z = checked_z(z, &mut owned)?;
     let n_labels = z.n_rows();
     if n_labels == 0 {
         return Err(Error::invalid("Z has no rows (no labels to cluster)"));
@@ -188,28 +193,8 @@ pub fn split_subtrees(
     first: &[Vec<u32>],
 ) -> Result<Subtrees> {
     params.validate()?;
-    let owned;
-    let z = match z {
-        ZView::Sparse(v) => {
-            check_finite(v.data(), "Z")?;
-            if v.is_canonical() {
-                ZView::Sparse(v)
-            } else {
-                owned = v.canonicalize();
-                ZView::Sparse(owned.view())
-            }
-        }
-        ZView::Dense { data, n_rows, dim } => {
-            if n_rows.checked_mul(dim) != Some(data.len()) {
-                return Err(Error::shape(format!(
-                    "dense Z has {} values, expected {n_rows} x {dim}",
-                    data.len()
-                )));
-            }
-            check_finite(data, "Z")?;
-            z
-        }
-    };
+    let mut owned = None;
+    let z = checked_z(z, &mut owned)?;
     let n = z.n_rows();
     if n > n_labels || n_labels > u32::MAX as usize {
         return Err(Error::invalid(format!(
