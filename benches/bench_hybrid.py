@@ -46,9 +46,9 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
     import numpy as np
-    import scipy.sparse as sp
 
     from xmrrs import XRLinearClassifier
+    from xmrrs._targets import truth_indicator
     from xmrrs.hybrid import HybridMatrix
     from xmrrs.metrics import precision_at_k
     from xmrrs.text import TfidfVectorizer
@@ -102,16 +102,7 @@ def main() -> int:
                 ids, _ = est.predict_topk(b, 5)
                 pred_s = min(pred_s, time.perf_counter() - t0)
             assert est is not None
-            index = {c: i for i, c in enumerate(est.classes_)}
-            rows, cols = [], []
-            for i, labs in enumerate(y_te):
-                for lab in labs:
-                    if lab in index:
-                        rows.append(i)
-                        cols.append(index[lab])
-            truth = sp.csr_matrix(
-                (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(y_te), len(index))
-            )
+            truth = truth_indicator(y_te, est.classes_, len(y_te))
             pk = [precision_at_k(truth, ids, k) for k in (1, 3, 5)]
             mb = sum(m.nbytes for m in est.models_) / 1e6
             base = fit_s if base is None else base

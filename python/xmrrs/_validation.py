@@ -18,6 +18,20 @@ def is_sparray(*objs: Any) -> bool:
     return any(isinstance(o, sp.sparray) for o in objs)
 
 
+def dense_finite(a: Any, name: str) -> np.ndarray:
+    """``a`` as a C-contiguous 2-D float32 array (a copy only when needed), checked numeric
+    and finite."""
+    arr = np.asarray(a)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return out
+
+
 def csr_parts(a: Any, name: str = "X") -> CsrParts:
     """Return ``(n_rows, n_cols, indptr, indices, data)`` of ``a`` as a CSR matrix.
 

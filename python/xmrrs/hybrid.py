@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from xmrrs._validation import dense_finite
+
 
 class HybridMatrix:
     """Rows made of a sparse block and a dense block.
@@ -37,18 +39,11 @@ class HybridMatrix:
         s = sp.csr_matrix(sparse)
         if s.dtype != np.float32:
             s = s.astype(np.float32)
-        d = np.asarray(dense)
-        if d.ndim != 2:
-            raise ValueError(f"dense must be 2-D, got shape {d.shape}")
-        if d.dtype.kind not in "biuf":
-            raise TypeError(f"dense must be numeric, got dtype {d.dtype}")
-        d = np.ascontiguousarray(d, dtype=np.float32)
+        d = dense_finite(dense, "the dense block")
         if s.shape[0] != d.shape[0]:
             raise ValueError(
                 f"the sparse block has {s.shape[0]} rows but the dense block {d.shape[0]}"
             )
-        if not np.isfinite(d).all():
-            raise ValueError("the dense block contains NaN or infinite values")
         if not np.isfinite(s.data).all():
             raise ValueError("the sparse block contains NaN or infinite values")
         self.sparse: sp.csr_matrix = s

@@ -47,7 +47,7 @@ import scipy.sparse as sp
 from xmrrs import _xmrrs
 from xmrrs import sparse as xs
 from xmrrs._files import read_regular
-from xmrrs._validation import csr_parts, to_scipy
+from xmrrs._validation import csr_parts, dense_finite, to_scipy
 from xmrrs.hybrid import HybridMatrix
 
 __all__ = ["ClusterTree", "HierarchicalKMeans", "label_representation", "pecos_fanouts"]
@@ -134,18 +134,6 @@ def _check_seed(random_state: Any) -> int:
 def _as_csr(a: Any, name: str) -> sp.csr_matrix:
     """A canonical CSR float32 copy of ``a`` (validated by the core: finite values...)."""
     return to_scipy(_xmrrs.csr_canonicalize(csr_parts(a, name), 1))
-
-
-def _dense_finite(a: Any, name: str) -> np.ndarray:
-    arr = np.asarray(a)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {arr.shape}")
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(out).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return out
 
 
 def _normalize_dense(a: np.ndarray) -> np.ndarray:
@@ -313,7 +301,7 @@ def label_representation(
         if isinstance(X, HybridMatrix):
             x = X
         else:
-            x = _as_csr(X, "X") if sp.issparse(X) else _dense_finite(X, "X")
+            x = _as_csr(X, "X") if sp.issparse(X) else dense_finite(X, "X")
         if x.shape[0] != n:
             raise ValueError(f"shape mismatch: X has {x.shape[0]} rows but Y has {n}")
     elif X is not None:
@@ -337,7 +325,7 @@ def label_representation(
     w = float(embedding_weight)
     if not math.isfinite(w) or w < 0:
         raise ValueError(f"embedding_weight must be a finite number >= 0, got {embedding_weight!r}")
-    e = _dense_finite(embeddings, "embeddings")
+    e = dense_finite(embeddings, "embeddings")
     if e.shape[0] == n_labels:
         e_lab = _normalize_dense(e)
     elif e.shape[0] == n:
@@ -735,7 +723,7 @@ class HierarchicalKMeans:
         if sp.issparse(Z):
             z: Any = csr_parts(Z, "Z")
         else:
-            z = _dense_finite(Z, "Z")
+            z = dense_finite(Z, "Z")
         if (z[0] if isinstance(z, tuple) else z.shape[0]) == 0:
             raise ValueError("Z has no rows (no labels to cluster)")
         return z

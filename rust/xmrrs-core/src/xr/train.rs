@@ -967,7 +967,7 @@ pub fn beam_match_hybrid(
                         }
                         *cur += k;
                     }
-                    if let Some(d) = xd {
+                    if let Some(d) = xd.filter(|_| layer.n_dense > 0) {
                         let xr = d.row(i);
                         for (t, a) in acc.iter_mut().enumerate() {
                             *a += crate::simd::dot(layer.dense_row(c0 as usize + t), xr);

@@ -7,8 +7,8 @@
 //! `lanes.rs`.
 
 use super::lanes::{
-    aligned_offset, axpy_lanes, collect_kept, dense_axpy, dense_dot, dense_dot_avx2, dot_lanes,
-    prefetch, prefetch_range, LaneState, Meta, PREFETCH_DIST,
+    aligned_offset, axpy_lanes, collect_kept, dense_dot, dense_dot_avx2, dot_lanes, prefetch,
+    prefetch_range, LaneState, Meta, PREFETCH_DIST,
 };
 use super::local::LocalCsr;
 use super::single::{finish_row, SolveInfo};
@@ -576,7 +576,7 @@ impl GroupSolver {
                         for (l, &dl) in delta.iter().enumerate() {
                             if dl != 0.0 {
                                 let o = orig[l] as usize * nd;
-                                dense_axpy(dl, xd, &mut wd[o..o + nd]);
+                                crate::simd::axpy(dl, xd, &mut wd[o..o + nd]);
                             }
                         }
                     }

@@ -202,15 +202,6 @@ pub(super) unsafe fn dense_dot_avx2(w: &[f32], x: &[f32]) -> f32 {
     dense_dot(w, x)
 }
 
-/// `w[j] += a * x[j]` over a lane's dense weights.
-#[inline(always)]
-pub(super) fn dense_axpy(a: f32, x: &[f32], w: &mut [f32]) {
-    let n = w.len().min(x.len());
-    for (wv, &xv) in w[..n].iter_mut().zip(&x[..n]) {
-        *wv += a * xv;
-    }
-}
-
 /// For each feature row of a feature-major weight block (`K` lanes per row), appends
 /// `(feature, w)` to `pairs[lane]` for every lane whose weight is nonzero with
 /// `|w| >= threshold` (a SIMD mask per row; rows with nothing kept cost one compare).
@@ -266,11 +257,6 @@ mod tests {
                 // SAFETY: checked just above.
                 let a = unsafe { dense_dot_avx2(&w, &x) };
                 assert_eq!(a.to_bits(), p.to_bits(), "{n}");
-            }
-            let mut w2 = w.clone();
-            dense_axpy(0.5, &x, &mut w2);
-            for j in 0..n {
-                assert_eq!(w2[j], w[j] + 0.5 * x[j]);
             }
         }
     }
