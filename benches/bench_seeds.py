@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import subprocess
 import sys
 import tempfile
@@ -64,13 +65,15 @@ def _ids_of_csr(p: Any, k: int) -> np.ndarray:
     return ids
 
 
-def worker_xmrrs(root: Path, seeds: int, n_jobs: int, defaults: bool = False) -> np.ndarray:
+def worker_xmrrs(root: Path, seeds: int, n_jobs: int, params: dict[str, Any] | None) -> np.ndarray:
+    """Top-10 ids of ``XRLinearClassifier(**params)`` over seeds (``None``: PECOS's settings
+    and tree shape)."""
     import xmrrs
     from runners import XMRRS_PECOS_MATCHED
     from runners.xmrrs import estimator_kwargs
 
     X, Y, Xte = _load(root, "X_train"), _load(root, "Y_train"), _load(root, "X_test")
-    kw = {} if defaults else estimator_kwargs(XMRRS_PECOS_MATCHED, Y.shape[1])[1]
+    kw = estimator_kwargs(XMRRS_PECOS_MATCHED if params is None else params, Y.shape[1])[1]
     out = []
     for seed in range(seeds):
         est = xmrrs.XRLinearClassifier(n_jobs=n_jobs, random_state=seed, **kw).fit(X, Y)
@@ -138,13 +141,12 @@ PEERS = (
 SPLIT_KEYS = ("name", "n_train", "n_test", "n_features", "n_labels", "nnz_X_train", "nnz_Y_train")
 
 
-def peer_history(meta: dict[str, Any]) -> dict[str, np.ndarray]:
-    """P@1/3/5 of every recorded suite run of each peer on this split (same name and sizes;
-    the cache digest also covers the files' mtimes, which change when the data is copied)."""
-    import json
-
+def peer_history(meta: dict[str, Any], results: Path) -> dict[str, np.ndarray]:
+    """P@1/3/5 of every recorded suite run of each peer on this split in
+    ``results/suite.jsonl`` (same name and sizes; the cache digest also covers the files'
+    mtimes, which change when the data is copied)."""
     runs: dict[str, list[list[float]]] = {}
-    path = HERE / "results" / "suite.jsonl"
+    path = results / "suite.jsonl"
     want = [meta.get(k) for k in SPLIT_KEYS]
     for line in path.read_text().splitlines() if path.exists() else []:
         r = json.loads(line)
@@ -165,6 +167,22 @@ def main() -> None:
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--defaults", action="store_true", help="the library defaults vs the peers")
     ap.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="an XRLinearClassifier configuration compared as --defaults is (repeat), e.g. "
+        "'single={\"n_estimators\": 1}'",
+    )
+    ap.add_argument(
+        "--validation",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="the suite's validation split of each training set (suite.py --validation); peers "
+        "from benches/results/validation/suite.jsonl, default --out under results/validation/",
+    )
+    ap.add_argument(
         "--peers",
         default=",".join(SEEDED_PEERS),
         help="comma-separated peers run over seeds (default: %(default)s; not with --defaults)",
@@ -173,18 +191,33 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None, help="the suite's data cache")
     ap.add_argument("--worker", choices=("xmrrs", *SEEDED_PEERS), help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
+    ap.add_argument("--params", help=argparse.SUPPRESS)
     ap.add_argument("--ids", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         if a.worker == "xmrrs":
-            ids = worker_xmrrs(Path(a.root), a.seeds, a.n_jobs, a.defaults)
+            params = None if a.params is None else json.loads(a.params)
+            ids = worker_xmrrs(Path(a.root), a.seeds, a.n_jobs, params)
         elif a.worker == "pecos-xrlinear":
             ids = worker_pecos(Path(a.root), a.seeds, a.n_jobs)
         else:
             ids = worker_libmultilabel(Path(a.root), a.seeds, a.worker)
         np.save(a.ids, ids)
         return
-    out = a.out or str(HERE / "results" / ("seeds_defaults.md" if a.defaults else "seeds.md"))
+    configs: list[tuple[str, dict[str, Any] | None]] = []
+    for item in a.config:
+        cname, sep, js = item.partition("=")
+        if not sep or not isinstance(json.loads(js or "{}"), dict):
+            raise SystemExit(f"--config takes NAME=JSON (an object), got {item!r}")
+        configs.append((cname, json.loads(js or "{}")))
+    if a.defaults:
+        configs.insert(0, ("xmrrs-defaults", {}))
+    versus_history = bool(configs)
+    if not configs:
+        configs = [("xmrrs-pecos-matched", None)]
+    results_dir = HERE / "results" / ("validation" if a.validation else "")
+    default_out = "seeds_defaults.md" if versus_history else "seeds.md"
+    out = a.out or str(results_dir / default_out)
 
     import scipy.sparse as sp
 
@@ -194,7 +227,7 @@ def main() -> None:
 
     cache = Path(a.cache_dir) if a.cache_dir else suite.DEFAULT_CACHE
     specs = list(a.data) + [f"synthetic:{s}" for s in a.synthetic]
-    peers = [] if a.defaults else [p.strip() for p in a.peers.split(",") if p.strip()]
+    peers = [] if versus_history else [p.strip() for p in a.peers.split(",") if p.strip()]
     for p in peers:
         if p not in SEEDED_PEERS:
             raise SystemExit(f"--peers: unknown peer {p!r}; choose from {', '.join(SEEDED_PEERS)}")
@@ -202,35 +235,37 @@ def main() -> None:
         print(f"note: {PEERS_PYTHON} is missing (run benches/setup_peers.sh); peers skipped")
         peers = []
     rows: list[dict[str, Any]] = []
-    name = "xmrrs-defaults" if a.defaults else "xmrrs-pecos-matched"
     for spec in specs:
-        ds = suite.prepare_data(spec, cache, a.n_jobs)
+        ds = suite.prepare_data(spec, cache, a.n_jobs, a.validation)
         Yte = sp.load_npz(ds.root / "Y_test.npz").tocsr()
-        res = {}
-        libs = ["xmrrs"]
+        res: dict[str, np.ndarray] = {}
+        libs: list[tuple[str, str, dict[str, Any] | None]] = [
+            (name, "xmrrs", params) for name, params in configs
+        ]
         for p in peers:
             why = lml_skip_reason(p, ds.meta) if p.startswith("libmultilabel") else None
             if why:
                 print(f"  {ds.name} {p}: skipped ({why})", flush=True)
             else:
-                libs.append(p)
-        for lib in libs:
-            python = Path(sys.executable) if lib == "xmrrs" else PEERS_PYTHON
+                libs.append((p, p, None))
+        for name, worker, params in libs:
+            python = Path(sys.executable) if worker == "xmrrs" else PEERS_PYTHON
             with tempfile.TemporaryDirectory() as d:
                 ids_path = Path(d) / "ids.npy"
-                cmd = [str(python), __file__, "--worker", lib, "--root", str(ds.root)]
+                cmd = [str(python), __file__, "--worker", worker, "--root", str(ds.root)]
                 cmd += ["--ids", str(ids_path), "--seeds", str(a.seeds)]
-                cmd += ["--defaults"] if a.defaults else []
+                cmd += [] if params is None else ["--params", json.dumps(params)]
                 subprocess.run([*cmd, "--n-jobs", str(a.n_jobs)], check=True)
                 all_ids = np.load(ids_path)
             per_seed = np.array(
                 [[precision_at_k(Yte, ids, k=k) for k in (1, 3, 5)] for ids in all_ids]
             )
-            res[lib] = per_seed
+            res[name] = per_seed
             rows.append(
                 {
                     "data": ds.name,
-                    "library": name if lib == "xmrrs" else lib,
+                    "library": name,
+                    "params": params,
                     "seeds": a.seeds,
                     "per_seed": per_seed.round(6).tolist(),
                     "mean": per_seed.mean(axis=0).tolist(),
@@ -239,14 +274,14 @@ def main() -> None:
                 }
             )
             m = per_seed.mean(axis=0)
-            print(f"  {ds.name} {lib}: P@1/3/5 mean {m.round(4)}", flush=True)
+            print(f"  {ds.name} {name}: P@1/3/5 mean {m.round(4)}", flush=True)
         if "pecos-xrlinear" in res:
-            ours = next(r for r in rows if r["data"] == ds.name and r["library"] == name)
-            diff = res["xmrrs"].mean(0) - res["pecos-xrlinear"].mean(0)
+            ours = next(r for r in rows if r["data"] == ds.name and r["library"] == configs[0][0])
+            diff = res[configs[0][0]].mean(0) - res["pecos-xrlinear"].mean(0)
             ours["diff_vs_pecos"] = diff.tolist()
-        if a.defaults:
-            ours = res["xmrrs"].mean(0)
-            for lib, per_run in peer_history(ds.meta).items():
+        if versus_history:
+            first = res[configs[0][0]].mean(0)
+            for lib, per_run in peer_history(ds.meta, results_dir).items():
                 rows.append(
                     {
                         "data": ds.name,
@@ -256,7 +291,7 @@ def main() -> None:
                         "mean": per_run.mean(axis=0).tolist(),
                         "min": per_run.min(axis=0).tolist(),
                         "max": per_run.max(axis=0).tolist(),
-                        "diff_vs_ours": (ours - per_run.mean(0)).tolist(),
+                        "diff_vs_ours": (first - per_run.mean(0)).tolist(),
                     }
                 )
 
@@ -266,13 +301,15 @@ def main() -> None:
     def cell(r: dict[str, Any], i: int) -> str:
         return f"{r['mean'][i]:.4f} ({r['min'][i]:.4f}-{r['max'][i]:.4f})"
 
-    if a.defaults:
+    if versus_history:
+        split = "validation splits" if a.validation else "test splits"
         head = (
-            f"Accuracy of the defaults over seeds 0-{a.seeds - 1}, {stamp}; machine: "
-            f"{info['cores']} cores, {info['cpu']}. xmrrs-defaults: XRLinearClassifier() with "
-            "random_state 0..N-1; peers: every suite run on the same split in "
-            "benches/results/suite.jsonl (runs: the number of them). Cells: mean (min-max); "
-            "diff: xmrrs-defaults mean - the peer's mean."
+            f"Accuracy over seeds 0-{a.seeds - 1} on the {split}, {stamp}; machine: "
+            f"{info['cores']} cores, {info['cpu']}. "
+            + "; ".join(f"{n}: XRLinearClassifier(**{json.dumps(p)})" for n, p in configs)
+            + ", random_state 0..N-1; peers: every suite run on the same split in "
+            f"{results_dir.relative_to(HERE.parent)}/suite.jsonl (runs: the number of them). "
+            f"Cells: mean (min-max); diff: {configs[0][0]} mean - the peer's mean."
         )
     else:
         head = (

@@ -81,6 +81,8 @@ TOPK = 10
 SEED = 0
 #: (n_train, n_test, n_features) of the synthetic sets of anchors-results.md
 SYNTHETIC_SIZES = {10_000: (20_000, 5_000, 50_000), 200_000: (50_000, 5_000, 100_000)}
+#: seed of the fixed rule that splits a training set into fit and validation rows
+VALIDATION_SEED = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,8 +168,27 @@ def _write_set(root: Path, parts: dict[str, Any], meta: dict[str, Any], n_jobs: 
     tmp.rename(root)
 
 
-def prepare_data(spec: str, cache: Path, n_jobs: int) -> DataSet:
-    """The cached copy of a data folder or of ``synthetic:SPEC``, made when missing or stale."""
+def validation_rows(n: int, fraction: float) -> tuple[Any, Any]:
+    """The fixed rule that splits ``n`` training rows into (fit rows, validation rows), both
+    sorted: the first ``ceil(fraction * n)`` rows of ``numpy.random.default_rng(0)``'s
+    permutation of ``range(n)`` are the validation rows."""
+    import math
+
+    import numpy as np
+
+    if not 0.0 < fraction < 1.0:
+        raise SystemExit(f"--validation takes a fraction in (0, 1), got {fraction}")
+    perm = np.random.default_rng(VALIDATION_SEED).permutation(n)
+    n_val = math.ceil(fraction * n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def prepare_data(spec: str, cache: Path, n_jobs: int, validation: float = 0.0) -> DataSet:
+    """The cached copy of a data folder or of ``synthetic:SPEC``, made when missing or stale.
+
+    With ``validation`` > 0 the set is the training rows alone, split by
+    :func:`validation_rows` (its "test" rows are the validation rows; the test rows are not
+    used), named ``<name> (validation)``."""
     import xmrrs
 
     if spec.startswith("synthetic:"):
@@ -196,6 +217,10 @@ def prepare_data(spec: str, cache: Path, n_jobs: int) -> DataSet:
             "source": str(folder),
             "files": [[f.name, f.stat().st_size, int(f.stat().st_mtime)] for f in files],
         }
+    if validation:
+        name += " (validation)"
+        slug += "-val"
+        key["validation"] = {"fraction": validation, "seed": VALIDATION_SEED}
     root = cache / slug
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     meta_path = root / "meta.json"
@@ -220,6 +245,11 @@ def prepare_data(spec: str, cache: Path, n_jobs: int) -> DataSet:
         (Xtr, Ytr), (Xte, Yte) = xd.load_split(Path(spec), n_jobs=n_jobs)
         parts = {"X_train": Xtr, "Y_train": Ytr, "X_test": Xte, "Y_test": Yte}
         how = f"load_split({key['source']})"
+    if validation:
+        X, Y = parts["X_train"], parts["Y_train"]
+        fit, val = validation_rows(X.shape[0], validation)
+        parts = {"X_train": X[fit], "Y_train": Y[fit], "X_test": X[val], "Y_test": Y[val]}
+        how += f", training rows split by validation_rows(n, {validation}) (seed {VALIDATION_SEED})"
     made_s = time.perf_counter() - t
     _write_set(
         root, parts, {"name": name, "key": key, "key_digest": digest, "made_by": how}, n_jobs
@@ -764,7 +794,19 @@ def main() -> None:
     p.add_argument("--settle", type=float, default=0.0, help="seconds to wait before a stage")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per worker process")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
-    p.add_argument("--results-dir", default=str(DEFAULT_RESULTS))
+    p.add_argument(
+        "--results-dir",
+        default=None,
+        help=f"default {DEFAULT_RESULTS}, or {DEFAULT_RESULTS / 'validation'} with --validation",
+    )
+    p.add_argument(
+        "--validation",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="tune on validation data: replace each set by its training rows, split by a fixed "
+        "rule into fit rows and FRACTION of validation rows (the test rows are not used)",
+    )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument(
         "--plot-only",
@@ -779,6 +821,8 @@ def main() -> None:
 
         raise SystemExit(worker_main(a.worker))
 
+    if a.results_dir is None:
+        a.results_dir = str(DEFAULT_RESULTS / "validation" if a.validation else DEFAULT_RESULTS)
     results = Path(a.results_dir)
     results.mkdir(parents=True, exist_ok=True)
     jsonl = results / "suite.jsonl"
@@ -821,7 +865,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="xmrrs-suite-") as tmp:
         s = Settings.from_args(a, tmp)
         for spec in specs:
-            data = prepare_data(spec, cache, a.n_jobs)
+            data = prepare_data(spec, cache, a.n_jobs, a.validation)
             meta = data.meta
             print(
                 f"{data.name}: {meta['n_train']} train / {meta['n_test']} test, "
