@@ -93,11 +93,13 @@ def test_pifa_chain_is_bit_identical_and_the_parallel_sum_close(client: Any, dat
 
 
 def test_fit_is_bit_identical_to_one_process(client: Any, data: Any, tmp_path: Path) -> None:
-    """The default estimator (3 mixed trees: PIFA, unbalanced, PII) on uneven blocks."""
+    """3 mixed trees (PIFA, unbalanced, PII: every kind of tree) on uneven blocks."""
     X, Y = data
-    one = XRLinearClassifier(**params()).fit(X, Y)
+    one = XRLinearClassifier(**params(n_estimators=3)).fit(X, Y)
     assert one.tree_.depth >= 2
-    dist = dxm.fit(XRLinearClassifier(**params()), blocks(X, Y), client=client, progress=True)
+    dist = dxm.fit(
+        XRLinearClassifier(**params(n_estimators=3)), blocks(X, Y), client=client, progress=True
+    )
     same_models(one, dist)
     # an ordinary model: save, map, serve
     dist.save(tmp_path / "m")
@@ -120,7 +122,10 @@ def test_subtree_kmeans_runs_in_tasks(
     X, Y = data
     for kw, rounds in (
         # depth 5: tree 0 balanced, levels 1-4 in one round; trees 1 and 2 unbalanced
-        (params(branching=2, max_leaf_size=4), ["t0-l1_4", "t1-l1_2", "t1-l3_4", "t2-l3_4"]),
+        (
+            params(branching=2, max_leaf_size=4, n_estimators=3),
+            ["t0-l1_4", "t1-l1_2", "t1-l3_4", "t2-l3_4"],
+        ),
         (params(branching=3, max_leaf_size=5, n_estimators=1, representation="spectral"), []),
     ):
         one = XRLinearClassifier(**kw).fit(X, Y)

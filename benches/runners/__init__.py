@@ -186,9 +186,9 @@ XMRRS_CONFIGS: tuple[Library, ...] = (
         "xmrrs-defaults",
         "xmrrs",
         {},
-        "xmrrs XRLinearClassifier with its defaults (3 mixed trees: one balanced of branching "
-        "100 and leaves of 100, two unbalanced of fan-out 50 and 100 at the same depth, the "
-        "second clustered on PII; Cp=0.8)",
+        "xmrrs XRLinearClassifier with its defaults (2 mixed trees: one balanced of branching "
+        "100 and leaves of 100, one unbalanced of fan-out 50 at the same depth; Cp=0.8, "
+        "threshold 0.2)",
     ),
     Library(
         "xmrrs-single",
