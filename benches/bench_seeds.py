@@ -204,12 +204,11 @@ def main() -> None:
             ids = worker_libmultilabel(Path(a.root), a.seeds, a.worker)
         np.save(a.ids, ids)
         return
-    configs: list[tuple[str, dict[str, Any] | None]] = []
-    for item in a.config:
-        cname, sep, js = item.partition("=")
-        if not sep or not isinstance(json.loads(js or "{}"), dict):
-            raise SystemExit(f"--config takes NAME=JSON (an object), got {item!r}")
-        configs.append((cname, json.loads(js or "{}")))
+    import suite
+
+    configs: list[tuple[str, dict[str, Any] | None]] = [
+        (lib.name, lib.params) for lib in suite.parse_xmrrs_configs(a.config, "--config")
+    ]
     if a.defaults:
         configs.insert(0, ("xmrrs-defaults", {}))
     versus_history = bool(configs)
@@ -221,7 +220,6 @@ def main() -> None:
 
     import scipy.sparse as sp
 
-    import suite
     from _machine import machine, write_results
     from xmrrs.metrics import precision_at_k
 

@@ -704,15 +704,19 @@ def publish(records: list[dict[str, Any]], results: Path, plots: bool) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def parse_xmrrs_configs(items: Sequence[str]) -> tuple[Library, ...]:
+def parse_xmrrs_configs(
+    items: Sequence[str], option: str = "--xmrrs-config"
+) -> tuple[Library, ...]:
+    """The xmrrs rows of ``NAME=JSON`` items (an empty JSON: ``{}``); ``option`` names the
+    command-line option in the errors."""
     out = []
     for item in items:
         name, sep, js = item.partition("=")
         if not sep:
-            raise SystemExit(f"--xmrrs-config takes NAME=JSON, got {item!r}")
+            raise SystemExit(f"{option} takes NAME=JSON, got {item!r}")
         params = json.loads(js) if js.strip() else {}
         if not isinstance(params, dict):
-            raise SystemExit(f"--xmrrs-config {name}: the JSON must be an object")
+            raise SystemExit(f"{option} {name}: the JSON must be an object")
         out.append(Library(name, "xmrrs", params, f"xmrrs XRLinearClassifier, {js.strip()}"))
     return tuple(out)
 

@@ -69,11 +69,19 @@ def seed_means(path: Path | None) -> dict[tuple[str, str], list[float]]:
     return out
 
 
+def best_peer(by_lib: dict[str, dict[str, Any]]) -> dict[str, tuple[float, str]]:
+    """``{metric: (value, library)}``: the best peer's value of each of :data:`METRICS`
+    among one set's records (``{}`` without a peer)."""
+    peers = {k: r for k, r in by_lib.items() if r["runner"] != "xmrrs"}
+    if not peers:
+        return {}
+    return {m: max((r["metrics"][m], k) for k, r in peers.items()) for m in METRICS}
+
+
 def rows_of_set(
     by_lib: dict[str, dict[str, Any]], means: dict[tuple[str, str], list[float]]
 ) -> list[str]:
-    peers = {k: r for k, r in by_lib.items() if r["runner"] != "xmrrs"}
-    best = {m: max((r["metrics"][m], k) for k, r in peers.items()) for m in METRICS}
+    best = best_peer(by_lib)
     lines = []
     ours_runs = [r["run_id"] for r in by_lib.values() if r["runner"] == "xmrrs"]
     for name, r in sorted((k, r) for k, r in by_lib.items() if r["runner"] == "xmrrs"):

@@ -59,21 +59,13 @@ def fused(ids: np.ndarray, scores: np.ndarray, cos: np.ndarray, alpha: float) ->
     return np.take_along_axis(ids, np.argsort(-f, axis=1, kind="stable"), axis=1)
 
 
-def best_peers(meta: dict[str, Any]) -> dict[int, tuple[float, str]]:
-    """The best peer's P@k on this split in the validation suite results (latest run of each
-    peer), ``{}`` when there is none."""
+def best_peers(slug: str) -> dict[str, tuple[float, str]]:
+    """The best peer's P@k on this split (``targets.best_peer`` of the latest record of each
+    peer in the validation suite results), ``{}`` when there is none."""
+    import targets
+
     path = HERE / "results" / "validation" / "suite.jsonl"
-    latest: dict[str, dict[str, Any]] = {}
-    for line in path.read_text().splitlines() if path.exists() else []:
-        r = json.loads(line)
-        if r.get("status") == "ok" and r["runner"] != "xmrrs" and r["data"] == meta["name"]:
-            if r["library"] not in latest or r["run_id"] >= latest[r["library"]]["run_id"]:
-                latest[r["library"]] = r
-    return {
-        k: max((r["metrics"][f"P@{k}"], lib) for lib, r in latest.items())
-        for k in METRICS
-        if latest
-    }
+    return targets.best_peer(targets.latest(path).get(slug, {})) if path.exists() else {}
 
 
 def main() -> None:
@@ -93,27 +85,25 @@ def main() -> None:
     import suite
     import xmrrs
     from _machine import machine, write_results
+    from xmrrs.datasets import load_npz
     from xmrrs.indexing import label_representation
     from xmrrs.metrics import precision_at_k
 
     configs = dict(CONFIGS)
     if a.config:
-        configs = {}
-        for item in a.config:
-            name, _, js = item.partition("=")
-            configs[name] = json.loads(js or "{}")
+        configs = {lib.name: lib.params for lib in suite.parse_xmrrs_configs(a.config, "--config")}
     alphas = [float(v) for v in a.alphas.split(",") if v.strip()]
     rows: list[dict[str, Any]] = []
     lines = []
     for spec in [*a.data, *(f"synthetic:{s}" for s in a.synthetic)]:
         ds = suite.prepare_data(spec, suite.DEFAULT_CACHE, a.n_jobs, a.fraction)
 
-        def load(name: str, root: Path = ds.root) -> Any:
-            return sp.csr_matrix(sp.load_npz(root / f"{name}.npz"), dtype=np.float32)
-
-        X, Y, Xv, Yv = load("X_train"), load("Y_train"), load("X_test"), load("Y_test")
-        Z = sp.csr_matrix(label_representation(X, Y, "pifa", n_jobs=a.n_jobs), dtype=np.float32)
-        peers = best_peers(ds.meta)
+        X, Y = load_npz(ds.root / "X_train.npz", ds.root / "Y_train.npz")
+        Xv, Yv = load_npz(ds.root / "X_test.npz", ds.root / "Y_test.npz")
+        if alphas:  # the PIFA centroids, only for the re-ranking
+            Z = label_representation(X, Y, "pifa", n_jobs=a.n_jobs)
+            Z = sp.csr_matrix(Z, dtype=np.float32)
+        peers = best_peers(ds.slug)
         for name, params in configs.items():
             if name == "flat" and Y.shape[1] > FLAT_MAX_LABELS:
                 continue
@@ -129,7 +119,7 @@ def main() -> None:
                     files = (Path(d) / "model").rglob("*")
                     model_mb.append(sum(f.stat().st_size for f in files if f.is_file()) / 1e6)
                 ids, scores = est.predict_topk(Xv, 20)
-                cos = centroid_scores(Xv, Z, ids)
+                cos = centroid_scores(Xv, Z, ids) if alphas else None
                 for alpha in [0.0, *alphas]:
                     top = fused(ids, scores, cos, alpha) if alpha else ids
                     pk = [precision_at_k(Yv, top, k=k) for k in METRICS]
@@ -145,11 +135,12 @@ def main() -> None:
                     "mean": m.tolist(),
                     "fit_s": float(np.mean(fit_s)),
                     "model_mb": float(np.mean(model_mb)),
-                    "best_peer": {str(k): v for k, v in peers.items()},
+                    "best_peer": {str(k): peers[f"P@{k}"] for k in METRICS if peers},
                 }
                 rows.append(rec)
                 diffs = [
-                    f"{m[i] - peers[k][0]:+.4f}" if peers else "-" for i, k in enumerate(METRICS)
+                    f"{m[i] - peers[f'P@{k}'][0]:+.4f}" if peers else "-"
+                    for i, k in enumerate(METRICS)
                 ]
                 lines.append(
                     f"| {ds.name} | {name} | {alpha} | "
@@ -160,7 +151,7 @@ def main() -> None:
                 )
                 print(lines[-1], flush=True)
         if peers:
-            best = ", ".join(f"P@{k} {lib} {v:.4f}" for k, (v, lib) in peers.items())
+            best = ", ".join(f"{m} {lib} {v:.4f}" for m, (v, lib) in peers.items())
             lines.append(f"| {ds.name} | best peer: {best} |" + " |" * 9)
     info = machine()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
