@@ -167,7 +167,7 @@ def cost_model(t: dict[str, Any]) -> dict[str, Any]:
     parts: dict[tuple[int, int], float] = {}
     for name, secs in t["tasks"]:
         tree = int(name[1 : name.index("-")])
-        if "-top" in name:  # the top layer: one task, or one chain per lane group
+        if name.endswith("-top"):  # the top-layer task
             jobs.append(secs)
         else:
             parts[(tree, int(name.split("-part")[1].split("-")[0]))] = secs
