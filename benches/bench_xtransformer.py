@@ -80,7 +80,7 @@ def main() -> int:
     p.add_argument("--max-train", type=int, default=None, help="first N training rows")
     p.add_argument("--max-test", type=int, default=None, help="first N test rows")
     p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=1, help="epochs per tree level")
+    p.add_argument("--epochs", default="1", help="epochs per tree level: N, or one per level")
     p.add_argument("--levels", default=None, help="tree levels, e.g. 1,2 (default: all)")
     p.add_argument("--freeze-layers", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
@@ -117,6 +117,8 @@ def main() -> int:
     )
     print(setting, flush=True)
     levels = None if args.levels is None else [int(v) for v in args.levels.split(",")]
+    per_level = [int(v) for v in args.epochs.split(",")]
+    epochs: int | list[int] = per_level[0] if len(per_level) == 1 else per_level
 
     def tfidf() -> TfidfVectorizer:
         return TfidfVectorizer(sublinear_tf=True, min_df=2, n_jobs=args.threads)
@@ -124,7 +126,7 @@ def main() -> int:
     def ranker() -> XRLinearClassifier:
         return XRLinearClassifier(random_state=0, n_jobs=args.threads)
 
-    def xt(epochs: int) -> XRTransformer:
+    def xt(epochs: int | list[int]) -> XRTransformer:
         return XRTransformer(
             args.encoder,
             max_length=args.max_length,
@@ -143,7 +145,7 @@ def main() -> int:
     makers = {
         "tfidf": ("XR-Linear on TF-IDF", lambda: TextXRClassifier(tfidf(), ranker())),
         "frozen": ("TF-IDF + frozen MiniLM", lambda: xt(0)),
-        "xt": ("XR-Transformer (fine-tuned)", lambda: xt(args.epochs)),
+        "xt": ("XR-Transformer (fine-tuned)", lambda: xt(epochs)),
     }
     records = []
     lines = [
