@@ -161,7 +161,7 @@ def test_same_seed_same_model_on_cpu(tiny_bert: Path) -> None:
 
 def test_frozen_encoder_equals_encoding_then_xr_linear(tiny_bert: Path) -> None:
     xt = _xt(tiny_bert, epochs=0, embedding_weight=0.5).fit(*TRAIN)
-    assert xt.stage_losses_ == [[], []]
+    assert xt.stage_losses_ == [[], [], []]  # levels 1, 2 and the labels
     tfidf = TfidfVectorizer(sublinear_tf=True, min_df=2)
     Xtr = tfidf.fit_transform(TRAIN[0])
     Etr = encode(TRAIN[0], tiny_bert, max_length=32, batch_size=64, device="cpu")
@@ -209,7 +209,7 @@ def test_encode_pooling_and_normalisation(tiny_bert: Path) -> None:
     [
         ({"pooling": "max"}, "pooling"),
         ({"epochs": -1}, "epochs"),
-        ({"epochs": [1, 1, 1]}, "epochs has 3 entries"),
+        ({"epochs": [1, 1, 1, 1]}, "epochs has 4 entries"),
         ({"negatives": "all"}, "negatives"),
         ({"levels": [4]}, "levels must lie in"),
         ({"levels": [2, 1]}, "strictly increasing"),

@@ -325,11 +325,11 @@ def finetune(
 
 
 def check_levels(levels: Any, depth: int) -> tuple[int, ...]:
-    """The fine-tuning levels: ``None`` means every level of the tree below the root
-    (``1..depth``; the labels themselves, ``depth + 1``, for a one-leaf tree); otherwise
-    strictly increasing levels in ``1..depth + 1``."""
+    """The fine-tuning levels: ``None`` means every level of the tree below the root down to
+    the labels themselves (``1..depth + 1``); otherwise strictly increasing levels in
+    ``1..depth + 1``."""
     if levels is None:
-        return tuple(range(1, depth + 1)) if depth > 0 else (1,)
+        return tuple(range(1, depth + 2))
     if isinstance(levels, int | np.integer) and not isinstance(levels, bool):
         levels = [levels]
     if not isinstance(levels, Sequence | np.ndarray) or len(levels) == 0:

@@ -92,7 +92,9 @@ class XRTransformer(BaseEstimator):  # type: ignore[misc]
         Tokens kept per text (PECOS: 128).
     levels : int, list of int or None, default=None
         Tree levels fine-tuned on, coarse to fine (1: the root's children; ``depth``: the
-        leaves; ``depth + 1``: the labels themselves). None: every level ``1..depth``.
+        leaves; ``depth + 1``: the labels themselves). None: every level ``1..depth + 1``,
+        the labels last (as PECOS; a shallow tree's clusters alone teach little: debian tags'
+        tree has 6 clusters over 595 labels).
     epochs : int or list of int, default=1
         Epochs per stage (one value for all, or one per level). 0 everywhere: no
         fine-tuning (the pretrained encoder's embeddings are used as they are).
