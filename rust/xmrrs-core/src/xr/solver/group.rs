@@ -7,7 +7,7 @@
 //! `lanes.rs`.
 
 use super::lanes::{
-    aligned_offset, axpy_lanes, collect_kept, dense_dot, dense_dot_avx2, dot_lanes, prefetch,
+    aligned_offset, axpy_lanes, collect_kept, dense_axpys, dense_dots, dot_lanes, prefetch,
     prefetch_range, LaneState, Meta, PREFETCH_DIST,
 };
 use super::local::LocalCsr;
@@ -478,20 +478,7 @@ impl GroupSolver {
                 let xd = &x.dense[i * nd..(i + 1) * nd];
                 if nd > 0 {
                     // the dense part only where it is read: lanes active for this row
-                    let mut bits = am;
-                    while bits != 0 {
-                        let l = bits.trailing_zeros() as usize;
-                        bits &= bits - 1;
-                        let o = orig[l] as usize * nd;
-                        let wl = &wd[o..o + nd];
-                        dots[l] += if AVX2 {
-                            // SAFETY: AVX2 is only true in `run_avx2`, whose caller checked
-                            // that the CPU supports AVX2 and FMA.
-                            unsafe { dense_dot_avx2(wl, xd) }
-                        } else {
-                            dense_dot(wl, xd)
-                        };
-                    }
+                    dense_dots::<K, AVX2>(&mut dots, am, &orig, wd, xd);
                 }
                 // Per-lane penalty terms: D_ii and the upper bound U_i.
                 let mut diag = [0f32; K];
@@ -573,12 +560,7 @@ impl GroupSolver {
                 if any {
                     axpy_lanes::<K>(&delta, idx, val, w);
                     if nd > 0 {
-                        for (l, &dl) in delta.iter().enumerate() {
-                            if dl != 0.0 {
-                                let o = orig[l] as usize * nd;
-                                crate::simd::axpy(dl, xd, &mut wd[o..o + nd]);
-                            }
-                        }
+                        dense_axpys::<K, AVX2>(&delta, &orig, wd, xd);
                     }
                 }
                 if still & live == 0 {

@@ -202,6 +202,200 @@ pub(super) unsafe fn dense_dot_avx2(w: &[f32], x: &[f32]) -> f32 {
     dense_dot(w, x)
 }
 
+/// [`dense_dot_avx2`] of `M` lanes' dense weights against one row, loading each block of the
+/// row once for all `M` lanes (a row visit reads the row `M` times fewer). Every lane gets the
+/// products and sums of [`dense_dot_avx2`] in its order, so each result is bit-identical to
+/// it. `M` is at most 3: three lanes' four accumulators and the two operands fill the 16
+/// vector registers.
+///
+/// # Safety
+/// The CPU must support AVX2, and every `w[m]` must hold at least `x.len()` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(super) unsafe fn dense_dot_multi_avx2<const M: usize>(
+    w: [*const f32; M],
+    x: &[f32],
+) -> [f32; M] {
+    use std::arch::x86_64::*;
+    let n = x.len();
+    let mut acc = [[_mm256_setzero_ps(); 4]; M];
+    let body = n - n % 32;
+    let mut j = 0;
+    while j < body {
+        for q in 0..4 {
+            // SAFETY: j + 8 * q + 8 <= body <= n, within x and (by the contract) every w[m].
+            let r = unsafe { _mm256_loadu_ps(x.as_ptr().add(j + 8 * q)) };
+            for m in 0..M {
+                let p = unsafe { _mm256_loadu_ps(w[m].add(j + 8 * q)) };
+                acc[m][q] = _mm256_add_ps(acc[m][q], _mm256_mul_ps(p, r));
+            }
+        }
+        j += 32;
+    }
+    let mut out = [0f32; M];
+    for m in 0..M {
+        let mut lanes = [[0f32; 8]; 4];
+        for (q, l) in lanes.iter_mut().enumerate() {
+            // SAFETY: each holds 8 floats.
+            unsafe { _mm256_storeu_ps(l.as_mut_ptr(), acc[m][q]) };
+        }
+        let mut a0 = lanes[0];
+        for t in body..n {
+            // SAFETY: t < n, within x and w[m].
+            a0[(t - body) % 8] += unsafe { *w[m].add(t) } * x[t];
+        }
+        for t in 0..8 {
+            a0[t] = (a0[t] + lanes[1][t]) + (lanes[2][t] + lanes[3][t]);
+        }
+        out[m] = ((a0[0] + a0[4]) + (a0[1] + a0[5])) + ((a0[2] + a0[6]) + (a0[3] + a0[7]));
+    }
+    out
+}
+
+/// `w[m][j] += a[m] * x[j]` for `M` lanes, loading each block of `x` once for all of them;
+/// per element the product and sum of `crate::simd::axpy`, so the weights are bit-identical.
+///
+/// # Safety
+/// The CPU must support AVX2; every `w[m]` must hold at least `x.len()` floats, and no two
+/// may overlap.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(super) unsafe fn dense_axpy_multi_avx2<const M: usize>(
+    a: [f32; M],
+    x: &[f32],
+    w: [*mut f32; M],
+) {
+    use std::arch::x86_64::*;
+    let n = x.len();
+    let body = n - n % 8;
+    let av: [__m256; M] = std::array::from_fn(|m| _mm256_set1_ps(a[m]));
+    let mut j = 0;
+    while j < body {
+        // SAFETY: j + 8 <= body <= n, within x and every w[m] (the contract).
+        let r = unsafe { _mm256_loadu_ps(x.as_ptr().add(j)) };
+        for m in 0..M {
+            unsafe {
+                let p = w[m].add(j);
+                _mm256_storeu_ps(
+                    p,
+                    _mm256_add_ps(_mm256_loadu_ps(p), _mm256_mul_ps(av[m], r)),
+                );
+            }
+        }
+        j += 8;
+    }
+    for t in body..n {
+        for m in 0..M {
+            // SAFETY: t < n, within w[m].
+            unsafe { *w[m].add(t) += a[m] * x[t] };
+        }
+    }
+}
+
+/// `dots[l] += w_l · x` for every lane `l` set in `bits`, where `w_l` is the dense weight
+/// block `wd[orig[l] * nd..][..nd]` and `nd = x.len()`. With AVX2 the lanes go three at a time
+/// through [`dense_dot_multi_avx2`] (bit-identical to one at a time).
+#[inline(always)]
+pub(super) fn dense_dots<const K: usize, const AVX2: bool>(
+    dots: &mut [f32; K],
+    bits: u32,
+    orig: &[u8; MAX_LANES],
+    wd: &[f32],
+    x: &[f32],
+) {
+    let nd = x.len();
+    let mut ls = [0usize; K];
+    let mut cnt = 0;
+    let mut b = bits;
+    while b != 0 {
+        ls[cnt] = b.trailing_zeros() as usize;
+        b &= b - 1;
+        cnt += 1;
+    }
+    let w = |l: usize| &wd[orig[l] as usize * nd..orig[l] as usize * nd + nd];
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        let p = |l: usize| w(l).as_ptr();
+        let mut t = 0;
+        while t + 3 <= cnt {
+            let (a, b, c) = (ls[t], ls[t + 1], ls[t + 2]);
+            // SAFETY: AVX2 is only true where the caller checked AVX2 and FMA; each block
+            // holds nd = x.len() floats.
+            let r = unsafe { dense_dot_multi_avx2::<3>([p(a), p(b), p(c)], x) };
+            (dots[a], dots[b], dots[c]) = (dots[a] + r[0], dots[b] + r[1], dots[c] + r[2]);
+            t += 3;
+        }
+        if cnt - t == 2 {
+            let (a, b) = (ls[t], ls[t + 1]);
+            // SAFETY: as above.
+            let r = unsafe { dense_dot_multi_avx2::<2>([p(a), p(b)], x) };
+            (dots[a], dots[b]) = (dots[a] + r[0], dots[b] + r[1]);
+        } else if cnt - t == 1 {
+            let a = ls[t];
+            // SAFETY: as above.
+            dots[a] += unsafe { dense_dot_avx2(w(a), x) };
+        }
+        return;
+    }
+    for &l in &ls[..cnt] {
+        dots[l] += dense_dot(w(l), x);
+    }
+}
+
+/// `w_l += delta[l] * x` for every lane with `delta[l] != 0`, `w_l` as in [`dense_dots`];
+/// with AVX2 three lanes at a time through [`dense_axpy_multi_avx2`] (bit-identical).
+#[inline(always)]
+pub(super) fn dense_axpys<const K: usize, const AVX2: bool>(
+    delta: &[f32; K],
+    orig: &[u8; MAX_LANES],
+    wd: &mut [f32],
+    x: &[f32],
+) {
+    let nd = x.len();
+    let mut ls = [0usize; K];
+    let mut cnt = 0;
+    for (l, &dl) in delta.iter().enumerate() {
+        if dl != 0.0 {
+            ls[cnt] = l;
+            cnt += 1;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        let base = wd.as_mut_ptr();
+        assert!(ls[..cnt]
+            .iter()
+            .all(|&l| (orig[l] as usize + 1) * nd <= wd.len()));
+        // SAFETY: within wd (asserted); lanes have distinct `orig`, so the blocks are disjoint.
+        let p = |l: usize| unsafe { base.add(orig[l] as usize * nd) };
+        let mut t = 0;
+        while t + 3 <= cnt {
+            let (a, b, c) = (ls[t], ls[t + 1], ls[t + 2]);
+            // SAFETY: AVX2 checked by the caller; disjoint blocks of nd floats (above).
+            unsafe {
+                dense_axpy_multi_avx2::<3>([delta[a], delta[b], delta[c]], x, [p(a), p(b), p(c)])
+            };
+            t += 3;
+        }
+        if cnt - t == 2 {
+            let (a, b) = (ls[t], ls[t + 1]);
+            // SAFETY: as above.
+            unsafe { dense_axpy_multi_avx2::<2>([delta[a], delta[b]], x, [p(a), p(b)]) };
+        } else if cnt - t == 1 {
+            let a = ls[t];
+            // SAFETY: as above.
+            unsafe { dense_axpy_multi_avx2::<1>([delta[a]], x, [p(a)]) };
+        }
+        return;
+    }
+    for &l in &ls[..cnt] {
+        let o = orig[l] as usize * nd;
+        crate::simd::axpy(delta[l], x, &mut wd[o..o + nd]);
+    }
+}
+
 /// For each feature row of a feature-major weight block (`K` lanes per row), appends
 /// `(feature, w)` to `pairs[lane]` for every lane whose weight is nonzero with
 /// `|w| >= threshold` (a SIMD mask per row; rows with nothing kept cost one compare).
@@ -230,6 +424,50 @@ pub(super) fn collect_kept<const K: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fused kernels (two or three lanes per row load) give every lane exactly what the
+    /// one-lane kernels give: the dots bit for bit, and the updated weights equal.
+    #[test]
+    fn fused_dense_kernels_match_one_lane_at_a_time() {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            let mut s = 11u32;
+            let mut next = || {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            };
+            for nd in [1usize, 7, 8, 31, 32, 33, 100, 384, 385] {
+                let wd: Vec<f32> = (0..MAX_LANES * nd).map(|_| next()).collect();
+                let x: Vec<f32> = (0..nd).map(|_| next()).collect();
+                let orig: [u8; MAX_LANES] = std::array::from_fn(|l| (MAX_LANES - 1 - l) as u8);
+                for bits in [0u32, 1, 0b110, 0b1011, 0b1111_0111, 0xffff] {
+                    let mut fused = [0.5f32; MAX_LANES];
+                    dense_dots::<MAX_LANES, true>(&mut fused, bits, &orig, &wd, &x);
+                    let mut plain = [0.5f32; MAX_LANES];
+                    dense_dots::<MAX_LANES, false>(&mut plain, bits, &orig, &wd, &x);
+                    assert_eq!(
+                        fused.map(f32::to_bits),
+                        plain.map(f32::to_bits),
+                        "{nd} {bits:b}"
+                    );
+                    let delta: [f32; MAX_LANES] = std::array::from_fn(|l| {
+                        if bits >> l & 1 == 1 {
+                            0.25 + l as f32
+                        } else {
+                            0.0
+                        }
+                    });
+                    let (mut a, mut b) = (wd.clone(), wd.clone());
+                    dense_axpys::<MAX_LANES, true>(&delta, &orig, &mut a, &x);
+                    dense_axpys::<MAX_LANES, false>(&delta, &orig, &mut b, &x);
+                    assert_eq!(a, b, "{nd} {bits:b}");
+                    assert_eq!(a == wd, bits == 0);
+                }
+            }
+        }
+    }
 
     /// The AVX2 dense dot product equals the portable one bit for bit at every length
     /// (whole 32-blocks, remainders), and both match an f64 reference closely.
