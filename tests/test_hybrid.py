@@ -25,6 +25,23 @@ def _data(seed: int = 0, n: int = 1200) -> tuple[HybridMatrix, sp.csr_matrix]:
     return HybridMatrix(X, 0.7 * D), sp.csr_matrix(Y)
 
 
+@pytest.mark.parametrize("zeros", [False, True])
+def test_tocsr_equals_scipy_hstack(zeros: bool) -> None:
+    """The direct CSR assembly gives scipy's ``hstack`` exactly: the same indptr, column
+    indices and values, with the dense block's zeros left out."""
+    H, _ = _data(n=60)
+    d = H.dense.copy()
+    if zeros:
+        d[::7, ::3] = 0.0
+    h = HybridMatrix(H.sparse, d)
+    a = h.tocsr()
+    b = sp.csr_matrix(sp.hstack([h.sparse, sp.csr_matrix(d)], format="csr"))
+    assert a.shape == b.shape and a.has_sorted_indices
+    np.testing.assert_array_equal(a.indptr, b.indptr)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.data, b.data)
+
+
 def test_hybrid_matrix_checks_and_slices() -> None:
     H, _ = _data(n=50)
     assert H.shape == (50, 824) and len(H) == 50 and (H.n_sparse, H.n_dense) == (800, 24)
