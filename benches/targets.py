@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +148,11 @@ def main() -> None:
     for slug in sorted(data):
         if wanted and slug not in wanted:
             continue
-        if any(r["runner"] == "xmrrs" for r in data[slug].values()):
+        runners = {r["runner"] for r in data[slug].values()}
+        if "xmrrs" in runners and len(runners) > 1:
             lines += rows_of_set(data[slug], means)
+        elif "xmrrs" in runners:
+            print(f"{slug}: xmrrs rows but no peer record; left out", file=sys.stderr)
     text = "\n".join(lines) + "\n"
     (results / "targets.md").write_text(text)
     print(text)
