@@ -36,6 +36,30 @@ pub fn dot(x: &[f32], y: &[f32]) -> f32 {
     dot_body(x, y)
 }
 
+/// `out[r] += dot(&rows[r * n..(r + 1) * n], x)` for every row of the row-major `rows`
+/// (`n = x.len()`, `rows.len() == out.len() * n`). Four rows go together, so their four
+/// accumulator chains overlap (one row's dot is bound by the latency of its additions); each
+/// row's products and sums are [`dot`]'s, in its order, so every result is bit-identical to it.
+#[inline]
+pub fn dots_add(rows: &[f32], x: &[f32], out: &mut [f32]) {
+    assert_eq!(
+        rows.len(),
+        out.len() * x.len(),
+        "rows must hold out.len() rows of x.len()"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+            unsafe { dots_add_avx2(rows, x, out) };
+            return;
+        }
+    }
+    for (o, w) in out.iter_mut().zip(rows.chunks_exact(x.len().max(1))) {
+        *o += dot_body(w, x);
+    }
+}
+
 /// Scalar reference versions, kept for tests.
 pub mod reference {
     /// `y += a * x`, one element at a time.
@@ -98,6 +122,53 @@ unsafe fn dot_avx2(x: &[f32], y: &[f32]) -> f32 {
     dot_body(x, y)
 }
 
+/// [`dots_add`] with AVX2 intrinsics: rows four at a time, each with [`dot_body`]'s single
+/// 8-wide accumulator (a multiply, then an add), its remainder and its final sum.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots_add_avx2(rows: &[f32], x: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = x.len();
+    if n == 0 {
+        return;
+    }
+    let body = n - n % 8;
+    let finish = |acc: __m256, w: &[f32]| -> f32 {
+        let mut a = [0f32; 8];
+        // SAFETY: a holds 8 floats.
+        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), acc) };
+        for (l, (p, q)) in w[body..].iter().zip(&x[body..]).enumerate() {
+            a[l] += p * q;
+        }
+        ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+    };
+    let mut groups = rows.chunks_exact(4 * n);
+    let mut outs = out.chunks_exact_mut(4);
+    for (g, o) in (&mut groups).zip(&mut outs) {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut j = 0;
+        while j < body {
+            // SAFETY: j + 8 <= body <= n: within x and within each of the 4 rows of g.
+            let r = unsafe { _mm256_loadu_ps(x.as_ptr().add(j)) };
+            for (k, a) in acc.iter_mut().enumerate() {
+                let w = unsafe { _mm256_loadu_ps(g.as_ptr().add(k * n + j)) };
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(w, r));
+            }
+            j += 8;
+        }
+        for (k, a) in acc.into_iter().enumerate() {
+            o[k] += finish(a, &g[k * n..(k + 1) * n]);
+        }
+    }
+    for (w, o) in groups
+        .remainder()
+        .chunks_exact(n)
+        .zip(outs.into_remainder())
+    {
+        *o += dot_body(w, x);
+    }
+}
+
 /// The instruction set the dispatched kernels use on this CPU.
 pub fn level() -> &'static str {
     #[cfg(target_arch = "x86_64")]
@@ -136,6 +207,28 @@ mod tests {
             axpy(0.37, &x, &mut y1);
             reference::axpy(0.37, &x, &mut y2);
             assert_eq!(y1, y2);
+        }
+    }
+
+    #[test]
+    fn dots_add_matches_dot_bit_for_bit() {
+        for n in [0, 1, 7, 8, 9, 31, 100, 384, 385] {
+            for m in [0, 1, 3, 4, 5, 9] {
+                let rows = data(n * m, 5);
+                let x = data(n, 6);
+                let mut out = data(m, 7);
+                let want: Vec<f32> = out
+                    .iter()
+                    .enumerate()
+                    .map(|(r, &o)| o + dot(&rows[r * n..(r + 1) * n], &x))
+                    .collect();
+                dots_add(&rows, &x, &mut out);
+                assert_eq!(
+                    out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{n} {m}"
+                );
+            }
         }
     }
 

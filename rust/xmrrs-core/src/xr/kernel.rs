@@ -400,9 +400,7 @@ pub(crate) fn margins<C: Col>(
         if qd.len() != chunk.nd || chunk.dw.len() != out.len() * chunk.nd {
             return Err(Corrupt);
         }
-        for (o, w) in out.iter_mut().zip(chunk.dw.chunks_exact(chunk.nd)) {
-            *o += crate::simd::dot(w, qd);
-        }
+        crate::simd::dots_add(chunk.dw, qd, out);
     }
     for (o, &b) in out.iter_mut().zip(chunk.bias) {
         *o = finite_margin(*o + b);
