@@ -48,7 +48,7 @@ def test_every_estimator_parameter_is_reachable_and_progress_is_shown(
     from xmrrs.cli import _TRAIN_PARAMS
 
     # an object; -n; -q; only for HybridMatrix input, which the command line does not read
-    not_on_the_cli = {"indexer", "n_jobs", "verbose", "dense_in_ranker"}
+    not_on_the_cli = {"indexer", "n_jobs", "verbose", "dense_in_ranker", "dense_in_tree"}
     assert set(XRLinearClassifier().get_params()) - not_on_the_cli == set(_TRAIN_PARAMS)
     m = tmp_path / "m"
     args = ["train", str(data), "-m", str(m), "--representation", "pii", "--no-normalize"]

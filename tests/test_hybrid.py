@@ -150,3 +150,21 @@ def test_dense_in_ranker_false_leaves_the_label_layer_sparse(tmp_path: Path) -> 
     np.testing.assert_array_equal(back.predict_topk(H, 5)[1], scores)
     with pytest.raises(ValueError, match="dense_in_ranker"):
         XRLinearClassifier(dense_in_ranker="no").fit(H, Y)  # type: ignore[arg-type]
+
+
+def test_dense_in_tree_chooses_the_rows_the_tree_is_clustered_on() -> None:
+    """``dense_in_tree=False`` (the default) clusters the labels on the sparse block alone:
+    the same tree as fitting the sparse block by itself; ``True`` on both blocks: another."""
+    H, Y = _data(seed=5, n=600)
+    kw = {"n_estimators": 1, "max_leaf_size": 8, "branching": 4}
+    default = XRLinearClassifier(**kw).fit(H, Y).tree_
+    sparse = XRLinearClassifier(**kw).fit(H.sparse, Y).tree_
+    both = XRLinearClassifier(**kw, dense_in_tree=True).fit(H, Y).tree_
+    assert len(default.child_ptrs) == len(sparse.child_ptrs)
+    for a, b in zip(default.child_ptrs, sparse.child_ptrs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(default.leaf_ptr, sparse.leaf_ptr)
+    np.testing.assert_array_equal(default.labels, sparse.labels)
+    assert not np.array_equal(default.labels, both.labels)
+    with pytest.raises(ValueError, match="dense_in_tree"):
+        XRLinearClassifier(dense_in_tree=1).fit(H, Y)  # type: ignore[arg-type]

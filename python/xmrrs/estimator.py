@@ -56,6 +56,7 @@ from xmrrs._targets import as_indicator, column_to_1d, is_class_vector, truth_in
 from xmrrs._validation import csr_parts, is_sparray
 from xmrrs.hybrid import HybridMatrix
 from xmrrs.indexing import ClusterTree, HierarchicalKMeans, check_branching, label_representation
+from xmrrs.sparse import normalize_rows
 
 __all__ = ["XRLinearClassifier"]
 
@@ -211,8 +212,16 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     dense_in_ranker : bool, default=True
         With a :class:`~xmrrs.hybrid.HybridMatrix`: whether the label layer (the ranker)
         also trains on the dense block. ``False`` trains it on the sparse block alone (the
-        matcher layers keep the dense block): on debian/texts with MiniLM embeddings this
-        halved the fit time at 0.1-0.3 points lower P@k (see ``benches/README.md``).
+        matcher layers keep the dense block): on debian/texts with MiniLM embeddings it fit
+        in 1.5-1.9x TF-IDF's time against 2.4-3.3x, at 0.05-0.4 points lower P@k (see
+        ``benches/README.md``).
+    dense_in_tree : bool, default=False
+        With a :class:`~xmrrs.hybrid.HybridMatrix`: whether the label representation the
+        trees are clustered on (``representation``, and PII for the mixed ensemble's even
+        trees) includes the dense block. ``False`` computes it from the sparse block alone
+        (its rows L2-normalised with ``normalize``): on validation splits of debian/texts
+        (TF-IDF + MiniLM) it fitted deps 1.3-1.5x faster than ``True`` at equal or higher
+        P@k, and tags at about the same time and P@k (see ``benches/README.md``).
     n_jobs : int, optional
         Threads (None or -1: all cores). Results do not depend on it.
     random_state : int, RandomState or None, default=0
@@ -262,6 +271,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         post_processor: str = "l3-hinge",
         normalize: bool = True,
         dense_in_ranker: bool = True,
+        dense_in_tree: bool = False,
         n_jobs: int | None = None,
         random_state: int | np.random.RandomState | None = 0,
         verbose: int = 0,
@@ -286,6 +296,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.post_processor = post_processor
         self.normalize = normalize
         self.dense_in_ranker = dense_in_ranker
+        self.dense_in_tree = dense_in_tree
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -318,6 +329,8 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise ValueError(f"normalize must be a bool, got {self.normalize!r}")
         if not isinstance(self.dense_in_ranker, bool | np.bool_):
             raise ValueError(f"dense_in_ranker must be a bool, got {self.dense_in_ranker!r}")
+        if not isinstance(self.dense_in_tree, bool | np.bool_):
+            raise ValueError(f"dense_in_tree must be a bool, got {self.dense_in_tree!r}")
         if isinstance(self.representation, str) and self.representation not in _REPRESENTATIONS:
             raise ValueError(
                 f"representation must be one of {_REPRESENTATIONS}, a callable or a matrix, "
@@ -423,6 +436,12 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return csr_parts(X, "X"), None
 
     # ------------------------------------------------------------------------------- fit
+
+    def _tree_input(self, Xn: Any) -> Any:
+        """The rows the label representations are computed from (see ``dense_in_tree``)."""
+        if isinstance(Xn, HybridMatrix) and not self.dense_in_tree:
+            return normalize_rows(Xn.sparse, n_jobs=self.n_jobs) if self.normalize else Xn.sparse
+        return Xn
 
     def _representation(self, Xn: sp.csr_matrix, Y: sp.csr_matrix, seed: int) -> Any:
         """The label representation clustered into every tree (None for a given tree)."""
@@ -554,18 +573,19 @@ list of label lists
         # verbose: one bar over the stages (representation, each tree, each tree's models)
         bar = Progress(quiet=not self.verbose).bar(1 + 2 * n_est, "fit: representation", "stage")
         with bar:
-            Z = self._representation(Xn, Ym, p["seed"])
+            Xr = None if isinstance(self.indexer, ClusterTree) else self._tree_input(Xn)
+            Z = self._representation(Xr, Ym, p["seed"])
             bar.update()
             bar.set_description("fit: trees")
             trees = [self._tree(Z, Ym.shape[1], p, 0)]
             bar.update()
             pii_view = n_est > 2 and self._pii_view(trees[0])
-            Z_pii = label_representation(Xn, Ym, "pii", n_jobs=self.n_jobs) if pii_view else None
+            Z_pii = label_representation(Xr, Ym, "pii", n_jobs=self.n_jobs) if pii_view else None
             for i in range(1, n_est):
                 Zi = Z_pii if pii_view and i % 2 == 0 else Z
                 trees.append(self._tree(Zi, Ym.shape[1], p, i, trees[0]))
                 bar.update()
-            del Z, Z_pii
+            del Z, Z_pii, Xr
             self._log(
                 f"representation and {len(trees)} tree(s) {trees[0].n_nodes_per_level} "
                 f"in {time.perf_counter() - t0:.2f} s"

@@ -123,7 +123,8 @@ class XRTransformer(BaseEstimator):  # type: ignore[misc]
         Texts to TF-IDF (cloned). Default ``TfidfVectorizer(sublinear_tf=True, min_df=2)``.
     ranker : XRLinearClassifier, optional
         The final ranker (cloned). Default ``XRLinearClassifier(random_state=random_state,
-        n_jobs=n_jobs)``; it builds its own trees on the concatenated features.
+        n_jobs=n_jobs, dense_in_tree=True)``; it builds its own trees on the concatenated
+        features (both blocks: the setting of the GPU figures in the README).
     device : {"auto", "cpu", "cuda"}, default="auto"
         Where the encoder runs (``"auto"``: CUDA when available).
     encode_batch_size : int, default=64
@@ -381,7 +382,8 @@ class XRTransformer(BaseEstimator):  # type: ignore[misc]
         if self.ranker is None:
             from xmrrs.estimator import XRLinearClassifier
 
-            return XRLinearClassifier(random_state=seed, n_jobs=self.n_jobs)
+            # the tree over both blocks: the configuration of the measured figures
+            return XRLinearClassifier(random_state=seed, n_jobs=self.n_jobs, dense_in_tree=True)
         return clone(self.ranker)
 
     def _log(self, msg: str) -> None:
