@@ -152,7 +152,7 @@ pub(super) fn dense_dot(w: &[f32], x: &[f32]) -> f32 {
 
 /// [`dense_dot`] with AVX2 intrinsics: the same products and sums in the same order, so the
 /// result is bit-identical (LLVM does not keep the portable form's four accumulators in
-/// registers).
+/// registers). It is the one-lane case of [`dense_dot_multi_avx2`].
 ///
 /// # Safety
 /// The CPU must support AVX2.
@@ -160,40 +160,10 @@ pub(super) fn dense_dot(w: &[f32], x: &[f32]) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 pub(super) unsafe fn dense_dot_avx2(w: &[f32], x: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
     let n = w.len().min(x.len());
-    let (w, x) = (&w[..n], &x[..n]);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let body = n - n % 32;
-    let mut j = 0;
-    while j < body {
-        for (q, a) in acc.iter_mut().enumerate() {
-            // SAFETY: j + 8 * q + 8 <= body <= n, the length of both slices.
-            let (p, r) = unsafe {
-                (
-                    _mm256_loadu_ps(w.as_ptr().add(j + 8 * q)),
-                    _mm256_loadu_ps(x.as_ptr().add(j + 8 * q)),
-                )
-            };
-            *a = _mm256_add_ps(*a, _mm256_mul_ps(p, r));
-        }
-        j += 32;
-    }
-    let mut a0 = [0f32; 8];
-    // SAFETY: a0 holds 8 floats.
-    unsafe { _mm256_storeu_ps(a0.as_mut_ptr(), acc[0]) };
-    let mut lanes = [[0f32; 8]; 3];
-    for (q, l) in lanes.iter_mut().enumerate() {
-        // SAFETY: each holds 8 floats.
-        unsafe { _mm256_storeu_ps(l.as_mut_ptr(), acc[q + 1]) };
-    }
-    for (t, (p, q)) in w[body..].iter().zip(&x[body..]).enumerate() {
-        a0[t % 8] += p * q;
-    }
-    for t in 0..8 {
-        a0[t] = (a0[t] + lanes[0][t]) + (lanes[1][t] + lanes[2][t]);
-    }
-    ((a0[0] + a0[4]) + (a0[1] + a0[5])) + ((a0[2] + a0[6]) + (a0[3] + a0[7]))
+    // SAFETY: the caller's CPU supports AVX2; w holds at least n = x[..n].len() floats.
+    let [d] = unsafe { dense_dot_multi_avx2::<1>([w.as_ptr()], &x[..n]) };
+    d
 }
 
 /// The portable path has no AVX2 variant to call.
@@ -202,10 +172,10 @@ pub(super) unsafe fn dense_dot_avx2(w: &[f32], x: &[f32]) -> f32 {
     dense_dot(w, x)
 }
 
-/// [`dense_dot_avx2`] of `M` lanes' dense weights against one row, loading each block of the
-/// row once for all `M` lanes (a row visit reads the row `M` times fewer). Every lane gets the
-/// products and sums of [`dense_dot_avx2`] in its order, so each result is bit-identical to
-/// it. `M` is at most 3: three lanes' four accumulators and the two operands fill the 16
+/// [`dense_dot`] of `M` lanes' dense weights against one row, with AVX2, loading each block
+/// of the row once for all `M` lanes (a row visit reads the row `M` times fewer). Every lane
+/// gets [`dense_dot`]'s products and sums in its order (four 8-wide partial sums, the
+/// remainder into the first), so each result is bit-identical to it. `M` is at most 3: three lanes' four accumulators and the two operands fill the 16
 /// vector registers.
 ///
 /// # Safety
