@@ -9,25 +9,10 @@
 set -uo pipefail
 bundle="${1:-.gpu}"
 out="${OUT:-/tmp/xt-out}"
-mkdir -p "$out" /tmp/xt/texts
+mkdir -p "$out"
 export PYTHONPATH="$PWD/python" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30 TOKENIZERS_PARALLELISM=false
 py="${PYTHON:-python3}"
-"$py" - "$bundle" <<'PY' || exit 1
-import lzma, shutil, sys
-from pathlib import Path
-from safetensors.torch import load_file, save_file
-b, d = Path(sys.argv[1]), Path("/tmp/xt")
-for s in ("train", "test"):
-    (d / "texts" / f"{s}.jsonl").write_bytes(lzma.decompress((b / f"{s}.jsonl.xz").read_bytes()))
-(d / "minilm").mkdir(exist_ok=True)
-for f in (b / "minilm").iterdir():
-    if f.suffix != ".safetensors":
-        shutil.copy(f, d / "minilm" / f.name)
-sd = load_file(b / "minilm" / "model.fp16.safetensors")
-sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
-save_file(sd, d / "minilm" / "model.safetensors", metadata={"format": "pt"})
-print("bundle unpacked")
-PY
+"$py" benches/gpu_unpack.py "$bundle" /tmp/xt || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 common=(--data /tmp/xt/texts --encoder /tmp/xt/minilm --device "${DEVICE:-cuda}"
         --threads "${THREADS:-16}" --max-length "${MAXLEN:-128}" --batch-size 32 --learning-rate 1e-4)
