@@ -3,7 +3,8 @@
 Usage::
 
     .venv/bin/python benches/hybrid_tree_study.py ../shared/data/debian/texts \\
-        --emb-train E_train.npy --labels deps --weight 0.5 [--trees 1 2] [--threads 2]
+        --emb-train E_train.npy --labels deps --weight 0.5 [--trees 1 2] [--threads 2] \\
+        [--pca 64 128] [--only TF-IDF "one CSR" ...]
 
 The training rows are split by the suite's fixed rule (a ``numpy.random.default_rng(0)``
 permutation; its first ceil(0.2 n) rows validate, the rest fit; the test file is not read).
@@ -12,7 +13,9 @@ line of ``train.jsonl``, as for ``bench_hybrid.py``) are scaled by ``--weight``.
 alone, TF-IDF + embeddings as one CSR matrix, and the ``HybridMatrix`` with its tree from both
 blocks (``dense_in_tree=True``) or from the TF-IDF block (``dense_in_tree=False``), each with
 and without ``dense_in_ranker``. Prints one Markdown row per fit: fit seconds, the ratio to
-TF-IDF's, and P@1/3/5 on the validation rows.
+TF-IDF's, and P@1/3/5 on the validation rows. ``--pca K`` adds a row per K: the dense block
+rotated onto the top K eigenvectors of its uncentred second moment (from 10,000 fit rows) and cut
+there, tree from TF-IDF; ``--only`` keeps the rows named (the PCA rows always run).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ def main() -> None:
     p.add_argument("--weight", type=float, default=1.0)
     p.add_argument("--trees", type=int, nargs="+", default=[1, 2])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pca", type=int, nargs="*", default=[])
+    p.add_argument("--only", nargs="*", default=None)
     a = p.parse_args()
 
     from xmrrs import XRLinearClassifier
@@ -72,6 +77,19 @@ def main() -> None:
             {"dense_in_tree": False, "dense_in_ranker": False},
         ),
     }
+    if a.only is not None:
+        configs = {k: v for k, v in configs.items() if k in a.only}
+    if a.pca:
+        pick = np.random.default_rng(0).choice(len(fit), min(len(fit), 10000), replace=False)
+        sub = emb[fit][pick].astype(np.float64)
+        vecs = np.linalg.eigh(sub.T @ sub)[1][:, ::-1].astype(np.float32)
+        for k in a.pca:
+            top = vecs[:, :k]
+            configs[f"Hybrid, tree from TF-IDF, dense block PCA {k}"] = (
+                HybridMatrix(x_fit, np.ascontiguousarray(emb[fit] @ top)),
+                HybridMatrix(x_val, np.ascontiguousarray(emb[val] @ top)),
+                {"dense_in_tree": False},
+            )
     print(f"{a.labels}: {len(fit)} fit rows, {len(val)} validation rows")
     print("| labels | trees | features | fit s | fit / TF-IDF | P@1 | P@3 | P@5 |")
     print("|---|---|---|---|---|---|---|---|")
