@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import sys
 import tempfile
@@ -126,23 +125,6 @@ def _pecos_compat() -> None:
     net.BertForXMC.__init__ = bert_init
 
 
-def _read(path: Path, field: str, limit: int | None) -> tuple[list[str], list[list[str]]]:
-    texts, labels = [], []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if limit is not None and len(texts) >= limit:
-                break
-            if line.strip():
-                r = json.loads(line)
-                texts.append(r["text"])
-                labels.append(list(r.get(field) or []))
-    return texts, labels
-
-
-def _dir_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pecos", default=None, help="unpacked libpecos wheel, put first on the path")
@@ -175,6 +157,7 @@ def main() -> int:
     from pecos.xmc.xtransformer.module import MLProblemWithText
 
     from _machine import machine
+    from bench_xtransformer import _dir_mb, _read
     from xmrrs.metrics import precision_at_k
     from xmrrs.text import TfidfVectorizer
 

@@ -7,13 +7,7 @@
 #
 #   OUT=/tmp/out benches/gpu_pecos_xtransformer.sh [BUNDLE]     # default BUNDLE: .gpu
 set -uo pipefail
-bundle="${1:-.gpu}"
-out="${OUT:-/tmp/xt-out}"
-mkdir -p "$out"
-export PYTHONPATH="$PWD/python" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30 TOKENIZERS_PARALLELISM=false
-py="${PYTHON:-python3}"
-"$py" benches/gpu_unpack.py "$bundle" /tmp/xt || exit 1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+source "$(dirname "$0")/gpu_setup.sh"
 common=(--data /tmp/xt/texts --encoder /tmp/xt/minilm --threads "${THREADS:-16}"
         --max-length 128 --batch-size 32 --learning-rate 1e-4 --labels "${LABELS:-tags}"
         --epochs "${EPOCHS:-1,2}" ${MAX_TRAIN:+--max-train $MAX_TRAIN} ${MAX_TEST:+--max-test $MAX_TEST})
