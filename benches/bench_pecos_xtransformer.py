@@ -157,15 +157,11 @@ def main() -> int:
     from pecos.xmc.xtransformer.module import MLProblemWithText
 
     from _machine import machine
-    from bench_xtransformer import _dir_mb, _read
+    from bench_xtransformer import _dir_mb, _split
     from xmrrs.metrics import precision_at_k
     from xmrrs.text import TfidfVectorizer
 
-    data = Path(args.data)
-    tr_x, tr_y = _read(data / "train.jsonl", args.labels, args.max_train)
-    te_x, te_y = _read(data / "test.jsonl", args.labels, args.max_test)
-    keep = [i for i, y in enumerate(te_y) if y]
-    te_x, te_y = [te_x[i] for i in keep], [te_y[i] for i in keep]
+    tr_x, tr_y, te_x, te_y = _split(args)
     classes = sorted({t for y in tr_y for t in y})
     index = {c: j for j, c in enumerate(classes)}
 

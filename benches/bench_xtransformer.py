@@ -50,6 +50,15 @@ def _read(path: Path, field: str, limit: int | None) -> tuple[list[str], list[li
     return texts, labels
 
 
+def _split(args: Any) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
+    """The train rows, and the test rows with at least one label, of ``args.data``."""
+    data = Path(args.data)
+    tr_x, tr_y = _read(data / "train.jsonl", args.labels, args.max_train)
+    te_x, te_y = _read(data / "test.jsonl", args.labels, args.max_test)
+    keep = [i for i, y in enumerate(te_y) if y]
+    return tr_x, tr_y, [te_x[i] for i in keep], [te_y[i] for i in keep]
+
+
 def _dir_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
@@ -102,11 +111,7 @@ def main() -> int:
     from xmrrs.textmodel import TextXRClassifier
     from xmrrs.xtransformer import XRTransformer
 
-    data = Path(args.data)
-    tr_x, tr_y = _read(data / "train.jsonl", args.labels, args.max_train)
-    te_x, te_y = _read(data / "test.jsonl", args.labels, args.max_test)
-    keep = [i for i, y in enumerate(te_y) if y]
-    te_x, te_y = [te_x[i] for i in keep], [te_y[i] for i in keep]
+    tr_x, tr_y, te_x, te_y = _split(args)
     n_labels = len({t for y in tr_y for t in y})
     info = machine()
     setting = (
