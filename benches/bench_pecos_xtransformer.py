@@ -146,7 +146,6 @@ def main() -> int:
     sys.path.insert(0, str(HERE))
 
     import numpy as np
-    import scipy.sparse as sp
     import torch
 
     torch.set_num_threads(args.threads)
@@ -158,22 +157,12 @@ def main() -> int:
 
     from _machine import machine
     from bench_xtransformer import _dir_mb, _split
+    from xmrrs._targets import encode_label_lists, truth_indicator
     from xmrrs.metrics import precision_at_k
     from xmrrs.text import TfidfVectorizer
 
     tr_x, tr_y, te_x, te_y = _split(args)
-    classes = sorted({t for y in tr_y for t in y})
-    index = {c: j for j, c in enumerate(classes)}
-
-    def indicator(ys: list[list[str]]) -> sp.csr_matrix:
-        rows = [i for i, y in enumerate(ys) for t in y if t in index]
-        cols = [index[t] for y in ys for t in y if t in index]
-        m = sp.csr_matrix(
-            (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(ys), len(classes))
-        )
-        m.sum_duplicates()
-        m.data[:] = 1.0
-        return m
+    Y_tr, classes = encode_label_lists(tr_y)
 
     info = machine()
     setting = (
@@ -189,7 +178,6 @@ def main() -> int:
     vec = TfidfVectorizer(sublinear_tf=True, min_df=2, n_jobs=args.threads)
     X_tr = vec.fit_transform(tr_x).astype(np.float32)
     X_te = vec.transform(te_x).astype(np.float32)
-    Y_tr = indicator(tr_y)
     times["tfidf"] = time.perf_counter() - t0
 
     torch_util.set_seed(0)
@@ -231,13 +219,7 @@ def main() -> int:
         te_x, X_feat=X_te, batch_size=args.batch_size, only_topk=5, threads=args.threads
     )
     t_pred = time.perf_counter() - t0
-    P = P.tocsr()
-    ids = np.full((P.shape[0], 5), -1, dtype=np.int64)
-    for i in range(P.shape[0]):
-        lo, hi = P.indptr[i], P.indptr[i + 1]
-        order = np.argsort(-P.data[lo:hi], kind="stable")[:5]
-        ids[i, : len(order)] = P.indices[lo:hi][order]
-    Y_te = indicator(te_y)
+    Y_te = truth_indicator(te_y, classes, len(te_y))
     r: dict[str, Any] = {
         "row": "pecos",
         "name": "PECOS XR-Transformer",
@@ -249,7 +231,7 @@ def main() -> int:
         "epochs": per,
     }
     for k in (1, 3, 5):
-        r[f"p@{k}"] = round(float(precision_at_k(Y_te, ids, k=k)), 4)
+        r[f"p@{k}"] = round(float(precision_at_k(Y_te, P, k=k)), 4)
     with tempfile.TemporaryDirectory() as d:
         model.save(str(Path(d) / "m"))
         r["model_mb"] = round(_dir_mb(Path(d) / "m"), 1)
