@@ -52,11 +52,12 @@ def test_every_estimator_parameter_is_reachable_and_progress_is_shown(
     assert set(XRLinearClassifier().get_params()) - not_on_the_cli == set(_TRAIN_PARAMS)
     m = tmp_path / "m"
     args = ["train", str(data), "-m", str(m), "--representation", "pii", "--no-normalize"]
-    assert main([*args, "--n-estimators", "1"]) == 0
+    assert main([*args, "--n-estimators", "1", "--top-max-samples", "0.5"]) == 0
     err = capsys.readouterr().err
     assert "fit:" in err and "trained on" in err, err  # the stage bar and the summary
     params = json.loads((m / "xmrrs-model.json").read_text())["params"]
     assert params["representation"] == "pii" and params["normalize"] is False
+    assert params["top_max_samples"] == 0.5
     out = tmp_path / "pred.txt"
     assert main(["predict", str(data), "-m", str(m), "-o", str(out), "-q"]) == 0
     assert capsys.readouterr().err == ""  # -q: nothing on stderr

@@ -113,6 +113,38 @@ def test_fit_is_bit_identical_to_one_process(client: Any, data: Any, tmp_path: P
     assert names[0] == "t0-top" and any(n.startswith("t2-part") for n in names)
 
 
+def test_top_layer_on_a_sample_is_bit_identical_and_gathers_only_the_sample(
+    client: Any, data: Any
+) -> None:
+    """``top_max_samples``: each block sends its sampled rows to the top task, and the
+    model is the one-process model with the same setting (which differs from every row's)."""
+    X, Y = data
+    kw = params(n_estimators=2, top_max_samples=0.4)
+    one = XRLinearClassifier(**kw).fit(X, Y)
+    full = XRLinearClassifier(**params(n_estimators=2)).fit(X, Y)
+    assert one.models_[0].to_bytes() != full.models_[0].to_bytes()
+    dist = dxm.fit(XRLinearClassifier(**kw), blocks(X, Y), client=client)
+    same_models(one, dist)
+    # an int is a number of rows: 360 of 900 is the same share
+    dist = dxm.fit(
+        XRLinearClassifier(**params(n_estimators=2, top_max_samples=360)),
+        blocks(X, Y),
+        client=client,
+    )
+    same_models(one, dist)
+    # the sample's rows, picked block by block, are the rows one selection over all keeps
+    seed = 0
+    whole = xmrrs._xmrrs.xr_top_sample_rows(seed, 0, N, 0.4)
+    pieced = np.concatenate(
+        [
+            a + xmrrs._xmrrs.xr_top_sample_rows(seed, a, b - a, 0.4)
+            for a, b in itertools.pairwise(SPLITS)
+        ]
+    )
+    np.testing.assert_array_equal(whole, pieced)
+    assert 0.3 * N < len(whole) < 0.5 * N
+
+
 def test_subtree_kmeans_runs_in_tasks(
     client: Any, data: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -174,6 +174,11 @@ def test_bad_input_raises_clear_errors(data: tuple, fitted: XRLinearClassifier) 
         ({"post_processor": "l9-hinge"}, "post_processor"),
         ({"representation": "tfidf"}, "representation"),
         ({"threshold": -1.0}, "threshold"),
+        ({"top_max_samples": 0.0}, "top_max_samples"),
+        ({"top_max_samples": 1.5}, "share of the rows"),
+        ({"top_max_samples": 0}, "top_max_samples"),
+        ({"top_max_samples": True}, "top_max_samples"),
+        ({"top_max_samples": float("nan")}, "top_max_samples"),
     ]:
         with pytest.raises(ValueError, match=match):
             XRLinearClassifier(**params).fit(Xtr[:50], Ytr[:50])
@@ -188,6 +193,23 @@ def test_all_zero_rows_and_unseen_labels_are_handled(data: tuple) -> None:
     ids, scores = clf.predict_topk(Z, k=3)
     assert np.all(ids >= 0) and np.all(np.isfinite(scores))
     np.testing.assert_array_equal(ids[0], ids[1])  # bias-only scores
+
+
+def test_top_layer_on_a_sample(data: tuple) -> None:
+    """``top_max_samples`` changes the top layer alone: a share of 1.0 (or as many rows as
+    there are) is every row, a smaller one another top layer that still ranks well."""
+    Xtr, Ytr, Xte, Yte = data
+    full = XRLinearClassifier(**SMALL).fit(Xtr, Ytr)
+    for every in (1.0, Xtr.shape[0], 10 * Xtr.shape[0]):
+        same = XRLinearClassifier(**SMALL, top_max_samples=every).fit(Xtr, Ytr)
+        assert [m.to_bytes() for m in same.models_] == [m.to_bytes() for m in full.models_]
+    p_full = precision_at_k(Yte, full.predict_topk(Xte, k=1)[0], k=1)
+    for negatives in ("tfn", "tfn+man"):
+        half = XRLinearClassifier(**SMALL, top_max_samples=0.5, negatives=negatives)
+        half.fit(Xtr, Ytr)
+        assert half.models_[0].to_bytes() != full.models_[0].to_bytes()
+        p_half = precision_at_k(Yte, half.predict_topk(Xte, k=1)[0], k=1)
+        assert p_half > p_full - 0.1, (negatives, p_half, p_full)
 
 
 @pytest.mark.parametrize("negatives", ["man", "tfn+man"])

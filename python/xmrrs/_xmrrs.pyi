@@ -163,6 +163,7 @@ def xr_train(
     n_jobs: int | None = None,
     x_dense: npt.NDArray[np.float32] | None = None,
     dense_in_ranker: bool = True,
+    top_fraction: float = 1.0,
 ) -> tuple[XrModel, list[float]]: ...
 def xr_predict_ensemble(
     models: list[XrModel],
@@ -198,6 +199,9 @@ def xr_train_subtrees(
     relevance: CsrParts | None = None,
     n_jobs: int | None = None,
 ) -> list[LayerPartOut]: ...
+def xr_top_sample_rows(
+    seed: int, start: int, n: int, fraction: float
+) -> npt.NDArray[np.uint32]: ...
 def xr_assemble(
     tree: TreeParts,
     parts: list[tuple[int, npt.NDArray[np.uint32], CsrParts, npt.NDArray[np.float32]]],

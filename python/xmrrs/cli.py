@@ -410,6 +410,13 @@ def _branching(text: str) -> int | tuple[int, ...]:
     return parts if "," in text else parts[0]
 
 
+def _share_or_count(text: str) -> float:
+    try:
+        return int(text) if text.strip().isdigit() else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
 _TRAIN_PARAMS = (
     "representation",
     "normalize",
@@ -426,6 +433,7 @@ _TRAIN_PARAMS = (
     "negatives",
     "n_estimators",
     "ensemble",
+    "top_max_samples",
     "beam_size",
     "top_k",
     "post_processor",
@@ -522,6 +530,12 @@ def _parser() -> argparse.ArgumentParser:
         default=d["ensemble"],
         help="mixed: trees 2.. unbalanced and wider, tree 3 on PII (default); seeds: the same "
         "tree, new seeds",
+    )
+    g.add_argument(
+        "--top-max-samples",
+        type=_share_or_count,
+        default=d["top_max_samples"],
+        help="train the top layer on a sample: a share in (0, 1] (e.g. 0.25) or a row count",
     )
     g.add_argument("--random-state", type=int, default=d["random_state"], help="seed")
     g = t.add_argument_group("prediction defaults stored in the model")

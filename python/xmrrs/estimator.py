@@ -97,6 +97,32 @@ def _integer(value: Any, name: str, low: int) -> int:
     return int(value)
 
 
+def check_top_max_samples(value: Any) -> float | None:
+    """``top_max_samples`` checked: None, a float in (0, 1] or an int >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool | np.bool_):
+        raise ValueError(f"top_max_samples must be None, a float or an int, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        return _integer(value, "top_max_samples", 1)
+    v = _number(value, "top_max_samples", low=0.0, low_open=True)
+    if v > 1.0:
+        raise ValueError(
+            f"top_max_samples as a float is a share of the rows, in (0, 1]; got {value!r} "
+            "(pass an int for a number of rows)"
+        )
+    return v
+
+
+def top_fraction(top_max_samples: float | None, n_samples: int) -> float:
+    """The share of the rows the top layer trains on (see ``top_max_samples``)."""
+    if top_max_samples is None:
+        return 1.0
+    if isinstance(top_max_samples, int):
+        return min(1.0, top_max_samples / max(1, n_samples))
+    return float(top_max_samples)
+
+
 def _seed(random_state: Any) -> int:
     if random_state is None:
         return 0
@@ -222,6 +248,14 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         (its rows L2-normalised with ``normalize``): on validation splits of debian/texts
         (TF-IDF + MiniLM) it fitted deps 1.3-1.5x faster than ``True`` at equal or higher
         P@k, and tags at about the same time and P@k (see ``benches/README.md``).
+    top_max_samples : int, float or None, default=None
+        Rows the top layer (the root's children, the only models trained on every row)
+        trains on. ``None``: every row. A float in (0, 1]: that share of the rows; an int
+        >= 1: about that many (a share of ``min(1, top_max_samples / n_samples)``). Each row
+        is kept or not by a hash of the seed and its index, so row blocks choose theirs
+        independently: :func:`xmrrs.distributed.fit` then gathers only the sample for that
+        task, which bounds its memory (see ``docs/distributed.md``). The layers below train
+        on every row that reaches them.
     n_jobs : int, optional
         Threads (None or -1: all cores). Results do not depend on it.
     random_state : int, RandomState or None, default=0
@@ -272,6 +306,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         normalize: bool = True,
         dense_in_ranker: bool = True,
         dense_in_tree: bool = False,
+        top_max_samples: float | None = None,
         n_jobs: int | None = None,
         random_state: int | np.random.RandomState | None = 0,
         verbose: int = 0,
@@ -297,6 +332,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.normalize = normalize
         self.dense_in_ranker = dense_in_ranker
         self.dense_in_tree = dense_in_tree
+        self.top_max_samples = top_max_samples
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -353,6 +389,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             "beam_size": _integer(self.beam_size, "beam_size", 1),
             "top_k": _integer(self.top_k, "top_k", 1),
             "seed": _seed(self.random_state),
+            "top_max_samples": check_top_max_samples(self.top_max_samples),
         }
 
     def _log(self, msg: str) -> None:
@@ -612,6 +649,7 @@ list of label lists
                     n_jobs=self.n_jobs,
                     x_dense=Xn.dense if isinstance(Xn, HybridMatrix) else None,
                     dense_in_ranker=bool(self.dense_in_ranker),
+                    top_fraction=top_fraction(p["top_max_samples"], Xn.shape[0]),
                 )
                 bar.update()
                 self._log(f"estimator {i + 1}/{n_est}: models in {time.perf_counter() - t1:.2f} s")

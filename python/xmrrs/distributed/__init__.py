@@ -35,6 +35,9 @@ XC text file, or an ``(x.npz, y.npz)`` pair of paths, on storage the workers can
    run on the client.
 4. *models*: the top layer (the root's children, trained on every row) is one task that
    gathers every row block on one worker: that is the only place where all of ``X`` meets.
+   With the estimator's ``top_max_samples`` it trains on a sample of the rows instead, and
+   each block sends only its sampled rows (chosen where the block lives, by the same
+   per-row hash as one-process ``fit``): the task then holds that share of ``X``.
    Every node of tree level 1 roots a sub-tree; the sub-trees are bundled into parts
    balanced by their cost (label entries of their rows, weighted by the rows' feature
    counts; largest first into the least loaded part), and each part is one task that

@@ -82,8 +82,10 @@ def _source(client: Any, b: Any) -> Any:
     )
 
 
-def _prepare(run: _Run, blocks: Sequence[Any], normalize: bool) -> tuple[list[Any], int, int, int]:
-    """Futures of the (normalised) blocks, and the total rows, features and labels."""
+def _prepare(
+    run: _Run, blocks: Sequence[Any], normalize: bool
+) -> tuple[list[Any], list[int], int, int]:
+    """Futures of the (normalised) blocks, the rows of each, and the features and labels."""
     if len(blocks) == 0:
         raise ValueError("no blocks")
     raw = [
@@ -104,4 +106,4 @@ def _prepare(run: _Run, blocks: Sequence[Any], normalize: bool) -> tuple[list[An
             f"blocks disagree on the number of features {sorted(n_features)} or labels "
             f"{sorted(n_labels)}"
         )
-    return futs, sum(m[0] for m in meta), n_features.pop(), n_labels.pop()
+    return futs, [m[0] for m in meta], n_features.pop(), n_labels.pop()

@@ -15,9 +15,9 @@ from xmrrs.distributed._blocks import _prepare
 from xmrrs.distributed._kmeans import _cluster_tree
 from xmrrs.distributed._representation import _pifa_of
 from xmrrs.distributed._run import _client, _Run
-from xmrrs.distributed._train import _train_tree
+from xmrrs.distributed._train import _top_sample, _train_tree
 from xmrrs.distributed._worker import _aligned
-from xmrrs.estimator import XRLinearClassifier, check_representation
+from xmrrs.estimator import XRLinearClassifier, check_representation, top_fraction
 from xmrrs.indexing import ClusterTree, HierarchicalKMeans, label_representation
 
 
@@ -109,7 +109,7 @@ def fit(
     run = _Run(_client(client), retries)
     timings: dict[str, Any] = {}
     t0 = time.perf_counter()
-    futs, _, n_features, n_labels = _prepare(run, blocks, bool(estimator.normalize))
+    futs, block_rows, n_features, n_labels = _prepare(run, blocks, bool(estimator.normalize))
     timings["blocks"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     y_all: sp.csr_matrix | None = None
@@ -171,7 +171,11 @@ def fit(
             "seed": p["seed"] + i,
             "n_jobs": estimator.n_jobs,
         }
-        model, passes = _train_tree(run, futs, tree, kw, i, n_features, n_parts, progress, timings)
+        fraction = top_fraction(p["top_max_samples"], sum(block_rows))
+        top = _top_sample(run, futs, block_rows, p["seed"] + i, fraction, i)
+        model, passes = _train_tree(
+            run, futs, top, tree, kw, i, n_features, n_parts, progress, timings
+        )
         models.append(model)
         n_iter.append(passes)
     timings["models"] = time.perf_counter() - t3

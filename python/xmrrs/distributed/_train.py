@@ -1,4 +1,5 @@
-"""The models of one tree: the top layer on every row in one task, the level-1 sub-trees
+"""The models of one tree: the top layer on every row (or on the rows of its sample,
+``top_max_samples``) in one task, the level-1 sub-trees
 bundled into parts by cost, each part one task on the rows that reach it (sliced from each
 block where it lives), and the parts assembled into the model."""
 
@@ -44,6 +45,27 @@ def _split(
     return out
 
 
+def _sample(block: tuple[Any, Any], seed: int, start: int, fraction: float) -> tuple[Any, Any]:
+    """The block's rows in the top layer's sample (global rows from ``start``)."""
+    x, y = _aligned(block[0]), _aligned(block[1])
+    r = _xmrrs.xr_top_sample_rows(seed, start, x.shape[0], fraction)
+    return x[r], y[r]
+
+
+def _top_sample(
+    run: _Run, futs: list[Any], block_rows: list[int], seed: int, fraction: float, i: int
+) -> list[Any]:
+    """The blocks the top layer of tree ``i`` trains on: all of them, or (``fraction < 1``)
+    each block's rows in the sample, chosen where the block lives."""
+    if fraction >= 1.0:
+        return futs
+    starts = np.concatenate([[0], np.cumsum(block_rows)[:-1]]).tolist()
+    return [
+        run.submit(f"top-sample-t{i}-block{b}", _sample, f, seed, int(s), fraction)
+        for b, (f, s) in enumerate(zip(futs, starts, strict=True))
+    ]
+
+
 def _stack(blocks: Sequence[tuple[Any, Any]]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     xb = [_aligned(b[0]) for b in blocks]
     yb = [_aligned(b[1]) for b in blocks]
@@ -87,6 +109,7 @@ def _train_part(
 def _train_tree(
     run: _Run,
     futs: list[Any],
+    top: list[Any],
     tree: ClusterTree,
     kw: dict[str, Any],
     i: int,
@@ -98,7 +121,7 @@ def _train_tree(
     tree_parts = (tree.child_ptrs, tree.leaf_ptr, tree.labels)
     depth = tree.depth
     jobs = []
-    # the top layer (the whole model for a one-leaf tree) on every row
+    # the top layer (the whole model for a one-leaf tree) on every row, or on the sample
     jobs.append(
         run.submit(
             f"top-t{i}-layer0",
@@ -108,7 +131,7 @@ def _train_tree(
             np.zeros(1, np.uint32),
             0,
             dict(kw),
-            *futs,
+            *top,
             priority=10**9,
         )
     )

@@ -104,6 +104,31 @@ pub fn xr_train_subtrees<'py>(
         .collect())
 }
 
+/// The rows of a block (global rows `start..start + n`) in the top layer's sample of
+/// `fraction` for `seed`, as offsets from `start` (what `xr_train` keeps at layer 0).
+#[pyfunction]
+pub fn xr_top_sample_rows<'py>(
+    py: Python<'py>,
+    seed: u64,
+    start: u64,
+    n: usize,
+    fraction: f64,
+) -> PyResult<Bound<'py, PyArray1<u32>>> {
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        return Err(PyValueError::new_err(format!(
+            "fraction must be in (0, 1], got {fraction}"
+        )));
+    }
+    if n > u32::MAX as usize {
+        return Err(PyValueError::new_err(format!(
+            "a block holds at most {} rows, got {n}",
+            u32::MAX
+        )));
+    }
+    let rows = py.detach(|| train::top_sample_rows(seed, start, n, fraction));
+    Ok(PyArray1::from_vec(py, rows))
+}
+
 /// Assembles the parts of `xr_train_subtrees` (covering every parent of every layer once,
 /// in any order) into a model over `tree` with `n_features` columns.
 #[pyfunction]

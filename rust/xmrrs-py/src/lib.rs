@@ -393,5 +393,6 @@ fn _xmrrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(xr::check_post_processor, m)?)?;
     m.add_function(wrap_pyfunction!(distributed::xr_train_subtrees, m)?)?;
     m.add_function(wrap_pyfunction!(distributed::xr_assemble, m)?)?;
+    m.add_function(wrap_pyfunction!(distributed::xr_top_sample_rows, m)?)?;
     Ok(())
 }

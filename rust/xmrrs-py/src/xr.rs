@@ -372,13 +372,14 @@ pub(crate) fn train_params(
         man_post_processor: pp(man.map_or("l3-hinge", |m| m.1))?,
         seed,
         dense_in_ranker: defaults.dense_in_ranker,
+        top_fraction: defaults.top_fraction,
     })
 }
 
 /// Trains every layer of an XR-Linear model over a label tree; also returns the mean number
 /// of solver passes per node of each layer.
 #[pyfunction]
-#[pyo3(signature = (x, y, tree, *, loss="squared_hinge", cp=1.0, cn=1.0, max_iter=100, tol=0.1, bias=1.0, threshold=0.1, negatives="tfn", beam_size=10, post_processor="l3-hinge", seed=0, relevance=None, n_jobs=None, x_dense=None, dense_in_ranker=true))]
+#[pyo3(signature = (x, y, tree, *, loss="squared_hinge", cp=1.0, cn=1.0, max_iter=100, tol=0.1, bias=1.0, threshold=0.1, negatives="tfn", beam_size=10, post_processor="l3-hinge", seed=0, relevance=None, n_jobs=None, x_dense=None, dense_in_ranker=true, top_fraction=1.0))]
 pub fn xr_train<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
@@ -399,6 +400,7 @@ pub fn xr_train<'py>(
     n_jobs: Option<i64>,
     x_dense: Option<PyReadonlyArray2<'py, f32>>,
     dense_in_ranker: bool,
+    top_fraction: f64,
 ) -> PyResult<(PyXrModel, Vec<f64>)> {
     let mut params = train_params(
         (loss, cp, cn, max_iter, tol, bias, threshold),
@@ -407,6 +409,7 @@ pub fn xr_train<'py>(
         seed,
     )?;
     params.dense_in_ranker = dense_in_ranker;
+    params.top_fraction = top_fraction;
     let tree = tree_of(&tree)?;
     let xa = CsrArg::extract(x, "X")?;
     let ya = CsrArg::extract(y, "Y")?;

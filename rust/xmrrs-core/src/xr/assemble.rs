@@ -176,12 +176,20 @@ mod tests {
             .collect()
     }
 
+    /// Also with the top layer on a sample (`top_fraction < 1`): the top part, trained on
+    /// the sampled rows alone, is the one-process model's layer 0.
     #[test]
     fn subtree_parts_assemble_to_the_one_process_model() {
         let (x, y) = data(300, 60, 40, 3);
         let tree = crate::xr::testutil::random_tree(&[3, 6, 10], 40, 7);
-        for loss in [Loss::SquaredHinge, Loss::Logistic] {
+        for (loss, top_fraction) in [
+            (Loss::SquaredHinge, 1.0),
+            (Loss::Logistic, 1.0),
+            (Loss::SquaredHinge, 0.4),
+            (Loss::Logistic, 0.4),
+        ] {
             let params = TrainParams {
+                top_fraction,
                 solver: crate::xr::SolverParams {
                     loss,
                     ..Default::default()
@@ -194,9 +202,14 @@ mod tests {
                 ..Default::default()
             };
             let whole = train_layers(&x.view(), &y.view(), &tree, &params, None).unwrap();
-            // the root's layer on every row, each level-1 node on its own rows
+            // the root's layer on its rows (all, or the sample), each level-1 node on its own
+            let top = crate::xr::train::top_sample_rows(11, 0, x.n_rows, top_fraction);
+            assert_eq!(top.len() == x.n_rows, top_fraction == 1.0);
+            let top: Vec<usize> = top.iter().map(|&r| r as usize).collect();
+            let xt = crate::sparse::row_gather(&x.view(), &top).unwrap();
+            let yt = crate::sparse::row_gather(&y.view(), &top).unwrap();
             let mut parts =
-                train_subtrees(&x.view(), &y.view(), &tree, &params, None, 0, &[0], 0).unwrap();
+                train_subtrees(&xt.view(), &yt.view(), &tree, &params, None, 0, &[0], 0).unwrap();
             for v in 0..tree.n_nodes(1) as u32 {
                 let under = super::super::train::descendants(&tree, 1, &[v], tree.depth())
                     .unwrap()
@@ -224,6 +237,18 @@ mod tests {
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&a.weights.data), bits(&b.weights.data), "{loss:?}");
                 assert_eq!(bits(&a.bias), bits(&b.bias));
+            }
+            if top_fraction < 1.0 {
+                // the sample changes layer 0 only
+                let full = TrainParams {
+                    top_fraction: 1.0,
+                    ..params
+                };
+                let all = train_layers(&x.view(), &y.view(), &tree, &full, None).unwrap();
+                assert_ne!(all[0].weights.data, whole[0].weights.data);
+                for (a, b) in all.iter().zip(&whole).skip(1) {
+                    assert_eq!(a.weights.data, b.weights.data);
+                }
             }
             // a missing or doubled parent is an error
             let mut bad = parts.clone();

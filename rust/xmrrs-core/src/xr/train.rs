@@ -12,7 +12,8 @@
 //! counts, as in PECOS; its values are ignored).
 //!
 //! **Matching** (which instances train the children of parent `p`, see [`Negatives`]):
-//! layer 0 uses every instance. Below it, `tfn` takes the instances with a true label under
+//! layer 0 uses every instance (or, with `top_fraction < 1`, a sample of them: see
+//! [`top_sample_keep`]; a positive outside the sample is left out). Below it, `tfn` takes the instances with a true label under
 //! `p` (column `p` of `K_{m-1}`), `man` the instances whose beam search on the training set
 //! ([`beam_match`] over the layers trained so far, beam `man_beam_size`, post-processor
 //! `man_post_processor`) reaches `p`; with both, their union. The positives of a child are
@@ -54,7 +55,9 @@ use crate::sparse::{
 use crate::{Error, Result};
 
 mod subtree;
+mod top_sample;
 pub use subtree::{descendants, train_subtrees};
+pub use top_sample::{top_sample_keep, top_sample_rows};
 
 /// Settings of [`train_layers`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,6 +77,10 @@ pub struct TrainParams {
     /// weights, `n_dense == 0`), which removes most of the dense block's cost: that layer has
     /// the most problems.
     pub dense_in_ranker: bool,
+    /// Share of the rows that layer 0 (the root's children) trains on, in (0, 1]; below 1 a
+    /// sample of that share, row by row from a hash of `(seed, row)` (see
+    /// [`top_sample_keep`]); the layers below keep every row that reaches them.
+    pub top_fraction: f64,
 }
 
 impl Default for TrainParams {
@@ -90,6 +97,7 @@ impl Default for TrainParams {
             man_post_processor: PostProcessor::Hinge(3),
             seed: 0,
             dense_in_ranker: true,
+            top_fraction: 1.0,
         }
     }
 }
@@ -105,6 +113,12 @@ impl TrainParams {
         }
         if self.negatives.man && self.man_beam_size == 0 {
             return Err(Error::invalid("man_beam_size must be >= 1"));
+        }
+        if !(self.top_fraction > 0.0 && self.top_fraction <= 1.0) {
+            return Err(Error::invalid(format!(
+                "top_fraction must be in (0, 1], got {}",
+                self.top_fraction
+            )));
         }
         Ok(())
     }
@@ -409,6 +423,7 @@ impl Shared<'_> {
                 self.xd
             },
             layer: m,
+            sampled: m == 0 && self.params.top_fraction < 1.0,
             ptr: if m < depth {
                 self.tree.child_ptr(m).unwrap_or(&[])
             } else {
@@ -532,6 +547,9 @@ struct LayerCtx<'a> {
     /// layer then has no dense weights).
     xd: Option<&'a DenseView<'a>>,
     layer: usize,
+    /// Layer 0 on a sample of the rows (`top_fraction < 1`): positives outside the sample
+    /// are left out.
+    sampled: bool,
     ptr: &'a [u32],
     /// Child -> positive instances (sorted).
     pos: &'a Csr,
@@ -649,6 +667,12 @@ impl LayerCtx<'_> {
         let mut set: Vec<u32> = Vec::new();
         let mut matched: Option<Vec<bool>> = None;
         match (self.tfn, self.man) {
+            (None, _) if self.sampled => set.extend(top_sample_rows(
+                self.params.seed,
+                0,
+                self.x.n_rows(),
+                self.params.top_fraction,
+            )),
             (None, _) => set.extend(0..self.x.n_rows() as u32),
             (Some(t), None) => set.extend_from_slice(Self::row_ids(t, p)),
             (Some(t), Some(m)) => {
@@ -743,9 +767,15 @@ impl LayerCtx<'_> {
             for (l, c) in g.clone().enumerate() {
                 let (pos, rel) = self.positives(c);
                 for (q, i) in pos.iter().enumerate() {
-                    let r = set.binary_search(i).map_err(|_| {
-                        Error::invalid("internal: a positive lies outside its parent's set")
-                    })?;
+                    let r = match set.binary_search(i) {
+                        Ok(r) => r,
+                        Err(_) if self.sampled => continue,
+                        Err(_) => {
+                            return Err(Error::invalid(
+                                "internal: a positive lies outside its parent's set",
+                            ))
+                        }
+                    };
                     let r_i = rel.map_or(1.0, |v| v[q]);
                     gs.set(r, l, true, sp.cp * r_i);
                 }
@@ -791,6 +821,12 @@ impl LayerCtx<'_> {
             solver.clear();
             let mut q = 0usize;
             for (r, &i) in set.iter().enumerate() {
+                if self.sampled {
+                    // positives outside the sample are left out
+                    while q < pos.len() && pos[q] < i {
+                        q += 1;
+                    }
+                }
                 if q < pos.len() && pos[q] == i {
                     let r_i = rel.map_or(1.0, |v| f64::from(v[q]));
                     solver.push(r as u32, true, cp * r_i);
@@ -799,7 +835,7 @@ impl LayerCtx<'_> {
                     solver.push(r as u32, false, cn);
                 }
             }
-            if q != pos.len() {
+            if q != pos.len() && !self.sampled {
                 return Err(Error::invalid(
                     "internal: a positive lies outside its parent's set",
                 ));

@@ -69,8 +69,10 @@ pub fn descendants(
 /// `x`, `y` hold the rows that reach the roots, in their global order (any other rows only
 /// cost time: under `tfn` they join no set below the root). `y` keeps every label column
 /// (`tree.n_labels()`). Only `tfn` negatives are supported (`man` needs the beam of the
-/// layers above on every row). Returns one [`LayerPart`] per layer, parents in increasing
-/// order.
+/// layers above on every row). Layer 0 trains on every row given, whatever
+/// `params.top_fraction` says: the caller passes the top layer's sample (the rows that
+/// [`super::top_sample_rows`] keeps) when it wants one. Returns one [`LayerPart`] per layer,
+/// parents in increasing order.
 pub fn train_subtrees(
     x: &CsrView<'_>,
     y: &CsrView<'_>,
@@ -90,6 +92,11 @@ pub fn train_subtrees(
     }
     let parents = descendants(tree, level, roots, last_layer)?;
     check_inputs(x, y, tree, relevance)?;
+    // the rows given are the rows to train on (see above)
+    let params = &TrainParams {
+        top_fraction: 1.0,
+        ..*params
+    };
     let x_owned;
     let x = if x.is_canonical() {
         *x
