@@ -56,7 +56,11 @@ def _rss_mib() -> float:
 
 
 def _params(a: dict[str, Any]) -> dict[str, Any]:
-    return {"n_estimators": a["n_estimators"], "random_state": 0}
+    return {
+        "n_estimators": a["n_estimators"],
+        "top_max_samples": a.get("top_max_samples"),
+        "random_state": 0,
+    }
 
 
 def _report(Yt: Any, ids: Any) -> dict[str, float]:
@@ -116,7 +120,7 @@ def on_dask(a: dict[str, Any]) -> dict[str, Any]:
     pids0 = client.run(os.getpid)
     shards = [(str(d / f"x{i}.npz"), str(d / f"y{i}.npz")) for i in range(a["blocks"])]
     t0 = time.perf_counter()
-    clf = dxm.fit(XRLinearClassifier(**_params(a)), shards, client=client)
+    clf = dxm.fit(XRLinearClassifier(**_params(a)), shards, client=client, n_parts=a.get("n_parts"))
     train = time.perf_counter() - t0
     worker_peak_train = client.run(_peak_mib)
     clf.save(d / "model-dask")
@@ -215,6 +219,13 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=4)
     ap.add_argument("--n-estimators", type=int, default=1)
     ap.add_argument("--memory-limit-mib", type=float, default=None)
+    ap.add_argument(
+        "--top-max-samples",
+        type=lambda v: int(v) if v.isdigit() else float(v),
+        default=None,
+        help="the estimator's top_max_samples (both runs): the top layer on a sample",
+    )
+    ap.add_argument("--n-parts", type=int, default=None, help="n_parts of distributed.fit")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "distributed.json")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_args", default=None, help=argparse.SUPPRESS)
@@ -253,13 +264,21 @@ def main() -> None:
             "seconds": round(time.perf_counter() - t0, 1),
         }
         del X, Y
-        a = {"dir": tmp, "blocks": ns.blocks, "n_estimators": ns.n_estimators}
+        a = {
+            "dir": tmp,
+            "blocks": ns.blocks,
+            "n_estimators": ns.n_estimators,
+            "top_max_samples": ns.top_max_samples,
+            "n_parts": ns.n_parts,
+        }
         one = _child("one", a)
         limit = ns.memory_limit_mib or 0.9 * one["peak_train_mib"]
         dask = _child("dask", {**a, "memory_limit_mib": limit})
     res = {
         "data": data,
         "n_estimators": ns.n_estimators,
+        "top_max_samples": ns.top_max_samples,
+        "n_parts": ns.n_parts,
         "one_process": one,
         "dask_2_workers": dask,
     }
