@@ -143,6 +143,9 @@ def test_top_layer_on_a_sample_is_bit_identical_and_gathers_only_the_sample(
     )
     np.testing.assert_array_equal(whole, pieced)
     assert 0.3 * N < len(whole) < 0.5 * N
+    for bad in ((0, 10, 0.0), (0, 10, 1.5), (2**64 - 5, 10, 0.5), (0, 2**33, 0.5)):
+        with pytest.raises(ValueError):
+            xmrrs._xmrrs.xr_top_sample_rows(seed, *bad)
 
 
 def test_subtree_kmeans_runs_in_tasks(

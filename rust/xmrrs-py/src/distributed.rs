@@ -119,9 +119,9 @@ pub fn xr_top_sample_rows<'py>(
             "fraction must be in (0, 1], got {fraction}"
         )));
     }
-    if n > u32::MAX as usize {
+    if n > u32::MAX as usize || start.checked_add(n as u64).is_none() {
         return Err(PyValueError::new_err(format!(
-            "a block holds at most {} rows, got {n}",
+            "rows {start}..{start}+{n}: a block holds at most {} rows and ends below 2^64",
             u32::MAX
         )));
     }
