@@ -83,11 +83,13 @@ def test_pifa_chain_is_bit_identical_and_the_parallel_sum_close(client: Any, dat
     X, Y = data
     Xn = sp.csr_matrix(X / sp.linalg.norm(X, axis=1)[:, None], dtype=np.float32)
     ref = label_representation(Xn, Y, "pifa", n_jobs=1)
-    exact = dxm.pifa(blocks(Xn, Y), client=client, normalize=False)
-    assert (exact != ref).nnz == 0
-    np.testing.assert_array_equal(exact.indptr, ref.indptr)
-    np.testing.assert_array_equal(exact.indices, ref.indices)
-    assert exact.data.tobytes() == ref.data.tobytes()
+    # one chain per label range (default: 2 per worker), one chain, uneven ranges
+    for n_parts in (None, 1, 7):
+        exact = dxm.pifa(blocks(Xn, Y), client=client, normalize=False, n_parts=n_parts)
+        assert (exact != ref).nnz == 0
+        np.testing.assert_array_equal(exact.indptr, ref.indptr)
+        np.testing.assert_array_equal(exact.indices, ref.indices)
+        assert exact.data.tobytes() == ref.data.tobytes()
     loose = dxm.pifa(blocks(Xn, Y), client=client, exact=False, normalize=False)
     np.testing.assert_allclose(loose.toarray(), ref.toarray(), rtol=1e-5, atol=1e-7)
 

@@ -17,8 +17,10 @@ XC text file, or an ``(x.npz, y.npz)`` pair of paths, on storage the workers can
 2. *label representation*: PIFA is ``normalize(Yn^T X)`` summed over the row blocks. With
    ``exact_representation=True`` (the default) the blocks are summed as a chain, each step
    continuing the running sum of the previous one in the order of the one-process product,
-   so ``Z`` is bit-identical to :func:`~xmrrs.indexing.label_representation` (the steps
-   run one after the other; the running sum, one row per label, moves between workers).
+   so ``Z`` is bit-identical to :func:`~xmrrs.indexing.label_representation`. There is
+   one chain per range of labels (``n_parts`` ranges, default two per worker; a label's
+   sum does not depend on the other labels): the chains run side by side, and each step
+   holds only its range's running sum, which moves between workers.
    With ``False`` the partial products are computed in parallel and added pairwise in float32:
    entries then agree to about 1e-6 (relative) with the one-process ``Z``, and the tree may
    differ. ``"pii"``/``"spectral"`` (and the PII view of the mixed ensemble) need only

@@ -70,8 +70,9 @@ def fit(
     retries : int, default=2
         Retries of every task (a worker's death is handled by the scheduler as well).
     n_parts : int, optional
-        Sub-tree tasks per tree and round, for training and for clustering (default: twice
-        the number of workers).
+        Sub-tree tasks per tree and round, for training and for clustering, and label ranges
+        of the PIFA chain (one chain each, so a task holds that share of the running sum);
+        default: twice the number of workers.
     exact_representation : bool, default=True
         Chain the PIFA sums so that ``Z`` (hence the tree and the model) is bit-identical to
         one-process ``fit``; ``False`` sums partial products in parallel (tolerance 1e-6).
@@ -131,7 +132,7 @@ def fit(
             )
         Z = None
     elif isinstance(rep, str) and rep == "pifa":
-        Z = _pifa_of(run, futs, exact_representation, estimator.n_jobs)
+        Z = _pifa_of(run, futs, exact_representation, estimator.n_jobs, n_labels, n_parts)
     elif isinstance(rep, str):
         Z = label_representation(
             None,
