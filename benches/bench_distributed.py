@@ -6,7 +6,7 @@
 1. Generates the data, keeps 20% for testing and writes the training rows as ``--blocks``
    ``.npz`` shard pairs (the layout of shared storage on a real cluster).
 2. *One process* (a subprocess): stacks the shards, fits ``XRLinearClassifier`` with
-   ``n_jobs=2``, predicts the test rows, saves the model. Peak RSS (``ru_maxrss``) of that
+   ``n_jobs=2``, predicts the test rows, saves the model. Peak RSS (``VmHWM``) of that
    process, and its RSS once the data are loaded.
 3. *Dask* (a subprocess driving ``LocalCluster(n_workers=2, threads_per_worker=1,
    processes=True, memory_limit=...)``): :func:`xmrrs.distributed.fit` on the shard paths,
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,14 @@ HERE = Path(__file__).resolve().parent
 
 
 def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak RSS of this process's own address space (``VmHWM``). Not ``ru_maxrss``: Linux
+    carries that over fork/exec, so a child started by the (data-generating) parent would
+    report at least the parent's RSS."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _rss_mib() -> float:
