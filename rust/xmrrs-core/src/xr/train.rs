@@ -13,8 +13,9 @@
 //!
 //! **Matching** (which instances train the children of parent `p`, see [`Negatives`]):
 //! layer 0 uses every instance (or, with `top_fraction < 1`, a sample of them: see
-//! [`top_sample_keep`]; a positive outside the sample is left out). Below it, `tfn` takes the instances with a true label under
-//! `p` (column `p` of `K_{m-1}`), `man` the instances whose beam search on the training set
+//! [`top_sample_keep`]; a positive outside the sample is left out). Below it, `tfn` takes
+//! the instances with a true label under `p` (column `p` of `K_{m-1}`), `man` the
+//! instances whose beam search on the training set
 //! ([`beam_match`] over the layers trained so far, beam `man_beam_size`, post-processor
 //! `man_post_processor`) reaches `p`; with both, their union. The positives of a child are
 //! always included. Every instance of the parent's set that is not a positive of child `c`
