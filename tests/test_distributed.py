@@ -115,6 +115,33 @@ def test_fit_is_bit_identical_to_one_process(client: Any, data: Any, tmp_path: P
     assert names[0] == "t0-top" and any(n.startswith("t2-part") for n in names)
 
 
+def test_subtree_rows_of_z_come_from_the_pieces_on_the_workers(
+    client: Any, data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the chained PIFA, the k-means parts take their rows of ``Z`` from the label-range
+    pieces where those live (the client does not send ``Z`` back), including rows filled for
+    labels without a training row; the model is still the one-process model."""
+    import xmrrs.distributed._kmeans as dk
+
+    X, Y = data
+    # two labels without a positive row: their PIFA rows are filled with the mean direction
+    Y = sp.hstack([Y, sp.csr_matrix((Y.shape[0], 2), dtype=Y.dtype)], format="csr")
+    kw = params(n_estimators=3)
+    one = XRLinearClassifier(**kw).fit(X, Y)
+    calls: list[str] = []
+
+    def spy(run: Any, name: str, *a: Any, **k: Any) -> Any:
+        calls.append(name)
+        return zrows_task(run, name, *a, **k)
+
+    zrows_task = dk.zrows_task
+    monkeypatch.setattr(dk, "zrows_task", spy)
+    dist = dxm.fit(XRLinearClassifier(**kw), blocks(X, Y), client=client, n_parts=3)
+    same_models(one, dist)
+    # trees 0 and 1 are clustered on PIFA (their parts from the pieces), tree 2 on PII
+    assert sorted({c.split("-")[1] for c in calls}) == ["t0", "t1"]
+
+
 def test_top_layer_on_a_sample_is_bit_identical_and_gathers_only_the_sample(
     client: Any, data: Any
 ) -> None:

@@ -142,26 +142,33 @@ def _normalize_dense(a: np.ndarray) -> np.ndarray:
     return np.asarray(a * scale[:, None], dtype=np.float32)
 
 
+def _empty_fill(zc: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray] | None:
+    """The row (column ids, values) that :func:`_fill_empty` gives the all-zero rows of the
+    CSR ``zc``, or ``None`` when there is nothing to fill."""
+    empty = np.flatnonzero(np.diff(zc.indptr) == 0)
+    if empty.size == 0 or empty.size == zc.shape[0]:
+        return None
+    mean = np.asarray(zc.sum(axis=0, dtype=np.float64)).ravel()
+    nz = np.flatnonzero(mean)
+    keep = max(1, math.ceil(zc.nnz / (zc.shape[0] - empty.size)))
+    if nz.size > keep:
+        order = np.argsort(-mean[nz], kind="stable")[:keep]
+        nz = np.sort(nz[order])
+    vals = mean[nz]
+    norm = float(np.sqrt(np.dot(vals, vals)))
+    if norm == 0.0:
+        return None
+    return nz.astype(np.int64), (vals / norm).astype(np.float32)
+
+
 def _fill_empty(z: Representation, n_jobs: int | None) -> Representation:
     """Give all-zero rows the mean direction of the other rows (see the module docs)."""
     if sp.issparse(z):
         zc = sp.csr_matrix(z)
-        empty = np.flatnonzero(np.diff(zc.indptr) == 0)
-        if empty.size == 0 or empty.size == zc.shape[0]:
+        fill = _empty_fill(zc)
+        if fill is None:
             return zc
-        mean = np.asarray(zc.sum(axis=0, dtype=np.float64)).ravel()
-        nz = np.flatnonzero(mean)
-        keep = max(1, math.ceil(zc.nnz / (zc.shape[0] - empty.size)))
-        if nz.size > keep:
-            order = np.argsort(-mean[nz], kind="stable")[:keep]
-            nz = np.sort(nz[order])
-        vals = mean[nz]
-        norm = float(np.sqrt(np.dot(vals, vals)))
-        if norm == 0.0:
-            return zc
-        vals = (vals / norm).astype(np.float32)
-        parts = _xmrrs.csr_fill_empty_rows(csr_parts(zc, "Z"), nz.astype(np.int64), vals, n_jobs)
-        return to_scipy(parts)
+        return to_scipy(_xmrrs.csr_fill_empty_rows(csr_parts(zc, "Z"), *fill, n_jobs))
     norms = np.einsum("ij,ij->i", z, z)
     empty = norms == 0
     if not empty.any() or empty.all():

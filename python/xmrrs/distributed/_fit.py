@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from xmrrs.distributed._blocks import _prepare
 from xmrrs.distributed._kmeans import _cluster_tree
-from xmrrs.distributed._representation import _pifa_of
+from xmrrs.distributed._representation import ZPieces, _pifa_of
 from xmrrs.distributed._run import _client, _Run
 from xmrrs.distributed._train import _top_sample, _train_tree
 from xmrrs.distributed._worker import _aligned
@@ -31,15 +31,18 @@ def _build_tree(
     first: Any,
     n_parts: int | None,
     timings: dict[str, Any],
+    source: ZPieces | None = None,
+    release: bool = False,
 ) -> ClusterTree:
     """Tree ``i`` as ``estimator`` builds it; hierarchical k-means below the root's split
-    runs in tasks (other indexers on the client)."""
+    runs in tasks (other indexers on the client; ``source``, ``release``: see
+    ``_cluster_tree``)."""
     if Z is None:
         return cast(ClusterTree, estimator._tree(Z, n_labels, p, i, first))
     indexer = estimator._indexer(p, i, first)
     if type(indexer) is not HierarchicalKMeans:
         return cast(ClusterTree, estimator._tree(Z, n_labels, p, i, first))
-    tree = _cluster_tree(run, Z, indexer, i, n_parts, estimator.n_jobs, timings)
+    tree = _cluster_tree(run, Z, indexer, i, n_parts, estimator.n_jobs, timings, source, release)
     estimator._check_tree(tree, n_labels)
     return tree
 
@@ -125,6 +128,7 @@ def fit(
         return y_all
 
     Z: Any
+    source: ZPieces | None = None
     if isinstance(estimator.indexer, ClusterTree):
         if estimator.indexer.n_labels != n_labels:
             raise ValueError(
@@ -132,7 +136,7 @@ def fit(
             )
         Z = None
     elif isinstance(rep, str) and rep == "pifa":
-        Z = _pifa_of(run, futs, exact_representation, estimator.n_jobs, n_labels, n_parts)
+        Z, source = _pifa_of(run, futs, exact_representation, estimator.n_jobs, n_labels, n_parts)
     elif isinstance(rep, str):
         Z = label_representation(
             None,
@@ -145,17 +149,30 @@ def fit(
         Z = check_representation(rep, n_labels)
     timings["representation"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    trees = [_build_tree(run, estimator, Z, n_labels, p, 0, None, n_parts, timings)]
-    pii_view = p["n_estimators"] > 2 and estimator._pii_view(trees[0])
+    n_est = p["n_estimators"]
+    # with the PII view (more than 2 trees), trees 2, 4, ... do not read Z
+    last = n_est - 1 if n_est <= 2 or n_est % 2 == 0 else n_est - 2
+    trees = [
+        _build_tree(run, estimator, Z, n_labels, p, 0, None, n_parts, timings, source, last == 0)
+    ]
+    pii_view = n_est > 2 and estimator._pii_view(trees[0])
+    if not pii_view:
+        last = n_est - 1
     Z_pii = (
         label_representation(None, gathered_y(), "pii", n_jobs=estimator.n_jobs)
         if pii_view
         else None
     )
-    for i in range(1, p["n_estimators"]):
-        Zi = Z_pii if pii_view and i % 2 == 0 else Z
-        trees.append(_build_tree(run, estimator, Zi, n_labels, p, i, trees[0], n_parts, timings))
-    del Z, Z_pii, y_all
+    for i in range(1, n_est):
+        pii = pii_view and i % 2 == 0
+        Zi = Z_pii if pii else Z
+        src = None if pii else source
+        trees.append(
+            _build_tree(
+                run, estimator, Zi, n_labels, p, i, trees[0], n_parts, timings, src, i == last
+            )
+        )
+    del Z, Z_pii, y_all, source
     timings["trees"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     models, n_iter = [], []

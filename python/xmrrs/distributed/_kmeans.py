@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from xmrrs import _xmrrs
 from xmrrs._validation import csr_parts, to_scipy
 from xmrrs.distributed._parts import _lpt
+from xmrrs.distributed._representation import ZPieces, zrows_task
 from xmrrs.distributed._run import _Run
 from xmrrs.distributed._worker import _aligned, _delay, _worker_threads
 from xmrrs.indexing import ClusterTree, HierarchicalKMeans
@@ -103,10 +104,14 @@ def _cluster_tree(
     n_parts: int | None,
     n_jobs: int | None,
     timings: dict[str, Any],
+    source: ZPieces | None = None,
+    release: bool = False,
 ) -> ClusterTree:
     """The tree ``indexer.fit(Z)`` builds, with only the root's split on the client: the
     level-1 sub-trees are grown by tasks (bundled into parts), from their rows of ``Z``,
-    as many levels per round as the node indices are known (see ``_ahead``)."""
+    as many levels per round as the node indices are known (see ``_ahead``). With
+    ``source`` (``Z``'s pieces on the workers) a part's rows are taken from the pieces
+    there, else sent from the client; ``release``: the last tree to read the pieces."""
     kw = indexer._core_params()
     # the rows as HierarchicalKMeans.fit hands them to the core (which canonicalises rows)
     z = to_scipy(csr_parts(Z, "Z")) if sp.issparse(Z) else HierarchicalKMeans._core_z(Z)
@@ -148,9 +153,15 @@ def _cluster_tree(
     for j in range(k):
         mine = np.sort(np.concatenate([nodes[r] for r in np.flatnonzero(part_of_root == j)]))
         ids.append(mine)
+        name = f"zrows-t{i}-part{j}"
+        if source is not None:
+            zf.append(zrows_task(run, name, source, mine, priority=10**9))
+            continue
         zj = z[mine] if sp.issparse(z) else np.ascontiguousarray(z[mine])
         # in the graph (not scattered), so that a lost part is recomputed like a block
-        zf.append(run.submit(f"zrows-t{i}-part{j}", _aligned, zj, priority=10**9))
+        zf.append(run.submit(name, _aligned, zj, priority=10**9))
+    if source is not None and release:
+        source.release()
     level = 1
     while level < depth:
         first = _ahead([len(v) for v in nodes], fanouts, level, balanced)

@@ -1,21 +1,28 @@
 """The PIFA label representation as a map-reduce over the row blocks: chains of steps
 bit-identical to the one-process product (one chain per range of labels, so that no task
 holds more than its range's rows of the running sum), or partial products summed
-pairwise."""
+pairwise.
+
+The chained pieces are normalised where they live and copied into ``Z`` on the client one
+at a time, so the client holds ``Z`` once; they stay on the workers (a :class:`ZPieces`) so
+that the sub-tree k-means tasks take their rows of ``Z`` from them, not from the client."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from xmrrs import _xmrrs
 from xmrrs import sparse as xs
+from xmrrs._validation import csr_parts, to_scipy
 from xmrrs.distributed._blocks import _prepare
 from xmrrs.distributed._run import _client, _Run
 from xmrrs.distributed._worker import _aligned
-from xmrrs.indexing import _as_csr, _fill_empty
+from xmrrs.indexing import _as_csr, _empty_fill, _fill_empty
 
 
 def _pifa_step(
@@ -44,6 +51,59 @@ def _add(a: sp.csr_matrix, b: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix(_aligned(a) + _aligned(b), dtype=np.float32)
 
 
+@dataclass
+class ZPieces:
+    """The rows of the normalised PIFA ``Z`` on the workers: ``pieces[r]`` (a future) holds
+    labels ``edges[r]..edges[r + 1]``; ``fill`` is what :func:`xmrrs.indexing._fill_empty`
+    gives ``Z``'s all-zero rows (``None``: nothing to fill)."""
+
+    pieces: list[Any]
+    edges: np.ndarray
+    fill: tuple[np.ndarray, np.ndarray] | None
+
+    def release(self) -> None:
+        """Drops the client's references (the workers free the pieces once the tasks that
+        read them are done; the scheduler can still recompute them from the blocks)."""
+        self.pieces = []
+
+
+def _normalized(z: sp.csr_matrix) -> sp.csr_matrix:
+    return xs.normalize_rows(_aligned(z), n_jobs=1)
+
+
+def _shape(z: sp.csr_matrix) -> tuple[int, int]:
+    """Stored values and columns of a piece."""
+    return int(z.nnz), int(z.shape[1])
+
+
+def _zrows(
+    ids: np.ndarray,
+    starts: Sequence[int],
+    fill: tuple[np.ndarray, np.ndarray] | None,
+    *pieces: sp.csr_matrix,
+) -> sp.csr_matrix:
+    """Rows ``ids`` (sorted label ids) of ``Z`` from the pieces starting at labels
+    ``starts``, the empty ones filled: ``Z[ids]`` exactly."""
+    out = []
+    for lo, piece in zip(starts, pieces, strict=True):
+        piece = _aligned(piece)
+        mine = ids[(ids >= lo) & (ids < lo + piece.shape[0])] - lo
+        out.append(piece[mine])
+    z = out[0] if len(out) == 1 else sp.vstack(out, format="csr")
+    if fill is not None:
+        z = to_scipy(_xmrrs.csr_fill_empty_rows(csr_parts(z, "Z"), *fill, 1))
+    return sp.csr_matrix(z)
+
+
+def zrows_task(run: _Run, name: str, source: ZPieces, ids: np.ndarray, **kw: Any) -> Any:
+    """A task computing ``Z[ids]`` (``ids`` sorted) on a worker from ``source``'s pieces."""
+    hit = np.unique(np.searchsorted(source.edges, ids, side="right") - 1)
+    starts = [int(source.edges[r]) for r in hit]
+    return run.submit(
+        name, _zrows, ids, starts, source.fill, *[source.pieces[r] for r in hit], **kw
+    )
+
+
 def pifa(
     blocks: Sequence[Any],
     *,
@@ -59,7 +119,7 @@ def pifa(
     ranges, one chain each, default twice the number of workers)."""
     run = _Run(_client(client), retries)
     futs, _, _, n_labels = _prepare(run, blocks, normalize)
-    return _pifa_of(run, futs, exact, None, n_labels, n_parts)
+    return _pifa_of(run, futs, exact, None, n_labels, n_parts)[0]
 
 
 def _pifa_of(
@@ -69,37 +129,62 @@ def _pifa_of(
     n_jobs: int | None,
     n_labels: int,
     n_parts: int | None,
-) -> sp.csr_matrix:
+) -> tuple[sp.csr_matrix, ZPieces | None]:
+    """``Z``, and with ``exact`` its pieces on the workers."""
     if exact:
         workers = max(1, len(run.client.scheduler_info(n_workers=-1)["workers"]))
         k = max(1, min(n_labels, n_parts if n_parts is not None else 2 * workers))
-        edges = np.linspace(0, n_labels, k + 1).astype(int)
-        chains = []
+        edges = np.linspace(0, n_labels, k + 1).astype(np.int64)
+        pieces = []
         for r in range(k):
             lo, hi = int(edges[r]), int(edges[r + 1])
             acc = None
             for i, f in enumerate(futs):
                 acc = run.submit(f"pifa-labels{lo}_{hi}-step{i}", _pifa_step, acc, f, lo, hi)
-            chains.append(acc)
-        pieces = [_aligned(z) for z in run.client.gather(chains)]
-        s = pieces[0] if len(pieces) == 1 else sp.vstack(pieces, format="csr")
-        del pieces
-        return _finish(s, n_jobs)
-    else:
-        level = [run.submit(f"pifa-partial{i}", _pifa_partial, f) for i, f in enumerate(futs)]
-        r = 0
-        while len(level) > 1:
-            nxt = [
-                run.submit(f"pifa-sum{r}-{i}", _add, level[i], level[i + 1])
-                for i in range(0, len(level) - 1, 2)
-            ]
-            if len(level) % 2:
-                nxt.append(level[-1])
-            level, r = nxt, r + 1
-        return _finish(_aligned(run.client.gather(level[0])), n_jobs)
-
-
-def _finish(s: sp.csr_matrix, n_jobs: int | None) -> sp.csr_matrix:
+            pieces.append(run.submit(f"pifa-labels{lo}_{hi}-normalized", _normalized, acc))
+        z = _assemble(run, pieces, n_labels)
+        if not np.any(z.data):
+            raise ValueError("Y has no positive entry: there is nothing to represent labels by")
+        fill = _empty_fill(z)
+        if fill is not None:
+            z = to_scipy(_xmrrs.csr_fill_empty_rows(csr_parts(z, "Z"), *fill, n_jobs))
+        return sp.csr_matrix(z), ZPieces(pieces, edges, fill)
+    level = [run.submit(f"pifa-partial{i}", _pifa_partial, f) for i, f in enumerate(futs)]
+    r = 0
+    while len(level) > 1:
+        nxt = [
+            run.submit(f"pifa-sum{r}-{i}", _add, level[i], level[i + 1])
+            for i in range(0, len(level) - 1, 2)
+        ]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level, r = nxt, r + 1
+    s = _aligned(run.client.gather(level[0]))
     if s.count_nonzero() == 0:
         raise ValueError("Y has no positive entry: there is nothing to represent labels by")
-    return sp.csr_matrix(_fill_empty(xs.normalize_rows(s, n_jobs=n_jobs), n_jobs))
+    return sp.csr_matrix(_fill_empty(xs.normalize_rows(s, n_jobs=n_jobs), n_jobs)), None
+
+
+def _assemble(run: _Run, pieces: list[Any], n_labels: int) -> sp.csr_matrix:
+    """The pieces stacked in order, fetched one at a time into arrays allocated once (the
+    client never holds a piece twice, nor the list of them beside the result)."""
+    shapes = run.client.gather(
+        [run.submit(f"pifa-shape{r}", _shape, p) for r, p in enumerate(pieces)]
+    )
+    nnz = sum(s[0] for s in shapes)
+    n_cols = shapes[0][1]
+    indptr = np.zeros(n_labels + 1, np.int64)
+    indices = np.empty(nnz, np.int32 if n_cols <= np.iinfo(np.int32).max else np.int64)
+    data = np.empty(nnz, np.float32)
+    row = at = 0
+    for p in pieces:
+        z = _aligned(run.client.gather(p))
+        n, m = z.shape[0], int(z.nnz)
+        indptr[row + 1 : row + n + 1] = z.indptr[1:].astype(np.int64) + at
+        indices[at : at + m] = z.indices
+        data[at : at + m] = z.data
+        row, at = row + n, at + m
+        del z
+    if row != n_labels or at != nnz:
+        raise RuntimeError("internal: the PIFA pieces do not cover the labels")
+    return sp.csr_matrix((data, indices, indptr), shape=(n_labels, n_cols), copy=False)
