@@ -39,6 +39,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -122,9 +123,27 @@ def on_dask(a: dict[str, Any]) -> dict[str, Any]:
     client = distributed.Client(cluster)
     pids0 = client.run(os.getpid)
     shards = [(str(d / f"x{i}.npz"), str(d / f"y{i}.npz")) for i in range(a["blocks"])]
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def sample() -> None:  # the client's RSS every 0.2 s, to place its peak in a stage
+        while not stop.is_set():
+            samples.append((time.perf_counter(), rss_mb()))
+            stop.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
     t0 = time.perf_counter()
+    sampler.start()
     clf = dxm.fit(XRLinearClassifier(**_params(a)), shards, client=client, n_parts=a.get("n_parts"))
     train = time.perf_counter() - t0
+    stop.set()
+    sampler.join()
+    by_stage: dict[str, float] = {}
+    end = t0
+    for stage in ("blocks", "representation", "trees", "models"):
+        start, end = end, end + clf.timings_[stage]
+        inside = [m for t, m in samples if start <= t < end]
+        by_stage[stage] = round(max(inside)) if inside else 0
     worker_peak_train = client.run(_peak_mib)
     clf.save(d / "model-dask")
     _, Yt = load_npz(d / "xt.npz", d / "yt.npz")
@@ -143,6 +162,7 @@ def on_dask(a: dict[str, Any]) -> dict[str, Any]:
         "predict_s": round(predict, 2),
         "stages_s": {k: round(v, 2) for k, v in clf.timings_.items() if isinstance(v, float)},
         "client_peak_mib": round(_peak_mib()),
+        "client_rss_max_by_stage_mib": by_stage,
         "worker_peak_train_mib": sorted(round(v) for v in worker_peak_train.values()),
         "worker_peak_mib": sorted(round(v) for v in client.run(_peak_mib).values()),
         "workers_restarted": sorted(pids0.values()) != sorted(pids1.values()),

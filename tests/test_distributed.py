@@ -256,6 +256,65 @@ def test_delayed_blocks_and_shard_files(client: Any, data: Any, tmp_path: Path) 
     same_models(one, dxm.fit(XRLinearClassifier(**kw), shards, client=client))
 
 
+def test_label_lists_class_vectors_and_relevance_as_in_one_process(
+    client: Any, data: Any, tmp_path: Path
+) -> None:
+    """Label-list and class-vector ``Y`` blocks are encoded over the union of their names
+    (each block sees only some of them), and relevance travels with the rows: the models,
+    ``classes_`` and predictions are those of one-process ``fit``."""
+    X, Y = data
+    kw = params(n_estimators=2)
+    names = np.array([f"tag{j:03d}" for j in range(Y.shape[1])])
+    lists = [list(names[Y[i].indices]) for i in range(Y.shape[0])]
+    one = XRLinearClassifier(**kw).fit(X, lists)
+    pieces = [(X[a:b], lists[a:b]) for a, b in itertools.pairwise(SPLITS)]
+    assert len({n for _, ls in pieces[:1] for r in ls for n in r}) < len(one.classes_)
+    dist = dxm.fit(XRLinearClassifier(**kw), pieces, client=client)
+    same_models(one, dist)
+    assert dist.target_type_ == "multilabel"
+    np.testing.assert_array_equal(dist.predict(X[:20]).toarray(), one.predict(X[:20]).toarray())
+
+    y = np.array([f"c{int(np.argmax(Y[i].toarray())) % 9}" for i in range(Y.shape[0])])
+    one = XRLinearClassifier(**kw).fit(X, y)
+    dist = dxm.fit(
+        XRLinearClassifier(**kw),
+        [(X[a:b], y[a:b]) for a, b in itertools.pairwise(SPLITS)],
+        client=client,
+    )
+    same_models(one, dist)
+    assert dist.target_type_ == "multiclass"
+    np.testing.assert_array_equal(dist.predict(X[:20]), one.predict(X[:20]))
+
+    rng = np.random.default_rng(0)
+    R = Y.copy().astype(np.float32)
+    R.data = rng.uniform(0.2, 3.0, R.nnz).astype(np.float32)
+    for extra in ({}, {"top_max_samples": 0.5}):
+        one = XRLinearClassifier(**kw, **extra).fit(X, Y, relevance=R)
+        plain = XRLinearClassifier(**kw, **extra).fit(X, Y)
+        assert one.models_[0].to_bytes() != plain.models_[0].to_bytes()
+        triples = [(X[a:b], Y[a:b], R[a:b]) for a, b in itertools.pairwise(SPLITS)]
+        same_models(one, dxm.fit(XRLinearClassifier(**kw, **extra), triples, client=client))
+    shards = []
+    for i, (xb, yb, rb) in enumerate(triples):
+        xp, yp, rp = (tmp_path / f"{c}{i}.npz" for c in "xyr")
+        save_npz(xp, yp, xb, yb)
+        sp.save_npz(rp, rb)
+        shards.append((str(xp), str(yp), str(rp)))
+    one = XRLinearClassifier(**kw).fit(X, Y, relevance=R)
+    same_models(one, dxm.fit(XRLinearClassifier(**kw), shards, client=client))
+
+    bad = (
+        ([triples[0], (X[250:], Y[250:])], "every block or none"),
+        ([(X[:400], lists[:400]), (X[400:], Y[400:])], "mix indicator"),
+        ([(X[:400], lists[:400]), (X[400:], y[400:])], "mix label lists"),
+        ([(X[:400], lists[:400], R[:400])], "relevance needs Y as an indicator"),
+        ([(X[:400], Y[:400], R[:400, :5])], "relevance has shape"),
+    )
+    for b, match in bad:
+        with pytest.raises(ValueError, match=match):
+            dxm.fit(XRLinearClassifier(**kw), b, client=client)
+
+
 def test_batch_inference_over_blocks(client: Any, data: Any, tmp_path: Path) -> None:
     X, Y = data
     clf = XRLinearClassifier(**params(n_estimators=2)).fit(X[:700], Y[:700])

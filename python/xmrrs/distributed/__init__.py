@@ -6,6 +6,10 @@ dask, only ``import xmrrs.distributed`` does.
 The data stay partitioned: a list of row blocks, each an ``(X_i, Y_i)`` pair of matrices,
 a :func:`dask.delayed` object (or a pair of them) computing to such a pair, the path of an
 XC text file, or an ``(x.npz, y.npz)`` pair of paths, on storage the workers can read.
+``Y_i`` is a 0/1 indicator, label lists or a class vector, as ``fit`` takes it (names are
+encoded over the sorted union of every block's names, the ``classes_`` of one-process
+``fit``); an ``(X_i, Y_i, R_i)`` triple (or ``(x.npz, y.npz, r.npz)``) adds the relevance
+of ``fit(X, Y, relevance=R)``, sliced with the rows wherever they go.
 
 :func:`fit` trains an ordinary :class:`~xmrrs.estimator.XRLinearClassifier` (``models_``,
 ``tree_``, ``classes_``; it saves, maps and serves as any):
@@ -20,7 +24,9 @@ XC text file, or an ``(x.npz, y.npz)`` pair of paths, on storage the workers can
    so ``Z`` is bit-identical to :func:`~xmrrs.indexing.label_representation`. There is
    one chain per range of labels (``n_parts`` ranges, default two per worker; a label's
    sum does not depend on the other labels): the chains run side by side, and each step
-   holds only its range's running sum, which moves between workers.
+   holds only its range's running sum, which moves between workers. Each range's sum is
+   normalised where it ends and copied into ``Z`` on the client one range at a time, so the
+   client holds ``Z`` once; the ranges stay on the workers for step 3.
    With ``False`` the partial products are computed in parallel and added pairwise in float32:
    entries then agree to about 1e-6 (relative) with the one-process ``Z``, and the tree may
    differ. ``"pii"``/``"spectral"`` (and the PII view of the mixed ensemble) need only
@@ -28,7 +34,8 @@ XC text file, or an ``(x.npz, y.npz)`` pair of paths, on storage the workers can
 3. *tree*: exactly the tree ``fit`` builds (same seeds, same shapes), or given as
    ``indexer=ClusterTree``. With hierarchical k-means (the default indexer) the client
    splits only the root; the level-1 sub-trees are bundled into parts (by the stored values
-   of their rows of ``Z``) and grown by tasks, each from its own rows of ``Z``. A node's
+   of their rows of ``Z``) and grown by tasks, each from its own rows of ``Z``, which it
+   takes from the label ranges of step 2 on the workers (not from the client). A node's
    k-means stream is derived from its index within its level, which depends on the nodes
    of the other sub-trees: a node of ``n`` labels has ``min(c, n)`` children, so the
    indices of a level are known once the sizes of the level above are. Balanced trees
@@ -59,7 +66,7 @@ once with ``mmap=True`` and caches it (keyed by path and file modification time)
 
 Not supported (``ValueError``): ``negatives="man"`` or ``"tfn+man"`` (the beam of the
 layers above on every training row would be another map over the blocks per layer),
-``relevance``, label-list targets, and a callable ``representation``.
+:class:`~xmrrs.hybrid.HybridMatrix` blocks, and a callable ``representation``.
 
 Modules: ``_blocks`` (loading and checking the row blocks), ``_representation`` (the PIFA
 map-reduce), ``_kmeans`` (the sub-tree k-means tasks and their rounds), ``_parts`` (bundling

@@ -1,70 +1,137 @@
-"""The inputs as row blocks: each block (an ``(X, Y)`` pair, a dask delayed (pair), an XC
-file path or an ``(x.npz, y.npz)`` pair of paths) is loaded, checked and normalised by a
-task, and the blocks' shapes are checked to agree."""
+"""The inputs as row blocks: each block (an ``(X, Y)`` pair or ``(X, Y, relevance)`` triple,
+a dask delayed (pair), an XC file path or an ``(x.npz, y.npz[, r.npz])`` tuple of paths) is
+loaded, checked and normalised by a task, and the blocks' shapes are checked to agree. ``Y``
+blocks that are label lists or class vectors are encoded over the sorted union of their
+names (the ``classes_`` one-process ``fit`` finds on the stacked blocks)."""
 
 from __future__ import annotations
 
-import operator
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
 from xmrrs import _xmrrs
-from xmrrs._targets import as_indicator
+from xmrrs._targets import as_indicator, encode_classes, encode_label_lists, is_class_vector
 from xmrrs._validation import csr_parts, to_scipy
 from xmrrs.distributed._run import _is_delayed, _Run
 from xmrrs.distributed._worker import _aligned
 from xmrrs.hybrid import HybridMatrix
 
 
-def _load(src: Any) -> tuple[Any, Any]:
+class Blocks(NamedTuple):
+    """The prepared blocks: futures of ``(X, Y)`` or ``(X, Y, relevance)`` tuples as ``fit``
+    sees them, their rows, the features and labels, the label names (``None``: indicator
+    ``Y``) and whether ``Y`` was a class vector."""
+
+    futs: list[Any]
+    rows: list[int]
+    n_features: int
+    n_labels: int
+    classes: np.ndarray | None
+    multiclass: bool
+
+
+def _load(src: Any) -> tuple[Any, ...]:
     if isinstance(src, str | os.PathLike):
         from xmrrs.datasets import load_xc
 
         return load_xc(src, n_jobs=1)
-    x, y = src
+    x, y, *rest = src
     if isinstance(x, str | os.PathLike):
         from xmrrs.datasets import load_npz
 
-        return load_npz(x, y)
-    return x, y
+        x, y = load_npz(x, y)
+        rest = [sp.load_npz(r) for r in rest]
+    return (x, y, *rest)
 
 
-def _load_block(src: Any) -> tuple[sp.csr_matrix, sp.csr_matrix, bool]:
-    """``(X, Y as a canonical 0/1 indicator, whether every row of X has unit norm)``."""
-    x, y = _load(src)
+def _relevance(r: Any, shape: tuple[int, int]) -> sp.csr_matrix:
+    """``r`` checked and canonicalised as :meth:`XRLinearClassifier.fit` does."""
+    r = _aligned(r)
+    if np.iscomplexobj(r.data if sp.issparse(r) else r):
+        raise ValueError("relevance must be real, got complex values")
+    m = sp.csr_matrix(r, dtype=np.float32)
+    if m.shape != shape:
+        raise ValueError(f"relevance has shape {m.shape}, Y has {shape}")
+    m.sum_duplicates()
+    m.sort_indices()
+    return m
+
+
+def _load_block(src: Any) -> tuple[Any, Any, bool, np.ndarray | None, bool, Any]:
+    """``(X, Y, whether every row of X has unit norm, Y's label names or None, whether Y is
+    a class vector, relevance or None)``: ``Y`` as a canonical 0/1 indicator, or as given
+    when it names its labels (encoded once the names of every block are known)."""
+    x, y, *rest = _load(src)
     if isinstance(x, HybridMatrix):
         raise ValueError(
             "distributed training takes sparse or dense X blocks; HybridMatrix (dense + "
             "sparse) blocks are not supported yet: train it with XRLinearClassifier.fit"
         )
-    x, y = _aligned(x), _aligned(y)
+    x = _aligned(x)
     if not sp.issparse(x):
         x = sp.csr_matrix(np.asarray(x, dtype=np.float32))
     parts = csr_parts(x, "X")
     if parts[4].dtype.kind == "f" and not np.isfinite(parts[4]).all():
         raise ValueError("Input X contains NaN or infinity.")
-    if isinstance(y, list):
-        raise ValueError("distributed training needs Y blocks as indicator matrices")
-    ym, _ = as_indicator(y, parts[0])
+    y = _aligned(y)
+    ym, names = as_indicator(y, parts[0])
+    r = None
+    if rest:
+        if names is not None:
+            raise ValueError(
+                "relevance needs Y as an indicator matrix, not label lists or class labels"
+            )
+        r = _relevance(rest[0], ym.shape)
     unit = bool(_xmrrs.csr_rows_are_unit(parts, 1))
-    return to_scipy(parts), ym, unit
+    if names is None:
+        return to_scipy(parts), ym, unit, None, False, r
+    return to_scipy(parts), y, unit, names, is_class_vector(y), r
 
 
-def _normalized(block: tuple[Any, Any, bool], normalize: bool) -> tuple[Any, Any]:
-    """The block as ``fit`` sees it: rows normalised when the global decision says so."""
-    x, y, _ = block
-    x, y = _aligned(x), _aligned(y)
+def _normalized(
+    block: tuple[Any, ...], normalize: bool, classes: np.ndarray | None
+) -> tuple[Any, ...]:
+    """The block as ``fit`` sees it: rows normalised when the global decision says so, ``Y``
+    over the global label names, and the relevance when given."""
+    x, y, _, _, multiclass, r = block
+    x = _aligned(x)
     if normalize:
         x = to_scipy(_xmrrs.csr_normalize_rows(csr_parts(x, "X"), 1))
-    return x, y
+    if classes is not None:
+        y = (encode_classes if multiclass else encode_label_lists)(y, classes)[0]
+    y = _aligned(y)
+    return (x, y) if r is None else (x, y, _aligned(r))
 
 
-def _meta(block: tuple[Any, Any]) -> tuple[int, int, int]:
-    x, y = block
+def _classes(names: list[Any]) -> tuple[np.ndarray | None, bool]:
+    """The label names of the stacked blocks (``None``: indicator blocks) and whether they
+    are a class vector's."""
+    given = [n for n in names if n[0] is not None]
+    if not given:
+        return None, False
+    if len(given) != len(names):
+        raise ValueError("blocks mix indicator Y with label lists or class labels")
+    kinds = {bool(n[1]) for n in given}
+    if len(kinds) != 1:
+        raise ValueError("blocks mix label lists with class vectors")
+    multiclass = kinds.pop()
+    values = [v for n, _ in given for v in n.tolist()]
+    if multiclass:
+        return encode_classes(np.asarray(values))[1], True
+    return encode_label_lists([values])[1], False
+
+
+def _info(block: tuple[Any, ...]) -> tuple[bool, np.ndarray | None, bool, bool]:
+    """Of a loaded block: unit rows, label names, class vector, relevance given."""
+    return block[2], block[3], block[4], block[5] is not None
+
+
+def _meta(block: tuple[Any, ...]) -> tuple[int, int, int]:
+    x, y = block[0], block[1]
     return int(x.shape[0]), int(x.shape[1]), int(y.shape[1])
 
 
@@ -72,31 +139,34 @@ def _source(client: Any, b: Any) -> Any:
     """A block source for ``_load_block``: dask collections become futures."""
     if _is_delayed(b):
         return client.compute(b)
-    if isinstance(b, tuple | list) and len(b) == 2:
+    if isinstance(b, tuple | list) and len(b) in (2, 3):
         return tuple(client.compute(v) if _is_delayed(v) else v for v in b)
     if isinstance(b, str | os.PathLike):
         return b
     raise ValueError(
-        "each block must be an (X, Y) pair, a dask delayed (pair), an XC file path or an "
-        f"(x.npz, y.npz) pair of paths; got {type(b).__name__}"
+        "each block must be an (X, Y) pair or (X, Y, relevance) triple, a dask delayed "
+        "(pair), an XC file path or an (x.npz, y.npz[, r.npz]) tuple of paths; got "
+        f"{type(b).__name__}"
     )
 
 
-def _prepare(
-    run: _Run, blocks: Sequence[Any], normalize: bool
-) -> tuple[list[Any], list[int], int, int]:
-    """Futures of the (normalised) blocks, the rows of each, and the features and labels."""
+def _prepare(run: _Run, blocks: Sequence[Any], normalize: bool) -> Blocks:
+    """The (normalised) blocks as futures, and what they hold (see :class:`Blocks`)."""
     if len(blocks) == 0:
         raise ValueError("no blocks")
     raw = [
         run.submit(f"load-block{i}", _load_block, _source(run.client, b), priority=1)
         for i, b in enumerate(blocks)
     ]
-    unit = run.client.gather(
-        [run.submit(f"unit{i}", operator.itemgetter(2), r) for i, r in enumerate(raw)]
-    )
-    scale = normalize and not all(unit)
-    futs = [run.submit(f"block{i}", _normalized, r, scale, priority=1) for i, r in enumerate(raw)]
+    info = run.client.gather([run.submit(f"info{i}", _info, r) for i, r in enumerate(raw)])
+    if len({has_r for *_, has_r in info}) > 1:
+        raise ValueError("either every block or none carries a relevance matrix")
+    scale = normalize and not all(u for u, *_ in info)
+    classes, multiclass = _classes([(n, m) for _, n, m, _ in info])
+    futs = [
+        run.submit(f"block{i}", _normalized, r, scale, classes, priority=1)
+        for i, r in enumerate(raw)
+    ]
     meta = run.client.gather([run.submit(f"meta{i}", _meta, f) for i, f in enumerate(futs)])
     del raw
     n_features = {m[1] for m in meta}
@@ -106,4 +176,4 @@ def _prepare(
             f"blocks disagree on the number of features {sorted(n_features)} or labels "
             f"{sorted(n_labels)}"
         )
-    return futs, [m[0] for m in meta], n_features.pop(), n_labels.pop()
+    return Blocks(futs, [m[0] for m in meta], n_features.pop(), n_labels.pop(), classes, multiclass)

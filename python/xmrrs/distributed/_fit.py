@@ -66,8 +66,9 @@ def fit(
         fitted in place and returned. ``n_jobs`` sets the threads of each task (None: the
         worker's thread count).
     blocks : sequence
-        Row blocks, in order: ``(X_i, Y_i)`` pairs, dask delayed objects (or pairs of them),
-        XC file paths, or ``(x.npz, y.npz)`` path pairs.
+        Row blocks, in order: ``(X_i, Y_i)`` pairs or ``(X_i, Y_i, relevance_i)`` triples,
+        dask delayed objects (or pairs of them), XC file paths, or ``(x.npz, y.npz)``
+        (``, r.npz``) path tuples. ``Y_i``: indicator, label lists or class vector.
     client : distributed.Client, optional
         Default: the current client (``distributed.get_client()``).
     retries : int, default=2
@@ -113,7 +114,8 @@ def fit(
     run = _Run(_client(client), retries)
     timings: dict[str, Any] = {}
     t0 = time.perf_counter()
-    futs, block_rows, n_features, n_labels = _prepare(run, blocks, bool(estimator.normalize))
+    prep = _prepare(run, blocks, bool(estimator.normalize))
+    futs, block_rows, n_features, n_labels = prep.futs, prep.rows, prep.n_features, prep.n_labels
     timings["blocks"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     y_all: sp.csr_matrix | None = None
@@ -200,8 +202,8 @@ def fit(
     estimator.n_iter_ = np.asarray(n_iter)
     estimator.models_ = models
     estimator.tree_ = trees[0]
-    estimator.classes_ = np.arange(n_labels)
-    estimator.target_type_ = "multilabel"  # indicator Y blocks only
+    estimator.classes_ = prep.classes if prep.classes is not None else np.arange(n_labels)
+    estimator.target_type_ = "multiclass" if prep.multiclass else "multilabel"
     estimator.n_features_in_ = n_features
     estimator.timings_ = timings
     return estimator

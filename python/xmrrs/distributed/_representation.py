@@ -118,8 +118,8 @@ def pifa(
     with rows normalised as ``XRLinearClassifier(normalize=...)`` does; ``n_parts``: label
     ranges, one chain each, default twice the number of workers)."""
     run = _Run(_client(client), retries)
-    futs, _, _, n_labels = _prepare(run, blocks, normalize)
-    return _pifa_of(run, futs, exact, None, n_labels, n_parts)[0]
+    b = _prepare(run, blocks, normalize)
+    return _pifa_of(run, b.futs, exact, None, b.n_labels, n_parts)[0]
 
 
 def _pifa_of(

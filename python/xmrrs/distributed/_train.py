@@ -21,7 +21,7 @@ from xmrrs.distributed._worker import _aligned, _delay, _worker_threads
 from xmrrs.indexing import ClusterTree
 
 
-def _costs(block: tuple[Any, Any], node_of_label: np.ndarray, n_nodes: int) -> np.ndarray:
+def _costs(block: tuple[Any, ...], node_of_label: np.ndarray, n_nodes: int) -> np.ndarray:
     """Per level-1 node: label entries of the block's rows under it, each weighted by the
     row's feature count (the work of the sub-tree's label layer, roughly)."""
     x, y = _aligned(block[0]), _aligned(block[1])
@@ -30,26 +30,26 @@ def _costs(block: tuple[Any, Any], node_of_label: np.ndarray, n_nodes: int) -> n
     return np.bincount(node_of_label[y.indices], weights=nnz[rows], minlength=n_nodes)
 
 
+def _rows(block: tuple[Any, ...], r: np.ndarray) -> tuple[Any, ...]:
+    """Rows ``r`` of every matrix of the block (``X``, ``Y`` and the relevance, if any)."""
+    return tuple(_aligned(m)[r] for m in block)
+
+
 def _split(
-    block: tuple[Any, Any], node_of_label: np.ndarray, part_of_node: np.ndarray, n_parts: int
-) -> list[tuple[sp.csr_matrix, sp.csr_matrix]]:
+    block: tuple[Any, ...], node_of_label: np.ndarray, part_of_node: np.ndarray, n_parts: int
+) -> list[tuple[Any, ...]]:
     """The block's rows that reach each part (rows with a label in its sub-trees), in order."""
-    x, y = _aligned(block[0]), _aligned(block[1])
+    y = _aligned(block[1])
     rows = np.repeat(np.arange(y.shape[0]), np.diff(y.indptr))
     hit = np.zeros((n_parts, y.shape[0]), dtype=bool)
     hit[part_of_node[node_of_label[y.indices]], rows] = True
-    out = []
-    for j in range(n_parts):
-        r = np.flatnonzero(hit[j])
-        out.append((x[r], y[r]))
-    return out
+    return [_rows(block, np.flatnonzero(hit[j])) for j in range(n_parts)]
 
 
-def _sample(block: tuple[Any, Any], seed: int, start: int, fraction: float) -> tuple[Any, Any]:
+def _sample(block: tuple[Any, ...], seed: int, start: int, fraction: float) -> tuple[Any, ...]:
     """The block's rows in the top layer's sample (global rows from ``start``)."""
-    x, y = _aligned(block[0]), _aligned(block[1])
-    r = _xmrrs.xr_top_sample_rows(seed, start, x.shape[0], fraction)
-    return x[r], y[r]
+    n = _aligned(block[0]).shape[0]
+    return _rows(block, _xmrrs.xr_top_sample_rows(seed, start, n, fraction))
 
 
 def _top_sample(
@@ -66,12 +66,13 @@ def _top_sample(
     ]
 
 
-def _stack(blocks: Sequence[tuple[Any, Any]]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    xb = [_aligned(b[0]) for b in blocks]
-    yb = [_aligned(b[1]) for b in blocks]
-    if len(xb) == 1:
-        return xb[0], yb[0]
-    return sp.vstack(xb, format="csr"), sp.vstack(yb, format="csr")
+def _stack(blocks: Sequence[tuple[Any, ...]]) -> tuple[sp.csr_matrix, ...]:
+    """The blocks' ``X``, ``Y`` (and relevance) stacked."""
+    out = []
+    for m in zip(*blocks, strict=True):
+        mats = [_aligned(a) for a in m]
+        out.append(mats[0] if len(mats) == 1 else sp.vstack(mats, format="csr"))
+    return tuple(out)
 
 
 def _train_part(
@@ -85,7 +86,7 @@ def _train_part(
     """Trains the layers ``level..last_layer`` under ``roots`` on the rows given."""
     _delay()
     t0 = time.perf_counter()
-    x, y = _stack(blocks)
+    x, y, *r = _stack(blocks)
     del blocks
     tree_parts = (
         [_aligned(a) for a in tree_parts[0]],
@@ -101,6 +102,7 @@ def _train_part(
         roots,
         last_layer,
         n_jobs=_worker_threads(kw.pop("n_jobs", None)),
+        relevance=csr_parts(r[0], "relevance") if r else None,
         **kw,
     )
     return parts, time.perf_counter() - t0
