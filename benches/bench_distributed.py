@@ -23,10 +23,13 @@ to at least ``MIN_LIMIT_MIB``: an idle worker (Python, numpy, scipy, dask, xmrrs
 then says the limit was raised (``memory_limit_raised``) and proves nothing about memory.
 
 The *cost model* spreads the measured task times over N machines: the serial client stages
-(blocks, representation, and the tree stage less the span of its k-means tasks on the 2
-workers), plus the longest-processing-time schedule of the k-means tasks, plus that of the
-training jobs: the top-layer task and every level-1 sub-tree (a part's measured time split
-over its sub-trees in proportion to their cost estimate); transfers are not modelled.
+(blocks; the PIFA stage less the span of its chain steps on the 2 workers; the tree stage
+less the span of its k-means tasks), plus the PIFA chain steps' time divided by N (the
+default has twice as many label ranges as workers), plus the longest-processing-time
+schedule of the k-means tasks, plus that of the training jobs: the top-layer task and every
+level-1 sub-tree (a part's measured time split over its sub-trees in proportion to their
+cost estimate); transfers are not modelled. Task times come from ``timings_`` and, for the
+PIFA steps, from Dask's task stream.
 
 Writes JSON to ``--out`` (default ``benches/results/distributed.json``) and prints a summary.
 """
@@ -126,15 +129,18 @@ def on_dask(a: dict[str, Any]) -> dict[str, Any]:
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
 
-    def sample() -> None:  # the client's RSS every 0.2 s, to place its peak in a stage
+    def sample() -> None:  # the client's RSS every 0.05 s, to place its peak in a stage
         while not stop.is_set():
             samples.append((time.perf_counter(), rss_mb()))
-            stop.wait(0.2)
+            stop.wait(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
     t0 = time.perf_counter()
     sampler.start()
-    clf = dxm.fit(XRLinearClassifier(**_params(a)), shards, client=client, n_parts=a.get("n_parts"))
+    with distributed.get_task_stream(client=client) as stream:
+        clf = dxm.fit(
+            XRLinearClassifier(**_params(a)), shards, client=client, n_parts=a.get("n_parts")
+        )
     train = time.perf_counter() - t0
     stop.set()
     sampler.join()
@@ -167,7 +173,7 @@ def on_dask(a: dict[str, Any]) -> dict[str, Any]:
         "worker_peak_mib": sorted(round(v) for v in client.run(_peak_mib).values()),
         "workers_restarted": sorted(pids0.values()) != sorted(pids1.values()),
         "same_model_bytes": same,
-        "cost_model": cost_model(clf.timings_),
+        "cost_model": cost_model(clf.timings_, _pifa_steps(stream.data)),
         **_report(Yt, ids),
     }
     client.close()
@@ -183,13 +189,30 @@ def _lpt(jobs: list[float], n: int) -> float:
     return max(load)
 
 
-def cost_model(t: dict[str, Any]) -> dict[str, Any]:
+def _pifa_steps(stream: list[dict[str, Any]]) -> list[float]:
+    """Compute seconds of each PIFA chain step in the task stream."""
+    out = []
+    for rec in stream:
+        if str(rec.get("key", "")).startswith("xmrrs-pifa-labels"):
+            out.extend(
+                s["stop"] - s["start"]
+                for s in rec.get("startstops", [])
+                if s.get("action") == "compute"
+            )
+    return out
+
+
+def cost_model(t: dict[str, Any], pifa: list[float] | None = None) -> dict[str, Any]:
     """Elapsed time over N machines from the measured task times (see the module docs)."""
     kmeans = [secs for _, secs in t.get("kmeans", [])]
     # the client's own share of the tree stage: its wall time less the k-means tasks' span
     # on the 2 workers that ran them
     client_trees = max(0.0, t["trees"] - _lpt(kmeans, 2)) if kmeans else t["trees"]
-    serial = t["blocks"] + t["representation"] + client_trees
+    # the PIFA stage: its chain steps (twice as many label ranges as machines, so their work
+    # divides over N) and the client's share (the stage less the steps' span on 2 workers)
+    pifa = pifa or []
+    client_rep = max(0.0, t["representation"] - sum(pifa) / 2) if pifa else t["representation"]
+    serial = t["blocks"] + client_rep + client_trees
     jobs: list[float] = []
     parts: dict[tuple[int, int], float] = {}
     for name, secs in t["tasks"]:
@@ -203,16 +226,17 @@ def cost_model(t: dict[str, Any]) -> dict[str, Any]:
         for j in np.unique(part):
             share = cost[part == j] / max(cost[part == j].sum(), 1e-12)
             jobs.extend((parts[(tree, int(j))] * share).tolist())
-    total = sum(jobs) + sum(kmeans)
+    total = sum(pifa) + sum(kmeans) + sum(jobs)
     rows = {}
     for n in (1, 2, 4, 8, 16, 32):
-        span = _lpt(kmeans, n) + _lpt(jobs, n)
+        span = sum(pifa) / n + _lpt(kmeans, n) + _lpt(jobs, n)
         rows[str(n)] = {
             "elapsed_s": round(serial + span, 2),
             "speedup": round((serial + total) / (serial + span), 2),
         }
     return {
         "serial_client_s": round(serial, 2),
+        "pifa_step_s_total": round(sum(pifa), 2),
         "kmeans_task_s_total": round(sum(kmeans), 2),
         "task_s_total": round(sum(jobs), 2),
         "largest_task_s": round(max(jobs), 2),

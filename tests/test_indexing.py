@@ -388,6 +388,36 @@ def test_pifa_matches_reference() -> None:
     assert np.isclose(np.linalg.norm(Zd[-1]), 1.0, atol=1e-5)
 
 
+def test_column_sums_continue_over_pieces_bit_for_bit() -> None:
+    """The fill of all-zero rows is computed from column sums that a distributed fit chains
+    over label ranges: continuing the sums piece after piece equals summing the whole, and
+    they are float32 sums in row order (what scipy's ``sum(axis=0)`` gives today)."""
+    from xmrrs.indexing import _column_sums
+
+    rng = np.random.default_rng(4)
+    n, d, k = 3000, 700, 25
+    z = sp.csr_matrix(
+        (
+            (rng.standard_normal(n * k) * 100).astype(np.float32),
+            rng.integers(0, d, n * k).astype(np.int32),
+            np.arange(0, n * k + 1, k),
+        ),
+        shape=(n, d),
+    )
+    z.sum_duplicates()
+    whole = _column_sums(z)
+    acc = None
+    for a, b in ((0, 1000), (1000, 1001), (1001, 3000)):
+        acc = _column_sums(z[a:b], acc)
+    assert acc is not None and whole.tobytes() == acc.tobytes()
+    seq = np.zeros(d, np.float32)
+    for i in range(n):
+        a, b = z.indptr[i], z.indptr[i + 1]
+        for j, v in zip(z.indices[a:b], z.data[a:b], strict=True):
+            seq[j] += v
+    assert seq.tobytes() == whole.tobytes()
+
+
 def test_pii_concat_spectral_shapes_no_nan() -> None:
     X, Y = _xy(n=200, n_labels=40, seed=1)
     pii = label_representation(X, Y, "pii")

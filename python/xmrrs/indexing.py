@@ -142,15 +142,30 @@ def _normalize_dense(a: np.ndarray) -> np.ndarray:
     return np.asarray(a * scale[:, None], dtype=np.float32)
 
 
-def _empty_fill(zc: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray] | None:
-    """The row (column ids, values) that :func:`_fill_empty` gives the all-zero rows of the
-    CSR ``zc``, or ``None`` when there is nothing to fill."""
-    empty = np.flatnonzero(np.diff(zc.indptr) == 0)
-    if empty.size == 0 or empty.size == zc.shape[0]:
+# (column ids, values) of the row that all-zero label rows are given
+Fill: TypeAlias = tuple[np.ndarray, np.ndarray]
+
+
+def _column_sums(zc: sp.csr_matrix, acc: np.ndarray | None = None) -> np.ndarray:
+    """Column sums of the CSR ``zc`` in float32, added row after row in storage order (as
+    scipy's ``sum(axis=0)`` adds them), continuing ``acc`` when given: the sums of stacked
+    pieces equal those of the whole, bit for bit."""
+    out = np.zeros(zc.shape[1], np.float32) if acc is None else acc
+    step = 1 << 24  # np.add.at adds in order; chunks bound its temporaries
+    for a in range(0, zc.nnz, step):
+        np.add.at(out, zc.indices[a : a + step], zc.data[a : a + step])
+    return out
+
+
+def _fill_of(sums: np.ndarray, nnz: int, n_rows: int, n_empty: int) -> Fill | None:
+    """The row :func:`_fill_empty` gives the all-zero rows (``n_empty`` of ``n_rows``, which
+    hold ``nnz`` values and have column sums ``sums``): the largest mean entries, as many as
+    a row holds on average, unit norm; ``None`` when there is nothing to fill."""
+    if n_empty == 0 or n_empty == n_rows:
         return None
-    mean = np.asarray(zc.sum(axis=0, dtype=np.float64)).ravel()
+    mean = sums.astype(np.float64)
     nz = np.flatnonzero(mean)
-    keep = max(1, math.ceil(zc.nnz / (zc.shape[0] - empty.size)))
+    keep = max(1, math.ceil(nnz / (n_rows - n_empty)))
     if nz.size > keep:
         order = np.argsort(-mean[nz], kind="stable")[:keep]
         nz = np.sort(nz[order])
@@ -159,6 +174,14 @@ def _empty_fill(zc: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray] | None:
     if norm == 0.0:
         return None
     return nz.astype(np.int64), (vals / norm).astype(np.float32)
+
+
+def _empty_fill(zc: sp.csr_matrix) -> Fill | None:
+    """What :func:`_fill_empty` gives the all-zero rows of the CSR ``zc`` (see ``_fill_of``)."""
+    n_empty = int(np.count_nonzero(np.diff(zc.indptr) == 0))
+    if n_empty == 0 or n_empty == zc.shape[0]:
+        return None
+    return _fill_of(_column_sums(zc), int(zc.nnz), zc.shape[0], n_empty)
 
 
 def _fill_empty(z: Representation, n_jobs: int | None) -> Representation:

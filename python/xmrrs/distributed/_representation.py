@@ -22,7 +22,7 @@ from xmrrs._validation import csr_parts, to_scipy
 from xmrrs.distributed._blocks import _prepare
 from xmrrs.distributed._run import _client, _Run
 from xmrrs.distributed._worker import _aligned
-from xmrrs.indexing import _as_csr, _empty_fill, _fill_empty
+from xmrrs.indexing import Fill, _as_csr, _column_sums, _fill_empty, _fill_of
 
 
 def _pifa_step(
@@ -59,7 +59,7 @@ class ZPieces:
 
     pieces: list[Any]
     edges: np.ndarray
-    fill: tuple[np.ndarray, np.ndarray] | None
+    fill: Fill | None
 
     def release(self) -> None:
         """Drops the client's references (the workers free the pieces once the tasks that
@@ -71,15 +71,29 @@ def _normalized(z: sp.csr_matrix) -> sp.csr_matrix:
     return xs.normalize_rows(_aligned(z), n_jobs=1)
 
 
-def _shape(z: sp.csr_matrix) -> tuple[int, int]:
-    """Stored values and columns of a piece."""
-    return int(z.nnz), int(z.shape[1])
+def _shape(z: sp.csr_matrix) -> tuple[int, int, int]:
+    """Stored values, columns and all-zero rows of a piece."""
+    z = _aligned(z)
+    return int(z.nnz), int(z.shape[1]), int(np.count_nonzero(np.diff(z.indptr) == 0))
+
+
+def _sums_step(acc: np.ndarray | None, z: sp.csr_matrix) -> np.ndarray:
+    """The column sums of the pieces so far, continued over this one (see ``_column_sums``)."""
+    return _column_sums(_aligned(z), None if acc is None else np.array(acc))
+
+
+def _filled(z: sp.csr_matrix, fill: Fill | None, n_jobs: int | None) -> sp.csr_matrix:
+    """``z`` with its all-zero rows given ``fill`` (row by row: a piece of ``Z`` filled is
+    the same rows of ``Z`` filled)."""
+    if fill is None:
+        return z
+    return to_scipy(_xmrrs.csr_fill_empty_rows(csr_parts(z, "Z"), *fill, n_jobs))
 
 
 def _zrows(
     ids: np.ndarray,
     starts: Sequence[int],
-    fill: tuple[np.ndarray, np.ndarray] | None,
+    fill: Fill | None,
     *pieces: sp.csr_matrix,
 ) -> sp.csr_matrix:
     """Rows ``ids`` (sorted label ids) of ``Z`` from the pieces starting at labels
@@ -90,9 +104,7 @@ def _zrows(
         mine = ids[(ids >= lo) & (ids < lo + piece.shape[0])] - lo
         out.append(piece[mine])
     z = out[0] if len(out) == 1 else sp.vstack(out, format="csr")
-    if fill is not None:
-        z = to_scipy(_xmrrs.csr_fill_empty_rows(csr_parts(z, "Z"), *fill, 1))
-    return sp.csr_matrix(z)
+    return sp.csr_matrix(_filled(z, fill, 1))
 
 
 def zrows_task(run: _Run, name: str, source: ZPieces, ids: np.ndarray, **kw: Any) -> Any:
@@ -142,13 +154,10 @@ def _pifa_of(
             for i, f in enumerate(futs):
                 acc = run.submit(f"pifa-labels{lo}_{hi}-step{i}", _pifa_step, acc, f, lo, hi)
             pieces.append(run.submit(f"pifa-labels{lo}_{hi}-normalized", _normalized, acc))
-        z = _assemble(run, pieces, n_labels)
+        z, fill = _assemble(run, pieces, n_labels, n_jobs)
         if not np.any(z.data):
             raise ValueError("Y has no positive entry: there is nothing to represent labels by")
-        fill = _empty_fill(z)
-        if fill is not None:
-            z = to_scipy(_xmrrs.csr_fill_empty_rows(csr_parts(z, "Z"), *fill, n_jobs))
-        return sp.csr_matrix(z), ZPieces(pieces, edges, fill)
+        return z, ZPieces(pieces, edges, fill)
     level = [run.submit(f"pifa-partial{i}", _pifa_partial, f) for i, f in enumerate(futs)]
     r = 0
     while len(level) > 1:
@@ -165,26 +174,38 @@ def _pifa_of(
     return sp.csr_matrix(_fill_empty(xs.normalize_rows(s, n_jobs=n_jobs), n_jobs)), None
 
 
-def _assemble(run: _Run, pieces: list[Any], n_labels: int) -> sp.csr_matrix:
-    """The pieces stacked in order, fetched one at a time into arrays allocated once (the
-    client never holds a piece twice, nor the list of them beside the result)."""
+def _assemble(
+    run: _Run, pieces: list[Any], n_labels: int, n_jobs: int | None
+) -> tuple[sp.csr_matrix, Fill | None]:
+    """The pieces stacked in order, their all-zero rows filled as :func:`_fill_empty` fills
+    them in ``Z``, and the fill. The column sums the fill needs are chained over the pieces
+    on the workers; the pieces are then fetched one at a time into arrays allocated once
+    (the client never holds ``Z`` twice, nor the list of pieces beside it)."""
     shapes = run.client.gather(
         [run.submit(f"pifa-shape{r}", _shape, p) for r, p in enumerate(pieces)]
     )
-    nnz = sum(s[0] for s in shapes)
-    n_cols = shapes[0][1]
+    nnz, n_cols = sum(s[0] for s in shapes), shapes[0][1]
+    n_empty = sum(s[2] for s in shapes)
+    fill = None
+    if 0 < n_empty < n_labels:
+        acc = None
+        for r, p in enumerate(pieces):
+            acc = run.submit(f"pifa-column-sums{r}", _sums_step, acc, p)
+        fill = _fill_of(run.client.gather(acc), nnz, n_labels, n_empty)
+    total = nnz + (n_empty * len(fill[0]) if fill is not None else 0)
     indptr = np.zeros(n_labels + 1, np.int64)
-    indices = np.empty(nnz, np.int32 if n_cols <= np.iinfo(np.int32).max else np.int64)
-    data = np.empty(nnz, np.float32)
+    indices = np.empty(total, np.int32 if n_cols <= np.iinfo(np.int32).max else np.int64)
+    data = np.empty(total, np.float32)
     row = at = 0
     for p in pieces:
-        z = _aligned(run.client.gather(p))
+        z = _filled(_aligned(run.client.gather(p)), fill, n_jobs)
         n, m = z.shape[0], int(z.nnz)
         indptr[row + 1 : row + n + 1] = z.indptr[1:].astype(np.int64) + at
         indices[at : at + m] = z.indices
         data[at : at + m] = z.data
         row, at = row + n, at + m
         del z
-    if row != n_labels or at != nnz:
+    if row != n_labels or at != total:
         raise RuntimeError("internal: the PIFA pieces do not cover the labels")
-    return sp.csr_matrix((data, indices, indptr), shape=(n_labels, n_cols), copy=False)
+    z = sp.csr_matrix((data, indices, indptr), shape=(n_labels, n_cols), copy=False)
+    return z, fill
