@@ -136,6 +136,8 @@ def test_subtree_rows_of_z_come_from_the_pieces_on_the_workers(
 
     zrows_task = dk.zrows_task
     monkeypatch.setattr(dk, "zrows_task", spy)
+    # Z reaches the client in slices of a few rows (as a big Z does in slices of 128 MiB)
+    monkeypatch.setattr(dxm._representation, "_FETCH_BYTES", 4096)
     dist = dxm.fit(XRLinearClassifier(**kw), blocks(X, Y), client=client, n_parts=3)
     same_models(one, dist)
     # trees 0 and 1 are clustered on PIFA (their parts from the pieces), tree 2 on PII

@@ -9,6 +9,7 @@ that the sub-tree k-means tasks take their rows of ``Z`` from them, not from the
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,10 @@ def _shape(z: sp.csr_matrix) -> tuple[int, int, int]:
     """Stored values, columns and all-zero rows of a piece."""
     z = _aligned(z)
     return int(z.nnz), int(z.shape[1]), int(np.count_nonzero(np.diff(z.indptr) == 0))
+
+
+def _slice(z: sp.csr_matrix, a: int, b: int) -> sp.csr_matrix:
+    return _aligned(z)[a:b]
 
 
 def _sums_step(acc: np.ndarray | None, z: sp.csr_matrix) -> np.ndarray:
@@ -154,7 +159,7 @@ def _pifa_of(
             for i, f in enumerate(futs):
                 acc = run.submit(f"pifa-labels{lo}_{hi}-step{i}", _pifa_step, acc, f, lo, hi)
             pieces.append(run.submit(f"pifa-labels{lo}_{hi}-normalized", _normalized, acc))
-        z, fill = _assemble(run, pieces, n_labels, n_jobs)
+        z, fill = _assemble(run, pieces, edges, n_jobs)
         if not np.any(z.data):
             raise ValueError("Y has no positive entry: there is nothing to represent labels by")
         return z, ZPieces(pieces, edges, fill)
@@ -174,16 +179,21 @@ def _pifa_of(
     return sp.csr_matrix(_fill_empty(xs.normalize_rows(s, n_jobs=n_jobs), n_jobs)), None
 
 
+_FETCH_BYTES = 128 << 20
+
+
 def _assemble(
-    run: _Run, pieces: list[Any], n_labels: int, n_jobs: int | None
+    run: _Run, pieces: list[Any], edges: np.ndarray, n_jobs: int | None
 ) -> tuple[sp.csr_matrix, Fill | None]:
     """The pieces stacked in order, their all-zero rows filled as :func:`_fill_empty` fills
     them in ``Z``, and the fill. The column sums the fill needs are chained over the pieces
-    on the workers; the pieces are then fetched one at a time into arrays allocated once
-    (the client never holds ``Z`` twice, nor the list of pieces beside it)."""
+    on the workers; the pieces are then fetched in slices of about ``_FETCH_BYTES``, one at
+    a time, into arrays allocated once (the client never holds ``Z`` twice, nor more than a
+    slice beside it: a message and its deserialised copy)."""
     shapes = run.client.gather(
         [run.submit(f"pifa-shape{r}", _shape, p) for r, p in enumerate(pieces)]
     )
+    n_labels = int(edges[-1])
     nnz, n_cols = sum(s[0] for s in shapes), shapes[0][1]
     n_empty = sum(s[2] for s in shapes)
     fill = None
@@ -197,14 +207,20 @@ def _assemble(
     indices = np.empty(total, np.int32 if n_cols <= np.iinfo(np.int32).max else np.int64)
     data = np.empty(total, np.float32)
     row = at = 0
-    for p in pieces:
-        z = _filled(_aligned(run.client.gather(p)), fill, n_jobs)
-        n, m = z.shape[0], int(z.nnz)
-        indptr[row + 1 : row + n + 1] = z.indptr[1:].astype(np.int64) + at
-        indices[at : at + m] = z.indices
-        data[at : at + m] = z.data
-        row, at = row + n, at + m
-        del z
+    for r, (p, (m_r, _, _)) in enumerate(zip(pieces, shapes, strict=True)):
+        n_r = int(edges[r + 1] - edges[r])
+        cuts = np.linspace(0, n_r, max(1, -(-m_r * 8 // _FETCH_BYTES)) + 1).astype(np.int64)
+        for a, b in itertools.pairwise(cuts.tolist()):
+            if a == b:
+                continue
+            part = p if (a, b) == (0, n_r) else run.submit(f"pifa-slice{r}-{a}", _slice, p, a, b)
+            z = _filled(_aligned(run.client.gather(part)), fill, n_jobs)
+            n, m = z.shape[0], int(z.nnz)
+            indptr[row + 1 : row + n + 1] = z.indptr[1:].astype(np.int64) + at
+            indices[at : at + m] = z.indices
+            data[at : at + m] = z.data
+            row, at = row + n, at + m
+            del z, part
     if row != n_labels or at != total:
         raise RuntimeError("internal: the PIFA pieces do not cover the labels")
     z = sp.csr_matrix((data, indices, indptr), shape=(n_labels, n_cols), copy=False)
