@@ -5,8 +5,7 @@
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use xmrrs_core::sparse::Csr;
-use xmrrs_core::xr::assemble::{assemble_layers, LayerPart};
+use xmrrs_core::xr::assemble::{assemble_layers, PartView};
 use xmrrs_core::xr::model::XrModel;
 use xmrrs_core::xr::train;
 
@@ -139,30 +138,30 @@ pub fn xr_assemble<'py>(
     n_features: usize,
 ) -> PyResult<PyXrModel> {
     let tree = tree_of(&tree)?;
-    let mut owned = Vec::with_capacity(parts.len());
+    // the parts are read where they are (numpy arrays), not copied first
+    let mut args = Vec::with_capacity(parts.len());
     for (layer, parents, w, b) in &parts {
-        let a = CsrArg::extract(w, "weights")?;
-        let v = a.view()?;
+        let parents = parents
+            .as_slice()
+            .map_err(|_| PyValueError::new_err("parents must be contiguous"))?;
         let bias = b
             .as_slice()
-            .map_err(|_| PyValueError::new_err("bias must be contiguous"))?
-            .to_vec();
-        owned.push(LayerPart {
-            layer: *layer,
-            parents: u32s(parents, "parents")?,
-            weights: Csr {
-                n_rows: v.n_rows(),
-                n_cols: v.n_cols(),
-                indptr: v.indptr().to_vec(),
-                indices: v.indices().to_vec(),
-                data: v.data().to_vec(),
-            },
-            bias,
-            ..LayerPart::default()
-        });
+            .map_err(|_| PyValueError::new_err("bias must be contiguous"))?;
+        args.push((*layer, parents, CsrArg::extract(w, "weights")?, bias));
     }
+    let views = args
+        .iter()
+        .map(|(layer, parents, w, bias)| {
+            Ok(PartView {
+                layer: *layer,
+                parents,
+                weights: w.view()?,
+                bias,
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
     let model = run(py, Some(1), || {
-        let layers = assemble_layers(&tree, &owned, n_features)?;
+        let layers = assemble_layers(&tree, &views, n_features)?;
         XrModel::new(&tree, layers, n_features)
     })?;
     Ok(PyXrModel::wrap(model))

@@ -3,11 +3,12 @@
 //! A [`LayerPart`] holds the trained rows of some parents of one layer (see
 //! [`crate::xr::train::train_subtrees`]); [`assemble_layers`] checks that the parts cover
 //! every parent of every layer exactly once and concatenates the rows in parent order into
-//! the [`LayerWeights`] that [`crate::xr::model::XrModel::new`] takes.
+//! the [`LayerWeights`] that [`crate::xr::model::XrModel::new`] takes. It reads the parts
+//! through [`PartView`]s, so parts held elsewhere (numpy arrays) are not copied first.
 
 use super::LayerWeights;
 use crate::cluster::ClusterTree;
-use crate::sparse::Csr;
+use crate::sparse::{Csr, CsrView};
 use crate::{Error, Result};
 
 /// The weights of some parents of one layer.
@@ -27,16 +28,41 @@ pub struct LayerPart {
     pub seconds: f64,
 }
 
+/// A [`LayerPart`] borrowed: what [`assemble_layers`] reads.
+#[derive(Clone, Copy, Debug)]
+pub struct PartView<'a> {
+    /// The layer (0 = the root's children, `depth` = the labels).
+    pub layer: usize,
+    /// The parents (nodes of tree level `layer`), strictly increasing.
+    pub parents: &'a [u32],
+    /// The rows of their children, parent after parent, children in tree order.
+    pub weights: CsrView<'a>,
+    /// One bias term per row of `weights`.
+    pub bias: &'a [f32],
+}
+
+impl LayerPart {
+    /// The part as [`assemble_layers`] reads it.
+    pub fn view(&self) -> PartView<'_> {
+        PartView {
+            layer: self.layer,
+            parents: &self.parents,
+            weights: self.weights.view(),
+            bias: &self.bias,
+        }
+    }
+}
+
 /// The layers of a model over `tree` from parts covering each parent of each layer exactly
 /// once (in any order). Errors: a layer out of range, a parent missing or given twice, row
 /// counts that disagree with the tree, weights without `n_features` columns.
 pub fn assemble_layers(
     tree: &ClusterTree,
-    parts: &[LayerPart],
+    parts: &[PartView<'_>],
     n_features: usize,
 ) -> Result<Vec<LayerWeights>> {
     let depth = tree.depth();
-    let mut by_layer: Vec<Vec<&LayerPart>> = vec![Vec::new(); depth + 1];
+    let mut by_layer: Vec<Vec<&PartView<'_>>> = vec![Vec::new(); depth + 1];
     for (i, part) in parts.iter().enumerate() {
         if part.layer > depth {
             return Err(Error::invalid(format!(
@@ -45,14 +71,14 @@ pub fn assemble_layers(
                 depth + 1
             )));
         }
-        if part.weights.n_cols != n_features {
+        if part.weights.n_cols() != n_features {
             return Err(Error::shape(format!(
                 "part {i}: {} feature columns, expected {n_features}",
-                part.weights.n_cols
+                part.weights.n_cols()
             )));
         }
-        if part.bias.len() != part.weights.n_rows
-            || part.weights.indptr.len() != part.weights.n_rows + 1
+        if part.bias.len() != part.weights.n_rows()
+            || part.weights.indptr().len() != part.weights.n_rows() + 1
         {
             return Err(Error::shape(format!("part {i}: malformed rows or bias")));
         }
@@ -71,7 +97,7 @@ pub fn assemble_layers(
         for (k, part) in parts.iter().enumerate() {
             let mut row = 0usize;
             let mut last: Option<u32> = None;
-            for &p in &part.parents {
+            for &p in part.parents {
                 if last.is_some_and(|l| p <= l) {
                     return Err(Error::invalid(format!(
                         "layer {m}: parents of a part must be strictly increasing"
@@ -89,10 +115,10 @@ pub fn assemble_layers(
                 *s = Some((k, row));
                 row += (ptr[p as usize + 1] - ptr[p as usize]) as usize;
             }
-            if row != part.weights.n_rows {
+            if row != part.weights.n_rows() {
                 return Err(Error::shape(format!(
                     "layer {m}: a part has {} rows but its parents have {row} children",
-                    part.weights.n_rows
+                    part.weights.n_rows()
                 )));
             }
         }
@@ -102,7 +128,7 @@ pub fn assemble_layers(
             )));
         }
         let n_children = ptr[n_parents] as usize;
-        let nnz: usize = parts.iter().map(|p| p.weights.indices.len()).sum();
+        let nnz: usize = parts.iter().map(|p| p.weights.indices().len()).sum();
         let mut indptr = Vec::with_capacity(n_children + 1);
         let mut indices = Vec::with_capacity(nnz);
         let mut data = Vec::with_capacity(nnz);
@@ -111,13 +137,14 @@ pub fn assemble_layers(
         for (p, s) in slot.iter().enumerate() {
             let (k, first) = s.expect("checked above");
             let w = &parts[k].weights;
+            let (w_ptr, w_idx, w_val) = (w.indptr(), w.indices(), w.data());
             for r in first..first + (ptr[p + 1] - ptr[p]) as usize {
-                let range = w.indptr[r] as usize..w.indptr[r + 1] as usize;
-                if range.end > w.indices.len() || range.end > w.data.len() {
+                let range = w_ptr[r] as usize..w_ptr[r + 1] as usize;
+                if range.start > range.end || range.end > w_idx.len() || range.end > w_val.len() {
                     return Err(Error::shape(format!("layer {m}: malformed part rows")));
                 }
-                indices.extend_from_slice(&w.indices[range.clone()]);
-                data.extend_from_slice(&w.data[range]);
+                indices.extend_from_slice(&w_idx[range.clone()]);
+                data.extend_from_slice(&w_val[range]);
                 indptr.push(indices.len() as u64);
                 bias.push(parts[k].bias[r]);
             }
@@ -228,7 +255,7 @@ mod tests {
                 );
             }
             parts.reverse(); // any order
-            let got = assemble_layers(&tree, &parts, x.n_cols).unwrap();
+            let got = assemble_layers(&tree, &views(&parts), x.n_cols).unwrap();
             assert_eq!(got.len(), whole.len());
             for (a, b) in got.iter().zip(&whole) {
                 assert_eq!(a.child_ptr, b.child_ptr);
@@ -253,11 +280,15 @@ mod tests {
             // a missing or doubled parent is an error
             let mut bad = parts.clone();
             bad.pop();
-            assert!(assemble_layers(&tree, &bad, x.n_cols).is_err());
+            assert!(assemble_layers(&tree, &views(&bad), x.n_cols).is_err());
             let mut bad = parts.clone();
             bad.push(parts[0].clone());
-            assert!(assemble_layers(&tree, &bad, x.n_cols).is_err());
+            assert!(assemble_layers(&tree, &views(&bad), x.n_cols).is_err());
         }
+    }
+
+    fn views(parts: &[LayerPart]) -> Vec<PartView<'_>> {
+        parts.iter().map(LayerPart::view).collect()
     }
 
     #[test]
