@@ -11,7 +11,8 @@
 3. *Dask* (a subprocess driving ``LocalCluster(n_workers=2, threads_per_worker=1,
    processes=True, memory_limit=...)``): :func:`xmrrs.distributed.fit` on the shard paths,
    :func:`xmrrs.distributed.predict_topk` over test blocks. Peak RSS of the client process
-   (which also hosts the scheduler) and of each worker; whether a worker was restarted
+   (which also hosts the scheduler), also per stage of the fit (``VmHWM`` reset around each
+   stage function, so peaks in code that holds the GIL count), and of each worker; whether a worker was restarted
    (its process changed); whether the model is byte-identical to the one-process model;
    P@1/3/5 of both.
 
@@ -42,7 +43,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,15 @@ HERE = Path(__file__).resolve().parent
 MIN_LIMIT_MIB = 512
 sys.path.insert(0, str(HERE))
 from _machine import peak_rss_mb, rss_mb  # noqa: E402
+
+
+def _reset_peak() -> None:
+    """Resets this process's ``VmHWM`` to its current RSS (Linux >= 4.0; else a no-op)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def _peak_mib() -> float:
@@ -126,30 +135,41 @@ def on_dask(a: dict[str, Any]) -> dict[str, Any]:
     client = distributed.Client(cluster)
     pids0 = client.run(os.getpid)
     shards = [(str(d / f"x{i}.npz"), str(d / f"y{i}.npz")) for i in range(a["blocks"])]
-    samples: list[tuple[float, float]] = []
-    stop = threading.Event()
+    import xmrrs.distributed._fit as stages
 
-    def sample() -> None:  # the client's RSS every 0.05 s, to place its peak in a stage
-        while not stop.is_set():
-            samples.append((time.perf_counter(), rss_mb()))
-            stop.wait(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    t0 = time.perf_counter()
-    sampler.start()
-    with distributed.get_task_stream(client=client) as stream:
-        clf = dxm.fit(
-            XRLinearClassifier(**_params(a)), shards, client=client, n_parts=a.get("n_parts")
-        )
-    train = time.perf_counter() - t0
-    stop.set()
-    sampler.join()
+    # the client's peak per stage: VmHWM reset before each stage function and read after it
+    # (a sampling thread would miss peaks in code that holds the GIL)
     by_stage: dict[str, float] = {}
-    end = t0
-    for stage in ("blocks", "representation", "trees", "models"):
-        start, end = end, end + clf.timings_[stage]
-        inside = [m for t, m in samples if start <= t < end]
-        by_stage[stage] = round(max(inside)) if inside else 0
+    wrapped = {"_prepare": "blocks", "_pifa_of": "representation"}
+    wrapped.update({"_build_tree": "trees", "_train_tree": "models"})
+    originals = {name: getattr(stages, name) for name in wrapped}
+
+    def probe(name: str) -> Any:
+        fn = originals[name]
+
+        def run(*args: Any, **kw: Any) -> Any:
+            _reset_peak()
+            try:
+                return fn(*args, **kw)
+            finally:
+                stage = wrapped[name]
+                by_stage[stage] = max(by_stage.get(stage, 0.0), round(_peak_mib()))
+                _reset_peak()
+
+        return run
+
+    for name in wrapped:
+        setattr(stages, name, probe(name))
+    t0 = time.perf_counter()
+    try:
+        with distributed.get_task_stream(client=client) as stream:
+            clf = dxm.fit(
+                XRLinearClassifier(**_params(a)), shards, client=client, n_parts=a.get("n_parts")
+            )
+    finally:
+        for name, fn in originals.items():
+            setattr(stages, name, fn)
+    train = time.perf_counter() - t0
     worker_peak_train = client.run(_peak_mib)
     clf.save(d / "model-dask")
     _, Yt = load_npz(d / "xt.npz", d / "yt.npz")
@@ -167,8 +187,9 @@ def on_dask(a: dict[str, Any]) -> dict[str, Any]:
         "train_s": round(train, 2),
         "predict_s": round(predict, 2),
         "stages_s": {k: round(v, 2) for k, v in clf.timings_.items() if isinstance(v, float)},
-        "client_peak_mib": round(_peak_mib()),
-        "client_rss_max_by_stage_mib": by_stage,
+        # VmHWM since the last stage's reset (prediction included), or a stage's
+        "client_peak_mib": round(max([_peak_mib(), *by_stage.values()])),
+        "client_peak_by_stage_mib": by_stage,
         "worker_peak_train_mib": sorted(round(v) for v in worker_peak_train.values()),
         "worker_peak_mib": sorted(round(v) for v in client.run(_peak_mib).values()),
         "workers_restarted": sorted(pids0.values()) != sorted(pids1.values()),
