@@ -11,8 +11,10 @@
 3. *Dask* (a subprocess driving ``LocalCluster(n_workers=2, threads_per_worker=1,
    processes=True, memory_limit=...)``): :func:`xmrrs.distributed.fit` on the shard paths,
    :func:`xmrrs.distributed.predict_topk` over test blocks. Peak RSS of the client process
-   (which also hosts the scheduler), also per stage of the fit (``VmHWM`` reset around each
-   stage function, so peaks in code that holds the GIL count), and of each worker; whether a worker was restarted
+   (which also hosts the scheduler): over the fit and per stage of it (``VmHWM`` reset
+   around each stage function, so peaks in code that holds the GIL count), and over the
+   whole run, which includes this script's check (it loads the one-process model and
+   compares the two models' bytes); and of each worker; whether a worker was restarted
    (its process changed); whether the model is byte-identical to the one-process model;
    P@1/3/5 of both.
 
@@ -187,7 +189,9 @@ def on_dask(a: dict[str, Any]) -> dict[str, Any]:
         "train_s": round(train, 2),
         "predict_s": round(predict, 2),
         "stages_s": {k: round(v, 2) for k, v in clf.timings_.items() if isinstance(v, float)},
-        # VmHWM since the last stage's reset (prediction included), or a stage's
+        # the fit's stages, and the whole run (VmHWM since the last stage's reset: prediction,
+        # and this script's own check, which loads the one-process model and compares bytes)
+        "client_peak_fit_mib": round(max(by_stage.values())),
         "client_peak_mib": round(max([_peak_mib(), *by_stage.values()])),
         "client_peak_by_stage_mib": by_stage,
         "worker_peak_train_mib": sorted(round(v) for v in worker_peak_train.values()),
