@@ -142,8 +142,12 @@ def on_dask(a: dict[str, Any]) -> dict[str, Any]:
     # the client's peak per stage: VmHWM reset before each stage function and read after it
     # (a sampling thread would miss peaks in code that holds the GIL)
     by_stage: dict[str, float] = {}
-    wrapped = {"_prepare": "blocks", "_pifa_of": "representation"}
-    wrapped.update({"_build_tree": "trees", "_train_tree": "models"})
+    wrapped = {
+        "_prepare": "blocks",
+        "_pifa_of": "representation",
+        "_build_tree": "trees",
+        "_train_tree": "models",
+    }
     originals = {name: getattr(stages, name) for name in wrapped}
 
     def probe(name: str) -> Any:

@@ -285,3 +285,22 @@ def as_indicator(Y: Any, n_samples: int) -> tuple[sp.csr_matrix, np.ndarray | No
         )
     M.sort_indices()
     return M, names
+
+
+def relevance_matrix(relevance: Any, shape: tuple[int, int]) -> sp.csr_matrix:
+    """``relevance`` as ``fit(X, Y, relevance=R)`` takes it: real, of ``Y``'s shape, a
+    canonical float32 CSR matrix (duplicates summed, indices sorted).
+
+    Raises
+    ------
+    ValueError
+        Complex values or a shape other than ``shape``.
+    """
+    if np.iscomplexobj(relevance.data if sp.issparse(relevance) else relevance):
+        raise ValueError("relevance must be real, got complex values")
+    R = sp.csr_matrix(relevance, dtype=np.float32)
+    if R.shape != shape:
+        raise ValueError(f"relevance has shape {R.shape}, Y has {shape}")
+    R.sum_duplicates()
+    R.sort_indices()
+    return R

@@ -52,7 +52,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from xmrrs import _xmrrs
 from xmrrs._progress import Progress
-from xmrrs._targets import as_indicator, column_to_1d, is_class_vector, truth_indicator
+from xmrrs._targets import (
+    as_indicator,
+    column_to_1d,
+    is_class_vector,
+    relevance_matrix,
+    truth_indicator,
+)
 from xmrrs._validation import csr_parts, is_sparray
 from xmrrs.hybrid import HybridMatrix
 from xmrrs.indexing import ClusterTree, HierarchicalKMeans, check_branching, label_representation
@@ -591,14 +597,7 @@ list of label lists
                 raise ValueError(
                     "relevance needs Y as an indicator matrix, not label lists or class labels"
                 )
-            if np.iscomplexobj(relevance.data if sp.issparse(relevance) else relevance):
-                raise ValueError("relevance must be real, got complex values")
-            R = sp.csr_matrix(relevance, dtype=np.float32)
-            if R.shape != Ym.shape:
-                raise ValueError(f"relevance has shape {R.shape}, Y has {Ym.shape}")
-            R.sum_duplicates()
-            R.sort_indices()
-            rel_parts = csr_parts(R, "relevance")
+            rel_parts = csr_parts(relevance_matrix(relevance, Ym.shape), "relevance")
         y_parts = csr_parts(Ym, "Y")
         models = []
         n_iter: list[list[float]] = []

@@ -184,14 +184,19 @@ def _empty_fill(zc: sp.csr_matrix) -> Fill | None:
     return _fill_of(_column_sums(zc), int(zc.nnz), zc.shape[0], n_empty)
 
 
+def _apply_fill(zc: sp.csr_matrix, fill: Fill | None, n_jobs: int | None) -> sp.csr_matrix:
+    """The CSR ``zc`` with its all-zero rows given ``fill`` (row by row: rows of a matrix
+    filled are the same rows filled alone)."""
+    if fill is None:
+        return zc
+    return to_scipy(_xmrrs.csr_fill_empty_rows(csr_parts(zc, "Z"), *fill, n_jobs))
+
+
 def _fill_empty(z: Representation, n_jobs: int | None) -> Representation:
     """Give all-zero rows the mean direction of the other rows (see the module docs)."""
     if sp.issparse(z):
         zc = sp.csr_matrix(z)
-        fill = _empty_fill(zc)
-        if fill is None:
-            return zc
-        return to_scipy(_xmrrs.csr_fill_empty_rows(csr_parts(zc, "Z"), *fill, n_jobs))
+        return _apply_fill(zc, _empty_fill(zc), n_jobs)
     norms = np.einsum("ij,ij->i", z, z)
     empty = norms == 0
     if not empty.any() or empty.all():

@@ -14,7 +14,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from xmrrs import _xmrrs
-from xmrrs._targets import as_indicator, encode_classes, encode_label_lists, is_class_vector
+from xmrrs._targets import (
+    as_indicator,
+    encode_classes,
+    encode_label_lists,
+    is_class_vector,
+    relevance_matrix,
+)
 from xmrrs._validation import csr_parts, to_scipy
 from xmrrs.distributed._run import _is_delayed, _Run
 from xmrrs.distributed._worker import _aligned
@@ -48,19 +54,6 @@ def _load(src: Any) -> tuple[Any, ...]:
     return (x, y, *rest)
 
 
-def _relevance(r: Any, shape: tuple[int, int]) -> sp.csr_matrix:
-    """``r`` checked and canonicalised as :meth:`XRLinearClassifier.fit` does."""
-    r = _aligned(r)
-    if np.iscomplexobj(r.data if sp.issparse(r) else r):
-        raise ValueError("relevance must be real, got complex values")
-    m = sp.csr_matrix(r, dtype=np.float32)
-    if m.shape != shape:
-        raise ValueError(f"relevance has shape {m.shape}, Y has {shape}")
-    m.sum_duplicates()
-    m.sort_indices()
-    return m
-
-
 def _load_block(src: Any) -> tuple[Any, Any, bool, np.ndarray | None, bool, Any]:
     """``(X, Y, whether every row of X has unit norm, Y's label names or None, whether Y is
     a class vector, relevance or None)``: ``Y`` as a canonical 0/1 indicator, or as given
@@ -85,7 +78,7 @@ def _load_block(src: Any) -> tuple[Any, Any, bool, np.ndarray | None, bool, Any]
             raise ValueError(
                 "relevance needs Y as an indicator matrix, not label lists or class labels"
             )
-        r = _relevance(rest[0], ym.shape)
+        r = relevance_matrix(_aligned(rest[0]), ym.shape)
     unit = bool(_xmrrs.csr_rows_are_unit(parts, 1))
     if names is None:
         return to_scipy(parts), ym, unit, None, False, r

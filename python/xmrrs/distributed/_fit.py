@@ -152,26 +152,32 @@ def fit(
     timings["representation"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     n_est = p["n_estimators"]
-    # with the PII view (more than 2 trees), trees 2, 4, ... do not read Z
-    last = n_est - 1 if n_est <= 2 or n_est % 2 == 0 else n_est - 2
     trees = [
-        _build_tree(run, estimator, Z, n_labels, p, 0, None, n_parts, timings, source, last == 0)
+        _build_tree(run, estimator, Z, n_labels, p, 0, None, n_parts, timings, source, n_est == 1)
     ]
+    # with the PII view (more than 2 trees), trees 2, 4, ... are clustered on PII, not Z
     pii_view = n_est > 2 and estimator._pii_view(trees[0])
-    if not pii_view:
-        last = n_est - 1
     Z_pii = (
         label_representation(None, gathered_y(), "pii", n_jobs=estimator.n_jobs)
         if pii_view
         else None
     )
+    on_z = [i for i in range(1, n_est) if not (pii_view and i % 2 == 0)]
     for i in range(1, n_est):
-        pii = pii_view and i % 2 == 0
-        Zi = Z_pii if pii else Z
-        src = None if pii else source
+        pii = i not in on_z
         trees.append(
             _build_tree(
-                run, estimator, Zi, n_labels, p, i, trees[0], n_parts, timings, src, i == last
+                run,
+                estimator,
+                Z_pii if pii else Z,
+                n_labels,
+                p,
+                i,
+                trees[0],
+                n_parts,
+                timings,
+                None if pii else source,
+                i == on_z[-1],  # the last tree to read Z's pieces releases them
             )
         )
     del Z, Z_pii, y_all, source

@@ -17,13 +17,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from xmrrs import _xmrrs
 from xmrrs import sparse as xs
-from xmrrs._validation import csr_parts, to_scipy
 from xmrrs.distributed._blocks import _prepare
 from xmrrs.distributed._run import _client, _Run
 from xmrrs.distributed._worker import _aligned
-from xmrrs.indexing import Fill, _as_csr, _column_sums, _fill_empty, _fill_of
+from xmrrs.indexing import Fill, _apply_fill, _as_csr, _column_sums, _fill_empty, _fill_of
 
 
 def _pifa_step(
@@ -87,14 +85,6 @@ def _sums_step(acc: np.ndarray | None, z: sp.csr_matrix) -> np.ndarray:
     return _column_sums(_aligned(z), None if acc is None else np.array(acc))
 
 
-def _filled(z: sp.csr_matrix, fill: Fill | None, n_jobs: int | None) -> sp.csr_matrix:
-    """``z`` with its all-zero rows given ``fill`` (row by row: a piece of ``Z`` filled is
-    the same rows of ``Z`` filled)."""
-    if fill is None:
-        return z
-    return to_scipy(_xmrrs.csr_fill_empty_rows(csr_parts(z, "Z"), *fill, n_jobs))
-
-
 def _zrows(
     ids: np.ndarray,
     starts: Sequence[int],
@@ -109,7 +99,7 @@ def _zrows(
         mine = ids[(ids >= lo) & (ids < lo + piece.shape[0])] - lo
         out.append(piece[mine])
     z = out[0] if len(out) == 1 else sp.vstack(out, format="csr")
-    return sp.csr_matrix(_filled(z, fill, 1))
+    return sp.csr_matrix(_apply_fill(z, fill, 1))
 
 
 def zrows_task(run: _Run, name: str, source: ZPieces, ids: np.ndarray, **kw: Any) -> Any:
@@ -214,7 +204,7 @@ def _assemble(
             if a == b:
                 continue
             part = p if (a, b) == (0, n_r) else run.submit(f"pifa-slice{r}-{a}", _slice, p, a, b)
-            z = _filled(_aligned(run.client.gather(part)), fill, n_jobs)
+            z = _apply_fill(_aligned(run.client.gather(part)), fill, n_jobs)
             n, m = z.shape[0], int(z.nnz)
             indptr[row + 1 : row + n + 1] = z.indptr[1:].astype(np.int64) + at
             indices[at : at + m] = z.indices

@@ -140,7 +140,7 @@ pub fn assemble_layers(
             let (w_ptr, w_idx, w_val) = (w.indptr(), w.indices(), w.data());
             for r in first..first + (ptr[p + 1] - ptr[p]) as usize {
                 let range = w_ptr[r] as usize..w_ptr[r + 1] as usize;
-                if range.start > range.end || range.end > w_idx.len() || range.end > w_val.len() {
+                if range.end > w_idx.len() || range.end > w_val.len() {
                     return Err(Error::shape(format!("layer {m}: malformed part rows")));
                 }
                 indices.extend_from_slice(&w_idx[range.clone()]);
