@@ -268,13 +268,22 @@ fn squared_norm(row: &[f32]) -> f64 {
 }
 
 /// Scales `row` to unit L2 norm (sum of squares in f64; an all-zero row is left as is).
-/// [`normalize_rows_l2`] applies it to every row, so both give the same bits.
+/// [`normalize_rows_l2`] applies it to every row, so both give the same bits. A norm too
+/// small for a normal f32 (values around 1e-38 and below) would be rounded to a few bits
+/// of precision there, so such a row is divided in f64.
 pub fn normalize_l2(row: &mut [f32]) {
     let ss = squared_norm(row);
     if ss > 0.0 {
-        let norm = ss.sqrt() as f32;
-        for v in row.iter_mut() {
-            *v /= norm;
+        let norm = ss.sqrt();
+        if norm >= f64::from(f32::MIN_POSITIVE) {
+            let norm = norm as f32;
+            for v in row.iter_mut() {
+                *v /= norm;
+            }
+        } else {
+            for v in row.iter_mut() {
+                *v = (f64::from(*v) / norm) as f32;
+            }
         }
     }
 }
@@ -646,6 +655,28 @@ pub fn topk_csr(a: &CsrView<'_>, k: usize) -> Csr {
 mod tests {
     use super::*;
     use crate::parallel::install;
+
+    /// Rows whose norm is below the normal f32 range (subnormal values) still come out at
+    /// unit norm: an f32 norm there keeps only a few bits (1e-45 twice gave [1, 1]).
+    #[test]
+    fn normalize_l2_is_accurate_for_tiny_rows() {
+        for v in [1e-45f32, 1e-42, 3e-41, 1e-39, 1e-38, 1e-30, 0.5] {
+            let mut row = [v, v];
+            normalize_l2(&mut row);
+            for x in row {
+                assert!(
+                    (x - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6,
+                    "{v}: {row:?}"
+                );
+            }
+        }
+        let mut row = [1e-44f32, -3e-44, 0.0];
+        normalize_l2(&mut row);
+        let exact = [1.0f64, -3.0, 0.0].map(|x| x / 10f64.sqrt());
+        for (x, e) in row.iter().zip(exact) {
+            assert!((f64::from(*x) - e).abs() < 1e-6, "{row:?}");
+        }
+    }
 
     #[test]
     fn fill_empty_rows_replaces_only_empty_rows() {
