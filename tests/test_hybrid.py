@@ -104,6 +104,18 @@ def test_hybrid_is_deterministic_across_n_jobs() -> None:
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
 
 
+def test_hybrid_one_row_queries_equal_the_batch() -> None:
+    # a 2-tree ensemble answers one row on the calling thread: the batch's row, bit for bit
+    H, Y = _data(seed=4, n=500)
+    clf = XRLinearClassifier(n_estimators=2, n_jobs=2).fit(H, Y)
+    Q = HybridMatrix(H.sparse[:30] * 2.5, H.dense[:30])
+    ids, scores = clf.predict_topk(Q, 5)
+    for i in range(Q.shape[0]):
+        a, b = clf.predict_topk(Q[i : i + 1], 5)
+        np.testing.assert_array_equal(a[0], ids[i])
+        np.testing.assert_array_equal(b[0], scores[i])
+
+
 def test_hybrid_model_saves_maps_and_pickles(tmp_path: Path) -> None:
     H, Y = _data(seed=1, n=600)
     est = XRLinearClassifier().fit(H, Y)

@@ -13,7 +13,7 @@ use pyo3::types::PyBytes;
 use xmrrs_core::cluster::ClusterTree;
 use xmrrs_core::dense::DenseView;
 use xmrrs_core::sparse::{self, CsrView};
-use xmrrs_core::xr::infer::{self, PredictParams, Searcher};
+use xmrrs_core::xr::infer::{self, EnsembleSearcher, PredictParams, Searcher};
 use xmrrs_core::xr::model::XrModel;
 use xmrrs_core::xr::train::{self, TrainParams};
 use xmrrs_core::xr::{Loss, Negatives, PostProcessor, SolverParams};
@@ -465,6 +465,31 @@ pub fn xr_predict_ensemble<'py>(
     let v = a.view()?;
     let n = v.n_rows();
     let refs: Vec<&XrModel> = models.iter().map(|m| &m.inner).collect();
+    if n == 1 {
+        // one query: on this thread, without the pool's hand-off (the batch answer)
+        let mut ids = vec![-1i64; k];
+        let mut scores = vec![f32::NEG_INFINITY; k];
+        py.detach(|| {
+            guard(|| {
+                with_canonical(v, |v| {
+                    ENSEMBLE_SCRATCH.with_borrow_mut(|(searcher, values)| {
+                        let (idx, val) = v.row(0);
+                        let val = if normalize && xd.is_none() {
+                            values.clear();
+                            values.extend_from_slice(val);
+                            sparse::normalize_l2(values);
+                            &values[..]
+                        } else {
+                            val
+                        };
+                        let dense = xd.as_ref().map_or(&[][..], |d| d.row(0));
+                        searcher.search_hybrid(&refs, idx, val, dense, &p, &mut ids, &mut scores)
+                    })
+                })
+            })
+        })?;
+        return topk_out(py, ids, scores, 1, k);
+    }
     let (ids, scores) = run(py, n_jobs, || {
         with_canonical(v, |v| {
             maybe_normalized(v, normalize && xd.is_none(), |v| {
@@ -473,4 +498,11 @@ pub fn xr_predict_ensemble<'py>(
         })
     })?;
     topk_out(py, ids, scores, n, k)
+}
+
+thread_local! {
+    /// Scratch of one-query ensemble searches, per calling thread (buffers grow to the
+    /// largest model searched, then are reused).
+    static ENSEMBLE_SCRATCH: std::cell::RefCell<(EnsembleSearcher, Vec<f32>)> =
+        std::cell::RefCell::new((EnsembleSearcher::new(), Vec::new()));
 }

@@ -33,6 +33,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 pub use super::kernel::Kernel;
+
+mod ensemble;
 use super::kernel::{
     child_bounded_by_parent, finite_margin, for_each_score, margin_floor, margins, Chunk, Col,
     Corrupt, LayerView,
@@ -42,6 +44,7 @@ use super::PostProcessor;
 use crate::alloc::{checked_len, try_vec};
 use crate::sparse::{balanced_ranges, check_finite, Csr, CsrView};
 use crate::{Error, Result};
+pub use ensemble::{predict_ensemble, predict_ensemble_hybrid, EnsembleSearcher};
 
 /// Settings of a prediction.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -941,115 +944,6 @@ pub fn beam_nodes(
     )
 }
 
-/// Per-thread buffers of [`predict_ensemble`]: `(label, model, score)` entries, each model's
-/// score for absent labels, candidates.
-type EnsembleScratch = (Vec<(u32, usize, f32)>, Vec<f32>, Vec<(f32, u32)>);
-
-/// Averages the predictions of several models over the same labels and features.
-///
-/// Each model returns its best `max(topk, beam_size)` labels per row; a label's ensemble
-/// score is the mean over models of its score in each model's list. A model that did not
-/// return the label contributes `0` for the multiplicative post-processors (`sigmoid`,
-/// `l{p}-hinge`, whose scores lie in `[0, 1]`: 0 is their floor), and for the others
-/// (`noop` and the log forms, unbounded below) the lowest score that model returned for the
-/// row (an upper bound of the label's true score there). Then the `topk` best are kept,
-/// ties to the lower label id.
-pub fn predict_ensemble(
-    models: &[&XrModel],
-    x: &CsrView<'_>,
-    params: &PredictParams,
-) -> Result<(Vec<i64>, Vec<f32>)> {
-    predict_ensemble_hybrid(models, x, None, params)
-}
-
-/// [`predict_ensemble`] of rows with a dense block `xd` beside `x` (see [`predict_hybrid`]).
-pub fn predict_ensemble_hybrid(
-    models: &[&XrModel],
-    x: &CsrView<'_>,
-    xd: Option<&DenseView<'_>>,
-    params: &PredictParams,
-) -> Result<(Vec<i64>, Vec<f32>)> {
-    params.validate()?;
-    let Some(first) = models.first() else {
-        return Err(Error::invalid("predict_ensemble needs at least one model"));
-    };
-    for (i, m) in models.iter().enumerate() {
-        if m.n_features() != first.n_features() || m.n_labels() != first.n_labels() {
-            return Err(Error::shape(format!(
-                "model {i} has {} features and {} labels, model 0 has {} and {}",
-                m.n_features(),
-                m.n_labels(),
-                first.n_features(),
-                first.n_labels()
-            )));
-        }
-    }
-    let params = &params.capped(first);
-    let kk = params.topk.max(params.beam_size);
-    let each = PredictParams {
-        topk: kk,
-        ..*params
-    };
-    let preds: Vec<(Vec<i64>, Vec<f32>)> = models
-        .iter()
-        .map(|m| predict_hybrid(m, x, xd, &each))
-        .collect::<Result<_>>()?;
-    let n = x.n_rows();
-    let k = params.topk;
-    let nm = models.len();
-    let floor_zero = matches!(
-        params.post_processor,
-        PostProcessor::Sigmoid | PostProcessor::Hinge(_)
-    );
-    let (mut ids, mut scores) = output(n, k)?;
-    ids.par_chunks_mut(k)
-        .zip(scores.par_chunks_mut(k))
-        .enumerate()
-        .for_each_init(
-            || (Vec::new(), Vec::new(), Vec::new()),
-            |(all, absent, cand): &mut EnsembleScratch, (i, (oi, os))| {
-                all.clear();
-                absent.clear();
-                for (mi, (pi, ps)) in preds.iter().enumerate() {
-                    let mut low = f32::INFINITY;
-                    for t in i * kk..(i + 1) * kk {
-                        if pi[t] >= 0 {
-                            all.push((pi[t] as u32, mi, ps[t]));
-                            low = low.min(ps[t]);
-                        }
-                    }
-                    absent.push(if floor_zero || !low.is_finite() {
-                        0.0
-                    } else {
-                        low
-                    });
-                }
-                all.sort_unstable_by_key(|e| (e.0, e.1));
-                cand.clear();
-                let mut s = 0;
-                while s < all.len() {
-                    let label = all[s].0;
-                    let mut e = s;
-                    // models in order: sum present scores and absent floors in model order
-                    let mut sum = 0.0f32;
-                    for (mi, &floor) in absent.iter().enumerate() {
-                        if e < all.len() && all[e].0 == label && all[e].1 == mi {
-                            sum += all[e].2;
-                            e += 1;
-                        } else {
-                            sum += floor;
-                        }
-                    }
-                    cand.push((sum / nm as f32, label));
-                    s = e;
-                }
-                select(cand, k, true);
-                write_hits(cand, oi, os);
-            },
-        );
-    Ok((ids, scores))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1382,86 +1276,5 @@ mod tests {
                 assert!(idx.windows(2).all(|w| w[0] < w[1]));
             }
         }
-    }
-
-    #[test]
-    fn ensembles_average_scores() {
-        let (tree, layers, d) = setup(2, 31);
-        let a = XrModel::new(&tree, layers.clone(), d).unwrap();
-        let layers_b = random_layers(&tree, tree.depth() + 1, d, 99);
-        let b = XrModel::new(&tree, layers_b.clone(), d).unwrap();
-        let x = random_queries(40, d, 10, 32);
-        for pp in [PostProcessor::Hinge(3), PostProcessor::LogHinge(3)] {
-            let p = PredictParams {
-                beam_size: 100,
-                topk: 5,
-                post_processor: pp,
-                kernel: Kernel::Auto,
-            };
-            // each model contributes its max(topk, beam) best; use a partial list to see floors
-            let p = PredictParams { topk: 5, ..p };
-            // one model: the ensemble is the model
-            assert_eq!(
-                predict_ensemble(&[&a], &x.view(), &p).unwrap(),
-                predict(&a, &x.view(), &p).unwrap()
-            );
-            // the same model twice: same ids, same scores
-            assert_eq!(
-                predict_ensemble(&[&a, &a], &x.view(), &p).unwrap(),
-                predict(&a, &x.view(), &p).unwrap()
-            );
-            // two models, each contributing its own max(topk, beam) list
-            for beam in [2, 100] {
-                let p = PredictParams {
-                    beam_size: beam,
-                    ..p
-                };
-                let kk = p.topk.max(beam);
-                let each = PredictParams { topk: kk, ..p };
-                let (ia, sa) = predict(&a, &x.view(), &each).unwrap();
-                let (ib, sb) = predict(&b, &x.view(), &each).unwrap();
-                let (ids, sc) = predict_ensemble(&[&a, &b], &x.view(), &p).unwrap();
-                for i in 0..x.n_rows {
-                    let list = |ids: &[i64], sc: &[f32]| -> Vec<(i64, f32)> {
-                        (i * kk..(i + 1) * kk)
-                            .filter(|&t| ids[t] >= 0)
-                            .map(|t| (ids[t], sc[t]))
-                            .collect()
-                    };
-                    let (la, lb) = (list(&ia, &sa), list(&ib, &sb));
-                    let floor = |l: &[(i64, f32)]| {
-                        if matches!(pp, PostProcessor::Hinge(_)) {
-                            0.0
-                        } else {
-                            l.iter().map(|e| e.1).fold(f32::INFINITY, f32::min)
-                        }
-                    };
-                    let (fa, fb) = (floor(&la), floor(&lb));
-                    let mut mean = vec![f32::NEG_INFINITY; tree.n_labels()];
-                    for &(l, _) in la.iter().chain(&lb) {
-                        let va = la.iter().find(|e| e.0 == l).map_or(fa, |e| e.1);
-                        let vb = lb.iter().find(|e| e.0 == l).map_or(fb, |e| e.1);
-                        mean[l as usize] = (va + vb) / 2.0;
-                    }
-                    if beam == 2 {
-                        assert!(
-                            la.iter().any(|e| !lb.iter().any(|f| f.0 == e.0)),
-                            "lists differ"
-                        );
-                    }
-                    let (ei, es) = topk_of(&mean, 5);
-                    assert_eq!(&ids[i * 5..i * 5 + 5], &ei[..]);
-                    assert_eq!(&sc[i * 5..i * 5 + 5], &es[..]);
-                }
-            }
-        }
-        let other = XrModel::new(
-            &random_tree(&[2], 10, 1),
-            random_layers(&random_tree(&[2], 10, 1), 2, d, 1),
-            d,
-        )
-        .unwrap();
-        assert!(predict_ensemble(&[&a, &other], &x.view(), &PredictParams::default()).is_err());
-        assert!(predict_ensemble(&[], &x.view(), &PredictParams::default()).is_err());
     }
 }
