@@ -146,7 +146,8 @@ class XrModel:
 def xr_train(
     x: CsrParts,
     y: CsrParts,
-    tree: TreeParts,
+    trees: list[TreeParts],
+    seeds: list[int],
     *,
     loss: str = "squared_hinge",
     cp: float = 1.0,
@@ -158,13 +159,12 @@ def xr_train(
     negatives: str = "tfn",
     beam_size: int = 10,
     post_processor: str = "l3-hinge",
-    seed: int = 0,
     relevance: CsrParts | None = None,
     n_jobs: int | None = None,
     x_dense: npt.NDArray[np.float32] | None = None,
     dense_in_ranker: bool = True,
     top_fraction: float = 1.0,
-) -> tuple[XrModel, list[float]]: ...
+) -> list[tuple[XrModel, list[float]]]: ...
 def xr_predict_ensemble(
     models: list[XrModel],
     x: CsrParts,

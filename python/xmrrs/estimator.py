@@ -599,15 +599,13 @@ list of label lists
                 )
             rel_parts = csr_parts(relevance_matrix(relevance, Ym.shape), "relevance")
         y_parts = csr_parts(Ym, "Y")
-        models = []
-        n_iter: list[list[float]] = []
         t0 = time.perf_counter()
         # one representation for every tree (it does not depend on the seed; the trees
         # differ by their k-means seeds and, mixed, their shapes and the PII view); built
         # first so that the representations are freed before the (memory-heavier) training
         n_est = p["n_estimators"]
-        # verbose: one bar over the stages (representation, each tree, each tree's models)
-        bar = Progress(quiet=not self.verbose).bar(1 + 2 * n_est, "fit: representation", "stage")
+        # verbose: one bar over the stages (representation, each tree, the models)
+        bar = Progress(quiet=not self.verbose).bar(2 + n_est, "fit: representation", "stage")
         with bar:
             Xr = None if isinstance(self.indexer, ClusterTree) else self._tree_input(Xn)
             Z = self._representation(Xr, Ym, p["seed"])
@@ -626,34 +624,35 @@ list of label lists
                 f"representation and {len(trees)} tree(s) {trees[0].n_nodes_per_level} "
                 f"in {time.perf_counter() - t0:.2f} s"
             )
-            for i, tree in enumerate(trees):
-                bar.set_description(f"fit: models of tree {i + 1}/{n_est}")
-                t1 = time.perf_counter()
-                model, passes = _xmrrs.xr_train(
-                    x_parts,
-                    y_parts,
-                    (tree.child_ptrs, tree.leaf_ptr, tree.labels),
-                    loss=p["loss"],
-                    cp=p["cp"],
-                    cn=p["cn"],
-                    max_iter=p["max_iter"],
-                    tol=p["tol"],
-                    bias=p["bias"],
-                    threshold=p["threshold"],
-                    negatives=p["negatives"],
-                    beam_size=p["beam_size"],
-                    post_processor=self.post_processor,
-                    seed=p["seed"] + i,
-                    relevance=rel_parts,
-                    n_jobs=self.n_jobs,
-                    x_dense=Xn.dense if isinstance(Xn, HybridMatrix) else None,
-                    dense_in_ranker=bool(self.dense_in_ranker),
-                    top_fraction=top_fraction(p["top_max_samples"], Xn.shape[0]),
-                )
-                bar.update()
-                self._log(f"estimator {i + 1}/{n_est}: models in {time.perf_counter() - t1:.2f} s")
-                models.append(model)
-                n_iter.append(passes)
+            bar.set_description(f"fit: models of {n_est} tree(s)")
+            t1 = time.perf_counter()
+            # every tree's training tasks share one pool (largest first), so the threads
+            # stay busy where one tree's last tasks would leave them idle
+            trained = _xmrrs.xr_train(
+                x_parts,
+                y_parts,
+                [(tree.child_ptrs, tree.leaf_ptr, tree.labels) for tree in trees],
+                [p["seed"] + i for i in range(n_est)],
+                loss=p["loss"],
+                cp=p["cp"],
+                cn=p["cn"],
+                max_iter=p["max_iter"],
+                tol=p["tol"],
+                bias=p["bias"],
+                threshold=p["threshold"],
+                negatives=p["negatives"],
+                beam_size=p["beam_size"],
+                post_processor=self.post_processor,
+                relevance=rel_parts,
+                n_jobs=self.n_jobs,
+                x_dense=Xn.dense if isinstance(Xn, HybridMatrix) else None,
+                dense_in_ranker=bool(self.dense_in_ranker),
+                top_fraction=top_fraction(p["top_max_samples"], Xn.shape[0]),
+            )
+            bar.update()
+            self._log(f"models of {n_est} tree(s) in {time.perf_counter() - t1:.2f} s")
+            models = [model for model, _ in trained]
+            n_iter = [passes for _, passes in trained]
         self.n_iter_ = np.asarray(n_iter)
         self.models_ = models
         self.tree_ = trees[0]

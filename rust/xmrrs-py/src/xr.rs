@@ -376,15 +376,18 @@ pub(crate) fn train_params(
     })
 }
 
-/// Trains every layer of an XR-Linear model over a label tree; also returns the mean number
-/// of solver passes per node of each layer.
+/// Trains every layer of an XR-Linear model over each label tree of `trees` (tree `i` with
+/// visiting orders seeded by `seeds[i]`; the trees' tasks share one pool); returns, per tree,
+/// the model and the mean number of solver passes per node of each layer.
 #[pyfunction]
-#[pyo3(signature = (x, y, tree, *, loss="squared_hinge", cp=1.0, cn=1.0, max_iter=100, tol=0.1, bias=1.0, threshold=0.1, negatives="tfn", beam_size=10, post_processor="l3-hinge", seed=0, relevance=None, n_jobs=None, x_dense=None, dense_in_ranker=true, top_fraction=1.0))]
+#[pyo3(signature = (x, y, trees, seeds, *, loss="squared_hinge", cp=1.0, cn=1.0, max_iter=100, tol=0.1, bias=1.0, threshold=0.1, negatives="tfn", beam_size=10, post_processor="l3-hinge", relevance=None, n_jobs=None, x_dense=None, dense_in_ranker=true, top_fraction=1.0))]
+#[allow(clippy::too_many_arguments)]
 pub fn xr_train<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
     y: &Bound<'py, PyAny>,
-    tree: TreeArg<'py>,
+    trees: Vec<TreeArg<'py>>,
+    seeds: Vec<u64>,
     loss: &str,
     cp: f32,
     cn: f32,
@@ -395,22 +398,31 @@ pub fn xr_train<'py>(
     negatives: &str,
     beam_size: usize,
     post_processor: &str,
-    seed: u64,
     relevance: Option<&Bound<'py, PyAny>>,
     n_jobs: Option<i64>,
     x_dense: Option<PyReadonlyArray2<'py, f32>>,
     dense_in_ranker: bool,
     top_fraction: f64,
-) -> PyResult<(PyXrModel, Vec<f64>)> {
-    let mut params = train_params(
-        (loss, cp, cn, max_iter, tol, bias, threshold),
-        negatives,
-        Some((beam_size, post_processor)),
-        seed,
-    )?;
-    params.dense_in_ranker = dense_in_ranker;
-    params.top_fraction = top_fraction;
-    let tree = tree_of(&tree)?;
+) -> PyResult<Vec<(PyXrModel, Vec<f64>)>> {
+    if trees.len() != seeds.len() {
+        return Err(PyValueError::new_err(format!(
+            "{} trees but {} seeds",
+            trees.len(),
+            seeds.len()
+        )));
+    }
+    let mut jobs: Vec<(ClusterTree, TrainParams)> = Vec::with_capacity(trees.len());
+    for (tree, &seed) in trees.iter().zip(&seeds) {
+        let mut params = train_params(
+            (loss, cp, cn, max_iter, tol, bias, threshold),
+            negatives,
+            Some((beam_size, post_processor)),
+            seed,
+        )?;
+        params.dense_in_ranker = dense_in_ranker;
+        params.top_fraction = top_fraction;
+        jobs.push((tree_of(tree)?, params));
+    }
     let xa = CsrArg::extract(x, "X")?;
     let ya = CsrArg::extract(y, "Y")?;
     let ra = relevance
@@ -419,26 +431,31 @@ pub fn xr_train<'py>(
     let (xv, yv) = (xa.view()?, ya.view()?);
     let rv = ra.as_ref().map(|r| r.view()).transpose()?;
     let xd = dense_view(x_dense.as_ref())?;
-    let (model, stats) = run(py, n_jobs, || {
+    let refs: Vec<(&ClusterTree, TrainParams)> = jobs.iter().map(|(t, p)| (t, *p)).collect();
+    let trained = run(py, n_jobs, || {
         with_canonical(xv, |xv| {
             with_canonical(yv, |yv| {
-                let (layers, stats) = train::train_hybrid_with_stats(
-                    &xv,
-                    xd.as_ref(),
-                    &yv,
-                    &tree,
-                    &params,
-                    rv.as_ref(),
-                )?;
-                Ok((XrModel::new(&tree, layers, xv.n_cols())?, stats))
+                let out =
+                    train::train_ensemble_with_stats(&xv, xd.as_ref(), &yv, &refs, rv.as_ref())?;
+                out.into_iter()
+                    .zip(&refs)
+                    .map(|((layers, stats), (tree, _))| {
+                        Ok((XrModel::new(tree, layers, xv.n_cols())?, stats))
+                    })
+                    .collect::<xmrrs_core::Result<Vec<_>>>()
             })
         })
     })?;
-    let passes = stats
-        .iter()
-        .map(|s| s.n_passes as f64 / s.n_problems.max(1) as f64)
-        .collect();
-    Ok((PyXrModel::wrap(model), passes))
+    Ok(trained
+        .into_iter()
+        .map(|(model, stats)| {
+            let passes = stats
+                .iter()
+                .map(|s| s.n_passes as f64 / s.n_problems.max(1) as f64)
+                .collect();
+            (PyXrModel::wrap(model), passes)
+        })
+        .collect())
 }
 
 /// Averages the predictions of several models over the same labels (see the core docs);

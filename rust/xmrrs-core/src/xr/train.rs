@@ -307,8 +307,30 @@ pub fn train_hybrid_with_stats(
     params: &TrainParams,
     relevance: Option<&CsrView<'_>>,
 ) -> Result<(Vec<LayerWeights>, Vec<LayerStats>)> {
-    params.validate()?;
-    check_inputs(x, y, tree, relevance)?;
+    let mut out = train_ensemble_with_stats(x, xd, y, &[(tree, *params)], relevance)?;
+    out.pop()
+        .ok_or_else(|| Error::invalid("internal: no model for the tree"))
+}
+
+/// The layers of an ensemble: [`train_hybrid_with_stats`] for each `(tree, params)` of
+/// `trees` (same data, one seed each), returned in that order.
+///
+/// Trees whose negatives are `tfn` alone put their parent tasks into one pool, largest first
+/// across every tree and layer, so that threads stay busy where one tree's last tasks would
+/// leave them idle; trees with `man` train after them, one at a time, layer by layer. A
+/// task's result does not depend on which thread runs it or when, so each tree's layers are
+/// bit-identical to training it alone.
+pub fn train_ensemble_with_stats(
+    x: &CsrView<'_>,
+    xd: Option<&DenseView<'_>>,
+    y: &CsrView<'_>,
+    trees: &[(&ClusterTree, TrainParams)],
+    relevance: Option<&CsrView<'_>>,
+) -> Result<Vec<(Vec<LayerWeights>, Vec<LayerStats>)>> {
+    for (tree, params) in trees {
+        params.validate()?;
+        check_inputs(x, y, tree, relevance)?;
+    }
     check_rows(xd, x.n_rows(), "X")?;
     let x_owned;
     let x = if x.is_canonical() {
@@ -317,61 +339,107 @@ pub fn train_hybrid_with_stats(
         x_owned = x.canonicalize();
         x_owned.view()
     };
-
-    let depth = tree.depth();
-    let (kt, rel_t) = label_chain(y, tree, relevance)?;
-
+    let chains: Vec<(Vec<Csr>, Option<Csr>)> = trees
+        .iter()
+        .map(|(tree, _)| label_chain(y, tree, relevance))
+        .collect::<Result<_>>()?;
     let fmaps: Pool<FeatureMap> = Pool::new();
     let solvers: Pool<Solver> = Pool::new();
     let groups: Pool<GroupSolver> = Pool::new();
+    let shared: Vec<Shared<'_>> = trees
+        .iter()
+        .zip(&chains)
+        .map(|((tree, params), (kt, rel_t))| Shared {
+            x: &x,
+            xd,
+            tree,
+            kt,
+            rel_t: rel_t.as_ref(),
+            params,
+            fmaps: &fmaps,
+            solvers: &solvers,
+            groups: &groups,
+        })
+        .collect();
+    let mut out: Vec<Option<(Vec<LayerWeights>, Vec<LayerStats>)>> =
+        (0..trees.len()).map(|_| None).collect();
+    // Every layer's instance sets are known up front without `man`: one pool of
+    // (tree, layer, parent) tasks, largest first, with no barrier between layers or trees.
+    let pooled: Vec<usize> = (0..trees.len())
+        .filter(|&t| !trees[t].1.negatives.man)
+        .collect();
+    let ctxs: Vec<Vec<LayerCtx<'_>>> = pooled
+        .iter()
+        .map(|&t| {
+            let depth = trees[t].0.depth();
+            (0..=depth).map(|m| shared[t].layer(m, None)).collect()
+        })
+        .collect();
+    let mut tasks: Vec<(u64, usize, usize, usize)> = ctxs
+        .iter()
+        .enumerate()
+        .flat_map(|(q, layers)| {
+            layers.iter().enumerate().flat_map(move |(m, c)| {
+                c.parent_costs().into_iter().map(move |(w, p)| (w, q, m, p))
+            })
+        })
+        .collect();
+    tasks.sort_unstable_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then(a.1.cmp(&b.1))
+            .then(a.2.cmp(&b.2))
+            .then(a.3.cmp(&b.3))
+    });
+    let order: Vec<(usize, usize, usize)> = tasks.iter().map(|t| (t.1, t.2, t.3)).collect();
+    let mut done = run_largest_first(&order, |&(q, m, p)| ctxs[q][m].train_parent(p))?;
+    // `done` follows `order`; put each layer's blocks back in parent order
+    let mut per_layer: Vec<Vec<Vec<Option<TaskOut>>>> = ctxs
+        .iter()
+        .map(|layers| {
+            layers
+                .iter()
+                .map(|c| (0..c.ptr.len() - 1).map(|_| None).collect())
+                .collect()
+        })
+        .collect();
+    for (&(q, m, p), task) in order.iter().zip(done.drain(..)) {
+        per_layer[q][m][p] = Some(task);
+    }
+    for ((&t, layers), blocks) in pooled.iter().zip(&ctxs).zip(per_layer) {
+        let (weights, stats) = layers
+            .iter()
+            .zip(blocks)
+            .map(|(c, b)| c.assemble(b.into_iter().flatten().collect()))
+            .unzip();
+        out[t] = Some((weights, stats));
+    }
+    drop(ctxs);
+    for (t, slot) in out.iter_mut().enumerate() {
+        if slot.is_none() {
+            *slot = Some(train_with_man(&x, xd, &shared[t])?);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// The layers of one tree trained with `man` negatives: in order, each layer's instance sets
+/// from the beam search of the layers above over the training rows.
+fn train_with_man(
+    x: &CsrView<'_>,
+    xd: Option<&DenseView<'_>>,
+    shared: &Shared<'_>,
+) -> Result<(Vec<LayerWeights>, Vec<LayerStats>)> {
+    let params = shared.params;
+    let depth = shared.tree.depth();
     let mut layers: Vec<LayerWeights> = Vec::with_capacity(depth + 1);
     let mut stats: Vec<LayerStats> = Vec::with_capacity(depth + 1);
-    let shared = Shared {
-        x: &x,
-        xd,
-        tree,
-        kt: &kt,
-        rel_t: rel_t.as_ref(),
-        params,
-        fmaps: &fmaps,
-        solvers: &solvers,
-        groups: &groups,
-    };
-    if !params.negatives.man {
-        // Every layer's instance sets are known up front: one pool of (layer, parent)
-        // tasks, largest first, with no barrier between layers.
-        let ctxs: Vec<LayerCtx<'_>> = (0..=depth).map(|m| shared.layer(m, None)).collect();
-        let mut tasks: Vec<(u64, usize, usize)> = ctxs
-            .iter()
-            .enumerate()
-            .flat_map(|(m, c)| c.parent_costs().into_iter().map(move |(w, p)| (w, m, p)))
-            .collect();
-        tasks.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        let order: Vec<(usize, usize)> = tasks.iter().map(|t| (t.1, t.2)).collect();
-        let mut done = run_largest_first(&order, |&(m, p)| ctxs[m].train_parent(p))?;
-        // `done` follows `order`; put each layer's blocks back in parent order
-        let mut per_layer: Vec<Vec<Option<TaskOut>>> = ctxs
-            .iter()
-            .map(|c| (0..c.ptr.len() - 1).map(|_| None).collect())
-            .collect();
-        for (&(m, p), out) in order.iter().zip(done.drain(..)) {
-            per_layer[m][p] = Some(out);
-        }
-        for (c, blocks) in ctxs.iter().zip(per_layer) {
-            let blocks: Vec<TaskOut> = blocks.into_iter().flatten().collect();
-            let (lw, st) = c.assemble(blocks);
-            layers.push(lw);
-            stats.push(st);
-        }
-        return Ok((layers, stats));
-    }
     let mut beam: Option<Csr> = None;
     for m in 0..=depth {
         let t0 = std::time::Instant::now();
         let man_t = if m > 0 {
             let prev = layers.last().expect("m > 0");
             let b = beam_match_hybrid(
-                &x,
+                x,
                 xd,
                 beam.as_ref().map(|b| b.view()).as_ref(),
                 prev,
@@ -1374,6 +1442,49 @@ mod tests {
             let c = train_layers(&x.view(), &y.view(), &tree, &other, None).unwrap();
             assert_ne!(bits(&a), bits(&c));
         }
+    }
+
+    #[test]
+    fn an_ensemble_is_its_trees_trained_alone() {
+        let (x, y) = synthetic(500, 70, 36, 9);
+        let trees = [
+            grouped_tree(36, 4, 3),
+            grouped_tree(36, 6, 2),
+            grouped_tree(36, 3, 4),
+        ];
+        let params = |seed: u64, man: bool| TrainParams {
+            negatives: Negatives { tfn: true, man },
+            man_beam_size: 3,
+            seed,
+            ..TrainParams::default()
+        };
+        // a `man` tree between two pooled ones, and seeds that differ per tree
+        let jobs = [
+            (&trees[0], params(5, false)),
+            (&trees[1], params(6, true)),
+            (&trees[2], params(7, false)),
+        ];
+        for threads in [1, 3] {
+            let together = parallel::install(Some(threads), || {
+                train_ensemble_with_stats(&x.view(), None, &y.view(), &jobs, None).unwrap()
+            })
+            .unwrap();
+            assert_eq!(together.len(), 3);
+            for ((tree, p), (layers, stats)) in jobs.iter().zip(&together) {
+                let alone = train_layers(&x.view(), &y.view(), tree, p, None).unwrap();
+                assert_eq!(bits(&alone), bits(layers), "seed {}", p.seed);
+                assert_eq!(stats.len(), tree.depth() + 1);
+            }
+        }
+        // each tree's inputs are checked
+        let wrong = grouped_tree(34, 4, 3);
+        let bad = [(&trees[0], params(5, false)), (&wrong, params(6, false))];
+        assert!(train_ensemble_with_stats(&x.view(), None, &y.view(), &bad, None).is_err());
+        assert!(
+            train_ensemble_with_stats(&x.view(), None, &y.view(), &[], None)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
