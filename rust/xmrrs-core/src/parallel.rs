@@ -15,15 +15,21 @@ pub const MAX_THREADS: usize = 1024;
 /// Resolves `n_jobs` to a thread count: `None` and `-1` mean every core, `k > 0` means `k`
 /// (at most [`MAX_THREADS`]), `-k` means `cores + 1 - k` (at least 1); `0` is an error.
 pub fn resolve_n_jobs(n_jobs: Option<i64>) -> Result<usize> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
     match n_jobs {
-        None => Ok(cores as usize),
+        None => Ok(cores() as usize),
         Some(0) => Err(Error::invalid(
             "n_jobs == 0 is not allowed; use None, -1 or a positive count",
         )),
         Some(k) if k > 0 => Ok(usize::try_from(k).map_or(MAX_THREADS, |k| k.min(MAX_THREADS))),
-        Some(k) => Ok(cores.saturating_add(1).saturating_add(k).max(1) as usize),
+        Some(k) => Ok(cores().saturating_add(1).saturating_add(k).max(1) as usize),
     }
+}
+
+/// The cores available to the process, read once (asking the system reads cgroup files,
+/// tens of microseconds: a one-row query's whole time).
+fn cores() -> i64 {
+    static CORES: OnceLock<i64> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) as i64)
 }
 
 /// Most pools kept alive at once (distinct `n_jobs` values in use).
