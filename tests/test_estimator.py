@@ -108,6 +108,12 @@ def test_one_row_queries_equal_the_batch(data: tuple, n_estimators: int) -> None
         a, b = clf.predict_topk(Q[i], k=5)
         np.testing.assert_array_equal(a[0], ids[i])
         np.testing.assert_array_equal(b[0], scores[i])
+    # a few rows (and, at one thread, fewer than 32) are searched on the calling thread too
+    for n_jobs, rows in ((2, 3), (1, 3), (1, 20), (1, 31)):
+        a, b = clf.set_params(n_jobs=n_jobs).predict_topk(Q[:rows], k=5)
+        np.testing.assert_array_equal(a, ids[:rows])
+        np.testing.assert_array_equal(b, scores[:rows])
+    clf.set_params(n_jobs=SMALL.get("n_jobs"))
     np.testing.assert_array_equal(Q.data, before)
     # same as normalising first and searching without normalisation
     pre = clf.set_params(normalize=False).predict_topk(Normalizer().transform(Q), k=5)

@@ -210,13 +210,11 @@ impl PyXrModel {
             })?;
             return topk_out(py, ids, scores, n, k);
         }
-        if n == 1 {
-            let mut ids = vec![-1i64; k];
-            let mut scores = vec![f32::NEG_INFINITY; k];
+        if on_caller(n, n_jobs)? {
+            let (mut ids, mut scores) = (vec![-1i64; n * k], vec![f32::NEG_INFINITY; n * k]);
             py.detach(|| {
                 guard(|| {
                     with_canonical(v, |v| {
-                        let (idx, val) = v.row(0);
                         // a concurrent caller gets fresh scratch instead of waiting
                         let mut guard = self.scratch.try_lock().ok();
                         let mut local;
@@ -227,20 +225,17 @@ impl PyXrModel {
                                 &mut local
                             }
                         };
-                        let val = if normalize {
-                            s.values.clear();
-                            s.values.extend_from_slice(val);
-                            sparse::normalize_l2(&mut s.values);
-                            &s.values[..]
-                        } else {
-                            val
-                        };
-                        s.searcher
-                            .search(&self.inner, idx, val, &p, &mut ids, &mut scores)
+                        for (i, (oi, os)) in ids.chunks_mut(k).zip(scores.chunks_mut(k)).enumerate()
+                        {
+                            let (idx, val) = v.row(i);
+                            let val = normalized(val, normalize, &mut s.values);
+                            s.searcher.search(&self.inner, idx, val, &p, oi, os)?;
+                        }
+                        Ok(())
                     })
                 })
             })?;
-            return topk_out(py, ids, scores, 1, k);
+            return topk_out(py, ids, scores, n, k);
         }
         let (ids, scores) = run(py, n_jobs, || {
             with_canonical(v, |v| {
@@ -482,30 +477,26 @@ pub fn xr_predict_ensemble<'py>(
     let v = a.view()?;
     let n = v.n_rows();
     let refs: Vec<&XrModel> = models.iter().map(|m| &m.inner).collect();
-    if n == 1 {
-        // one query: on this thread, without the pool's hand-off (the batch answer)
-        let mut ids = vec![-1i64; k];
-        let mut scores = vec![f32::NEG_INFINITY; k];
+    if on_caller(n, n_jobs)? {
+        // a few queries: on this thread, without the pool's hand-off (the batch's answers)
+        let (mut ids, mut scores) = (vec![-1i64; n * k], vec![f32::NEG_INFINITY; n * k]);
         py.detach(|| {
             guard(|| {
                 with_canonical(v, |v| {
                     ENSEMBLE_SCRATCH.with_borrow_mut(|(searcher, values)| {
-                        let (idx, val) = v.row(0);
-                        let val = if normalize && xd.is_none() {
-                            values.clear();
-                            values.extend_from_slice(val);
-                            sparse::normalize_l2(values);
-                            &values[..]
-                        } else {
-                            val
-                        };
-                        let dense = xd.as_ref().map_or(&[][..], |d| d.row(0));
-                        searcher.search_hybrid(&refs, idx, val, dense, &p, &mut ids, &mut scores)
+                        for (i, (oi, os)) in ids.chunks_mut(k).zip(scores.chunks_mut(k)).enumerate()
+                        {
+                            let (idx, val) = v.row(i);
+                            let val = normalized(val, normalize && xd.is_none(), values);
+                            let dense = xd.as_ref().map_or(&[][..], |d| d.row(i));
+                            searcher.search_hybrid(&refs, idx, val, dense, &p, oi, os)?;
+                        }
+                        Ok(())
                     })
                 })
             })
         })?;
-        return topk_out(py, ids, scores, 1, k);
+        return topk_out(py, ids, scores, n, k);
     }
     let (ids, scores) = run(py, n_jobs, || {
         with_canonical(v, |v| {
@@ -515,6 +506,31 @@ pub fn xr_predict_ensemble<'py>(
         })
     })?;
     topk_out(py, ids, scores, n, k)
+}
+
+/// Most rows searched on the calling thread whatever `n_jobs` (handing a batch to the pool
+/// and back costs about 100 us on the benchmark machine, a row 15-25 us).
+const CALLER_ROWS: usize = 4;
+/// Most rows searched on the calling thread when `n_jobs` gives one thread (the pool would
+/// only add the hand-off); from this size on the batch's blocked search is faster per row.
+const ONE_THREAD_ROWS: usize = 31;
+
+/// Whether a search of `n` rows runs on the calling thread, row by row (the same answers as
+/// the batch, which searches fewer than 32 rows that way and more rows bit-identically).
+fn on_caller(n: usize, n_jobs: Option<i64>) -> PyResult<bool> {
+    let threads = xmrrs_core::parallel::resolve_n_jobs(n_jobs).map_err(to_py)?;
+    Ok(n >= 1 && (n <= CALLER_ROWS || (threads == 1 && n <= ONE_THREAD_ROWS)))
+}
+
+/// `val` L2-normalised into `buf` when `normalize`, else `val` itself.
+fn normalized<'a>(val: &'a [f32], normalize: bool, buf: &'a mut Vec<f32>) -> &'a [f32] {
+    if !normalize {
+        return val;
+    }
+    buf.clear();
+    buf.extend_from_slice(val);
+    sparse::normalize_l2(buf);
+    &buf[..]
 }
 
 thread_local! {

@@ -209,6 +209,7 @@ impl EnsembleSearcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sparse::Csr;
     use crate::xr::infer::{predict, Kernel};
     use crate::xr::testutil::*;
 
@@ -301,7 +302,15 @@ mod tests {
             .map(|s| XrModel::new(&tree, random_layers(&tree, tree.depth() + 1, d, s), d).unwrap())
             .collect();
         let refs: Vec<&XrModel> = models.iter().collect();
-        let x = random_queries(25, d, 8, 7);
+        // more rows than SMALL_BATCH: the batch takes its blocked path
+        let x = random_queries(45, d, 8, 7);
+        let mut t = Vec::new();
+        for i in 0..10 {
+            let (qi, qv) = x.view().row(i);
+            t.extend(qi.iter().zip(qv).map(|(&j, &v)| (i as u32, j, v)));
+        }
+        let head = Csr::from_triplets(10, d, &t).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         let mut es = EnsembleSearcher::new();
         for pp in [
             PostProcessor::Hinge(3),
@@ -317,6 +326,10 @@ mod tests {
                 };
                 for nm in 1..=3 {
                     let (ids, sc) = predict_ensemble(&refs[..nm], &x.view(), &p).unwrap();
+                    // a batch under SMALL_BATCH rows (each model searched row by row) agrees too
+                    let (si, ss) = predict_ensemble(&refs[..nm], &head.view(), &p).unwrap();
+                    assert_eq!(&ids[..si.len()], &si[..]);
+                    assert_eq!(bits(&sc[..ss.len()]), bits(&ss));
                     for i in 0..x.n_rows {
                         let (qi, qv) = x.view().row(i);
                         let (mut oi, mut os) = (vec![0i64; topk], vec![0f32; topk]);
