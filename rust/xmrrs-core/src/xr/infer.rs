@@ -179,6 +179,18 @@ fn output(n: usize, k: usize) -> Result<(Vec<i64>, Vec<f32>)> {
     ))
 }
 
+/// Output buffers of one query: `topk` slots each.
+fn check_out(ids: &[i64], scores: &[f32], topk: usize) -> Result<()> {
+    if ids.len() != topk || scores.len() != topk {
+        return Err(Error::shape(format!(
+            "output buffers have {} and {} slots, topk is {topk}",
+            ids.len(),
+            scores.len()
+        )));
+    }
+    Ok(())
+}
+
 fn check_query(model: &XrModel, indices: &[u32], values: &[f32], dense: &[f32]) -> Result<()> {
     if dense.len() != model.n_dense() {
         return Err(Error::shape(format!(
@@ -402,14 +414,7 @@ impl Searcher {
         params.validate()?;
         let params = &params.capped(model);
         check_query(model, indices, values, dense)?;
-        if ids.len() != params.topk || scores.len() != params.topk {
-            return Err(Error::shape(format!(
-                "output buffers have {} and {} slots, topk is {}",
-                ids.len(),
-                scores.len(),
-                params.topk
-            )));
-        }
+        check_out(ids, scores, params.topk)?;
         let hits = self.run(model, indices, values, dense, params)?;
         write_hits(hits, ids, scores);
         Ok(hits.len())

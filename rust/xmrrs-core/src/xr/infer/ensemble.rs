@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use super::{output, predict_hybrid, select, write_hits, PredictParams, Searcher};
+use super::{check_out, output, predict_hybrid, select, write_hits, PredictParams, Searcher};
 use crate::dense::DenseView;
 use crate::sparse::CsrView;
 use crate::xr::model::XrModel;
@@ -178,14 +178,7 @@ impl EnsembleSearcher {
         scores: &mut [f32],
     ) -> Result<()> {
         let (each, floor_zero) = each_params(models, params)?;
-        if ids.len() != params.topk || scores.len() != params.topk {
-            return Err(Error::shape(format!(
-                "output buffers have {} and {} slots, topk is {}",
-                ids.len(),
-                scores.len(),
-                params.topk
-            )));
-        }
+        check_out(ids, scores, params.topk)?;
         let kk = each.topk;
         let len = models.len() * kk;
         self.ids.clear();
