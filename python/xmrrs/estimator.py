@@ -447,7 +447,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _x_predict(self, X: Any) -> tuple[Any, Any]:
         """CSR parts of ``X`` (and the dense block of a hybrid model) for prediction; a light
         path for scipy CSR input."""
-        check_is_fitted(self, "models_")
+        self._check_fitted()
         n_dense = self.models_[0].n_dense
         if isinstance(X, HybridMatrix) != (n_dense > 0):
             raise ValueError(
@@ -662,8 +662,14 @@ list of label lists
 
     # --------------------------------------------------------------------------- predict
 
+    def _check_fitted(self) -> None:
+        """sklearn's ``check_is_fitted`` (its error when not fitted), without its cost per
+        query (estimator tags) once fitted."""
+        if "models_" not in self.__dict__:
+            check_is_fitted(self, "models_")
+
     def _search(self, X: Any, k: int, beam_size: int | None) -> tuple[np.ndarray, np.ndarray]:
-        check_is_fitted(self, "models_")
+        self._check_fitted()
         # no more labels or beam entries than the model has (the core allocates k per row)
         n_labels = len(self.classes_)
         k = min(_integer(k, "k", 1), n_labels)
