@@ -1,8 +1,8 @@
 //! XR-Linear: training, the compiled model object, beam search and model files.
 //!
 //! `XrModel` wraps `xmrrs_core::xr::model::XrModel` (owned or memory-mapped) together with a
-//! scratch `Searcher`, so that one-row queries run without a thread pool and without
-//! allocating.
+//! scratch `Searcher`, so that one-row queries (and a few rows, see `on_caller`) run without
+//! a thread pool and without allocating; ensembles keep their scratch per calling thread.
 
 use std::sync::Mutex;
 
@@ -182,7 +182,8 @@ impl PyXrModel {
     /// `(n_rows, min(k, n_labels))`, rows L2-normalised first when `normalize` (the input is
     /// not modified). `x_dense` is the dense feature block of a hybrid model (one row per
     /// row of `x`; `normalize` does not apply to hybrid input: the caller scales it).
-    /// A single row is searched on the calling thread with reusable scratch (no pool).
+    /// A few rows (see `on_caller`) are searched on the calling thread with reusable scratch
+    /// (no pool).
     #[pyo3(signature = (x, k, beam_size, post_processor, n_jobs=None, normalize=false, x_dense=None))]
     #[allow(clippy::too_many_arguments)]
     fn predict_topk<'py>(
