@@ -10,7 +10,8 @@ import pytest
 import scipy.sparse as sp
 from sklearn.model_selection import train_test_split
 
-from xmrrs import XRLinearClassifier
+from xmrrs import XRLinearClassifier, _xmrrs
+from xmrrs._validation import csr_parts
 from xmrrs.datasets import make_xmc
 from xmrrs.hybrid import HybridMatrix
 from xmrrs.indexing import label_representation
@@ -145,6 +146,17 @@ def test_hybrid_inputs_that_do_not_fit_are_clear_errors() -> None:
         plain.predict_topk(H, 3)
     with pytest.raises(ValueError, match="rows"):
         XRLinearClassifier().fit(H, Y[:-1])
+    # the binding checks a dense block's rows against x's on every path: a few rows searched
+    # on the calling thread (one and two trees) as well as the batch
+    two = XRLinearClassifier(n_estimators=2).fit(H, Y)
+    for n in (1, 3, 40):
+        parts = csr_parts(H.sparse[:n], "X")
+        for rows in (n - 1, n + 1):
+            d = np.ascontiguousarray(H.dense[:rows])
+            with pytest.raises(ValueError, match="rows"):
+                _xmrrs.xr_predict_ensemble(two.models_, parts, 3, 10, "l3-hinge", 1, False, d)
+            with pytest.raises(ValueError, match="rows"):
+                est.models_[0].predict_topk(parts, 3, 10, "l3-hinge", 1, False, d)
 
 
 def test_dense_in_ranker_false_leaves_the_label_layer_sparse(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use xmrrs_core::cluster::ClusterTree;
-use xmrrs_core::dense::DenseView;
+use xmrrs_core::dense::{check_rows, DenseView};
 use xmrrs_core::sparse::{self, CsrView};
 use xmrrs_core::xr::infer::{self, EnsembleSearcher, PredictParams, Searcher};
 use xmrrs_core::xr::model::XrModel;
@@ -483,6 +483,8 @@ pub fn xr_predict_ensemble<'py>(
         let (mut ids, mut scores) = (vec![-1i64; n * k], vec![f32::NEG_INFINITY; n * k]);
         py.detach(|| {
             guard(|| {
+                // as the batch checks it: one dense row per row of x
+                check_rows(xd.as_ref(), n, "x")?;
                 with_canonical(v, |v| {
                     ENSEMBLE_SCRATCH.with_borrow_mut(|(searcher, values)| {
                         for (i, (oi, os)) in ids.chunks_mut(k).zip(scores.chunks_mut(k)).enumerate()
