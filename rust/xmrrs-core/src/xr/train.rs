@@ -235,18 +235,29 @@ pub(super) fn check_inputs(
     tree: &ClusterTree,
     relevance: Option<&CsrView<'_>>,
 ) -> Result<()> {
-    let n = x.n_rows();
-    if y.n_rows() != n {
-        return Err(Error::shape(format!(
-            "X has {n} rows but Y has {}",
-            y.n_rows()
-        )));
-    }
+    check_labels(y, tree)?;
+    check_data(x, y, relevance)
+}
+
+/// `Y`'s columns against the tree's labels.
+fn check_labels(y: &CsrView<'_>, tree: &ClusterTree) -> Result<()> {
     if y.n_cols() != tree.n_labels() {
         return Err(Error::shape(format!(
             "Y has {} columns but the tree has {} labels",
             y.n_cols(),
             tree.n_labels()
+        )));
+    }
+    Ok(())
+}
+
+/// The checks of [`check_inputs`] that do not involve the tree (one pass over the values).
+fn check_data(x: &CsrView<'_>, y: &CsrView<'_>, relevance: Option<&CsrView<'_>>) -> Result<()> {
+    let n = x.n_rows();
+    if y.n_rows() != n {
+        return Err(Error::shape(format!(
+            "X has {n} rows but Y has {}",
+            y.n_rows()
         )));
     }
     if n > u32::MAX as usize {
@@ -329,8 +340,10 @@ pub fn train_ensemble_with_stats(
 ) -> Result<Vec<(Vec<LayerWeights>, Vec<LayerStats>)>> {
     for (tree, params) in trees {
         params.validate()?;
-        check_inputs(x, y, tree, relevance)?;
+        check_labels(y, tree)?;
     }
+    // the data once, not once per tree
+    check_data(x, y, relevance)?;
     check_rows(xd, x.n_rows(), "X")?;
     let x_owned;
     let x = if x.is_canonical() {
