@@ -429,7 +429,7 @@ pub fn train_ensemble_with_stats(
     drop(ctxs);
     for (t, slot) in out.iter_mut().enumerate() {
         if slot.is_none() {
-            *slot = Some(train_with_man(&x, xd, &shared[t])?);
+            *slot = Some(train_with_man(&shared[t])?);
         }
     }
     Ok(out.into_iter().flatten().collect())
@@ -437,12 +437,8 @@ pub fn train_ensemble_with_stats(
 
 /// The layers of one tree trained with `man` negatives: in order, each layer's instance sets
 /// from the beam search of the layers above over the training rows.
-fn train_with_man(
-    x: &CsrView<'_>,
-    xd: Option<&DenseView<'_>>,
-    shared: &Shared<'_>,
-) -> Result<(Vec<LayerWeights>, Vec<LayerStats>)> {
-    let params = shared.params;
+fn train_with_man(shared: &Shared<'_>) -> Result<(Vec<LayerWeights>, Vec<LayerStats>)> {
+    let (x, xd, params) = (shared.x, shared.xd, shared.params);
     let depth = shared.tree.depth();
     let mut layers: Vec<LayerWeights> = Vec::with_capacity(depth + 1);
     let mut stats: Vec<LayerStats> = Vec::with_capacity(depth + 1);
