@@ -142,6 +142,9 @@ def _normalize_dense(a: np.ndarray) -> np.ndarray:
     return np.asarray(a * scale[:, None], dtype=np.float32)
 
 
+#: the error of a representation asked of a ``Y`` without any positive entry
+_NO_POSITIVE = "Y has no positive entry: there is nothing to represent labels by"
+
 # (column ids, values) of the row that all-zero label rows are given
 Fill: TypeAlias = tuple[np.ndarray, np.ndarray]
 
@@ -176,9 +179,14 @@ def _fill_of(sums: np.ndarray, nnz: int, n_rows: int, n_empty: int) -> Fill | No
     return nz.astype(np.int64), (vals / norm).astype(np.float32)
 
 
+def _n_empty(zc: sp.csr_matrix) -> int:
+    """All-zero (no stored value) rows of the CSR ``zc``."""
+    return int(np.count_nonzero(np.diff(zc.indptr) == 0))
+
+
 def _empty_fill(zc: sp.csr_matrix) -> Fill | None:
     """What :func:`_fill_empty` gives the all-zero rows of the CSR ``zc`` (see ``_fill_of``)."""
-    n_empty = int(np.count_nonzero(np.diff(zc.indptr) == 0))
+    n_empty = _n_empty(zc)
     if n_empty == 0 or n_empty == zc.shape[0]:
         return None
     return _fill_of(_column_sums(zc), int(zc.nnz), zc.shape[0], n_empty)
@@ -327,7 +335,7 @@ def label_representation(
     if n_labels == 0:
         raise ValueError("Y has no labels (0 columns)")
     if y.count_nonzero() == 0:
-        raise ValueError("Y has no positive entry: there is nothing to represent labels by")
+        raise ValueError(_NO_POSITIVE)
     if embeddings is not None and method != "pifa_concat":
         raise ValueError(f"embeddings are only used by method='pifa_concat', not {method!r}")
     seed = _check_seed(random_state)

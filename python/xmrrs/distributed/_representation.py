@@ -21,7 +21,16 @@ from xmrrs import sparse as xs
 from xmrrs.distributed._blocks import _prepare
 from xmrrs.distributed._run import _client, _Run
 from xmrrs.distributed._worker import _aligned
-from xmrrs.indexing import Fill, _apply_fill, _as_csr, _column_sums, _fill_empty, _fill_of
+from xmrrs.indexing import (
+    _NO_POSITIVE,
+    Fill,
+    _apply_fill,
+    _as_csr,
+    _column_sums,
+    _fill_empty,
+    _fill_of,
+    _n_empty,
+)
 
 
 def _pifa_step(
@@ -73,7 +82,7 @@ def _normalized(z: sp.csr_matrix) -> sp.csr_matrix:
 def _shape(z: sp.csr_matrix) -> tuple[int, int, int]:
     """Stored values, columns and all-zero rows of a piece."""
     z = _aligned(z)
-    return int(z.nnz), int(z.shape[1]), int(np.count_nonzero(np.diff(z.indptr) == 0))
+    return int(z.nnz), int(z.shape[1]), _n_empty(z)
 
 
 def _slice(z: sp.csr_matrix, a: int, b: int) -> sp.csr_matrix:
@@ -151,7 +160,7 @@ def _pifa_of(
             pieces.append(run.submit(f"pifa-labels{lo}_{hi}-normalized", _normalized, acc))
         z, fill = _assemble(run, pieces, edges, n_jobs)
         if not np.any(z.data):
-            raise ValueError("Y has no positive entry: there is nothing to represent labels by")
+            raise ValueError(_NO_POSITIVE)
         return z, ZPieces(pieces, edges, fill)
     level = [run.submit(f"pifa-partial{i}", _pifa_partial, f) for i, f in enumerate(futs)]
     r = 0
@@ -165,7 +174,7 @@ def _pifa_of(
         level, r = nxt, r + 1
     s = _aligned(run.client.gather(level[0]))
     if s.count_nonzero() == 0:
-        raise ValueError("Y has no positive entry: there is nothing to represent labels by")
+        raise ValueError(_NO_POSITIVE)
     return sp.csr_matrix(_fill_empty(xs.normalize_rows(s, n_jobs=n_jobs), n_jobs)), None
 
 
