@@ -22,6 +22,10 @@ pub struct LayerPart {
     pub weights: Csr,
     /// One bias term per row of `weights`.
     pub bias: Vec<f32>,
+    /// The dense block's weights of those rows, `n_dense` per row (empty without one).
+    pub dense: Vec<f32>,
+    /// Width of the dense block (0 without one).
+    pub n_dense: usize,
     /// Solver passes summed over the children (statistics only).
     pub n_passes: u64,
     /// Elapsed seconds summed over the parents' tasks (statistics only).
@@ -39,6 +43,10 @@ pub struct PartView<'a> {
     pub weights: CsrView<'a>,
     /// One bias term per row of `weights`.
     pub bias: &'a [f32],
+    /// The dense block's weights of those rows, `n_dense` per row (empty without one).
+    pub dense: &'a [f32],
+    /// Width of the dense block (0 without one).
+    pub n_dense: usize,
 }
 
 impl LayerPart {
@@ -49,6 +57,8 @@ impl LayerPart {
             parents: &self.parents,
             weights: self.weights.view(),
             bias: &self.bias,
+            dense: &self.dense,
+            n_dense: self.n_dense,
         }
     }
 }
@@ -81,6 +91,14 @@ pub fn assemble_layers(
             || part.weights.indptr().len() != part.weights.n_rows() + 1
         {
             return Err(Error::shape(format!("part {i}: malformed rows or bias")));
+        }
+        if Some(part.dense.len()) != part.weights.n_rows().checked_mul(part.n_dense) {
+            return Err(Error::shape(format!(
+                "part {i}: {} dense weights for {} rows of width {}",
+                part.dense.len(),
+                part.weights.n_rows(),
+                part.n_dense
+            )));
         }
         by_layer[part.layer].push(part);
     }
@@ -127,8 +145,15 @@ pub fn assemble_layers(
                 "layer {m}: no part holds parent {p}"
             )));
         }
+        let n_dense = parts.first().map_or(0, |p| p.n_dense);
+        if parts.iter().any(|p| p.n_dense != n_dense) {
+            return Err(Error::shape(format!(
+                "layer {m}: parts with dense blocks of different widths"
+            )));
+        }
         let n_children = ptr[n_parents] as usize;
         let nnz: usize = parts.iter().map(|p| p.weights.indices().len()).sum();
+        let mut dense = Vec::with_capacity(n_children * n_dense);
         let mut indptr = Vec::with_capacity(n_children + 1);
         let mut indices = Vec::with_capacity(nnz);
         let mut data = Vec::with_capacity(nnz);
@@ -147,11 +172,12 @@ pub fn assemble_layers(
                 data.extend_from_slice(&w_val[range]);
                 indptr.push(indices.len() as u64);
                 bias.push(parts[k].bias[r]);
+                dense.extend_from_slice(&parts[k].dense[r * n_dense..(r + 1) * n_dense]);
             }
         }
         let layer = LayerWeights {
-            dense: Vec::new(),
-            n_dense: 0,
+            dense,
+            n_dense,
             child_ptr: ptr.to_vec(),
             weights: Csr {
                 n_rows: n_children,
@@ -172,7 +198,8 @@ pub fn assemble_layers(
 mod tests {
     use super::*;
     use crate::cluster::SplitMix64;
-    use crate::xr::train::{train_layers, train_subtrees, TrainParams};
+    use crate::dense::DenseView;
+    use crate::xr::train::{train_hybrid_with_stats, train_subtrees, TrainParams};
     use crate::xr::{Loss, Negatives};
 
     fn data(n: usize, d: usize, n_labels: usize, seed: u64) -> (Csr, Csr) {
@@ -204,19 +231,35 @@ mod tests {
     }
 
     /// Also with the top layer on a sample (`top_fraction < 1`): the top part, trained on
-    /// the sampled rows alone, is the one-process model's layer 0.
+    /// the sampled rows alone, is the one-process model's layer 0; and with a dense block
+    /// (in every layer, or not in the ranker).
     #[test]
     fn subtree_parts_assemble_to_the_one_process_model() {
         let (x, y) = data(300, 60, 40, 3);
         let tree = crate::xr::testutil::random_tree(&[3, 6, 10], 40, 7);
-        for (loss, top_fraction) in [
-            (Loss::SquaredHinge, 1.0),
-            (Loss::Logistic, 1.0),
-            (Loss::SquaredHinge, 0.4),
-            (Loss::Logistic, 0.4),
+        let n_dense = 4;
+        let mut rng = SplitMix64::new(9);
+        let xd_all: Vec<f32> = (0..x.n_rows * n_dense)
+            .map(|_| rng.next_f64() as f32 - 0.5)
+            .collect();
+        let dense_rows = |rows: &[usize]| -> Vec<f32> {
+            rows.iter()
+                .flat_map(|&r| xd_all[r * n_dense..(r + 1) * n_dense].to_vec())
+                .collect()
+        };
+        for (loss, top_fraction, dense, dense_in_ranker) in [
+            (Loss::SquaredHinge, 1.0, false, true),
+            (Loss::Logistic, 1.0, false, true),
+            (Loss::SquaredHinge, 0.4, false, true),
+            (Loss::Logistic, 0.4, false, true),
+            (Loss::SquaredHinge, 1.0, true, true),
+            (Loss::SquaredHinge, 0.4, true, false),
+            (Loss::Logistic, 1.0, true, true),
         ] {
+            let nd = if dense { n_dense } else { 0 };
             let params = TrainParams {
                 top_fraction,
+                dense_in_ranker,
                 solver: crate::xr::SolverParams {
                     loss,
                     ..Default::default()
@@ -228,15 +271,30 @@ mod tests {
                 seed: 11,
                 ..Default::default()
             };
-            let whole = train_layers(&x.view(), &y.view(), &tree, &params, None).unwrap();
+            let xd = view(&xd_all, n_dense);
+            let xd = dense.then_some(&xd);
+            let (whole, _) =
+                train_hybrid_with_stats(&x.view(), xd, &y.view(), &tree, &params, None).unwrap();
             // the root's layer on its rows (all, or the sample), each level-1 node on its own
             let top = crate::xr::train::top_sample_rows(11, 0, x.n_rows, top_fraction);
             assert_eq!(top.len() == x.n_rows, top_fraction == 1.0);
             let top: Vec<usize> = top.iter().map(|&r| r as usize).collect();
             let xt = crate::sparse::row_gather(&x.view(), &top).unwrap();
             let yt = crate::sparse::row_gather(&y.view(), &top).unwrap();
-            let mut parts =
-                train_subtrees(&xt.view(), &yt.view(), &tree, &params, None, 0, &[0], 0).unwrap();
+            let dt = dense_rows(&top);
+            let dt = view(&dt, n_dense);
+            let mut parts = train_subtrees(
+                &xt.view(),
+                dense.then_some(&dt),
+                &yt.view(),
+                &tree,
+                &params,
+                None,
+                0,
+                &[0],
+                0,
+            )
+            .unwrap();
             for v in 0..tree.n_nodes(1) as u32 {
                 let under = super::super::train::descendants(&tree, 1, &[v], tree.depth())
                     .unwrap()
@@ -249,9 +307,21 @@ mod tests {
                 let rows = rows_reaching(&y, &labels);
                 let xs = crate::sparse::row_gather(&x.view(), &rows).unwrap();
                 let ys = crate::sparse::row_gather(&y.view(), &rows).unwrap();
+                let ds = dense_rows(&rows);
+                let ds = view(&ds, n_dense);
                 parts.extend(
-                    train_subtrees(&xs.view(), &ys.view(), &tree, &params, None, 1, &[v], 3)
-                        .unwrap(),
+                    train_subtrees(
+                        &xs.view(),
+                        dense.then_some(&ds),
+                        &ys.view(),
+                        &tree,
+                        &params,
+                        None,
+                        1,
+                        &[v],
+                        3,
+                    )
+                    .unwrap(),
                 );
             }
             parts.reverse(); // any order
@@ -264,14 +334,20 @@ mod tests {
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&a.weights.data), bits(&b.weights.data), "{loss:?}");
                 assert_eq!(bits(&a.bias), bits(&b.bias));
+                assert_eq!(a.n_dense, b.n_dense);
+                assert_eq!(bits(&a.dense), bits(&b.dense));
             }
+            let ranker = &got[got.len() - 1];
+            assert_eq!(ranker.n_dense, if dense_in_ranker { nd } else { 0 });
+            assert_eq!(got[0].n_dense, nd);
             if top_fraction < 1.0 {
                 // the sample changes layer 0 only
                 let full = TrainParams {
                     top_fraction: 1.0,
                     ..params
                 };
-                let all = train_layers(&x.view(), &y.view(), &tree, &full, None).unwrap();
+                let (all, _) =
+                    train_hybrid_with_stats(&x.view(), xd, &y.view(), &tree, &full, None).unwrap();
                 assert_ne!(all[0].weights.data, whole[0].weights.data);
                 for (a, b) in all.iter().zip(&whole).skip(1) {
                     assert_eq!(a.weights.data, b.weights.data);
@@ -284,7 +360,22 @@ mod tests {
             let mut bad = parts.clone();
             bad.push(parts[0].clone());
             assert!(assemble_layers(&tree, &views(&bad), x.n_cols).is_err());
+            // dense weights that do not fit their rows, or widths that differ in a layer
+            let mut bad = parts.clone();
+            bad[0].n_dense += 1;
+            assert!(assemble_layers(&tree, &views(&bad), x.n_cols).is_err());
+            if dense {
+                let mut bad = parts.clone();
+                let k = bad.iter().position(|p| p.layer == 1).unwrap();
+                bad[k].dense.clear();
+                bad[k].n_dense = 0;
+                assert!(assemble_layers(&tree, &views(&bad), x.n_cols).is_err());
+            }
         }
+    }
+
+    fn view(v: &[f32], n_dense: usize) -> DenseView<'_> {
+        DenseView::new(v.len() / n_dense, n_dense, v).unwrap()
     }
 
     fn views(parts: &[LayerPart]) -> Vec<PartView<'_>> {
@@ -296,9 +387,14 @@ mod tests {
         let (x, y) = data(50, 20, 10, 1);
         let tree = crate::xr::testutil::random_tree(&[2, 4], 10, 1);
         let mut p = TrainParams::default();
-        assert!(train_subtrees(&x.view(), &y.view(), &tree, &p, None, 1, &[5], 2).is_err());
-        assert!(train_subtrees(&x.view(), &y.view(), &tree, &p, None, 2, &[0], 1).is_err());
+        let (x, y) = (&x.view(), &y.view());
+        assert!(train_subtrees(x, None, y, &tree, &p, None, 1, &[5], 2).is_err());
+        assert!(train_subtrees(x, None, y, &tree, &p, None, 2, &[0], 1).is_err());
+        // a dense block with other rows than X
+        let d = vec![0f32; 49 * 3];
+        let d = DenseView::new(49, 3, &d).unwrap();
+        assert!(train_subtrees(x, Some(&d), y, &tree, &p, None, 1, &[0], 2).is_err());
         p.negatives.man = true;
-        assert!(train_subtrees(&x.view(), &y.view(), &tree, &p, None, 1, &[0], 2).is_err());
+        assert!(train_subtrees(x, None, y, &tree, &p, None, 1, &[0], 2).is_err());
     }
 }

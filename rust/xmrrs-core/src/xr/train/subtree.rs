@@ -9,12 +9,15 @@
 //! child ids). The weights are therefore bit-identical to a one-process run; the pieces are
 //! put back together by [`crate::xr::assemble::assemble_layers`].
 //!
-//! The root's layer (`level == 0`) uses every row it is given: give it all of them.
+//! The root's layer (`level == 0`) uses every row it is given: give it all of them. With a
+//! dense block (the rows' dense features, as [`super::train_hybrid_with_stats`] takes them)
+//! each part also carries its rows' dense weights.
 
 use super::{
     check_inputs, label_chain, run_largest_first, ChildOut, Pool, Shared, TaskOut, TrainParams,
 };
 use crate::cluster::ClusterTree;
+use crate::dense::{check_rows, DenseView};
 use crate::sparse::{Csr, CsrView};
 use crate::xr::assemble::LayerPart;
 use crate::xr::solver::{FeatureMap, GroupSolver, Solver};
@@ -75,6 +78,7 @@ pub fn descendants(
 /// parents in increasing order.
 pub fn train_subtrees(
     x: &CsrView<'_>,
+    xd: Option<&DenseView<'_>>,
     y: &CsrView<'_>,
     tree: &ClusterTree,
     params: &TrainParams,
@@ -92,6 +96,7 @@ pub fn train_subtrees(
     }
     let parents = descendants(tree, level, roots, last_layer)?;
     check_inputs(x, y, tree, relevance)?;
+    check_rows(xd, x.n_rows(), "X")?;
     // the rows given are the rows to train on (see above)
     let params = &TrainParams {
         top_fraction: 1.0,
@@ -112,7 +117,7 @@ pub fn train_subtrees(
     let solvers: Pool<Solver> = Pool::new();
     let groups: Pool<GroupSolver> = Pool::new();
     let shared = Shared {
-        xd: None,
+        xd,
         x: &x,
         tree,
         kt: &kt,
@@ -144,19 +149,20 @@ pub fn train_subtrees(
     let mut out = Vec::with_capacity(ctxs.len());
     for (i, mut blocks) in per_layer.into_iter().enumerate() {
         blocks.sort_unstable_by_key(|b| b.0);
-        out.push(part_of(level + i, x.n_cols(), blocks));
+        out.push(part_of(level + i, x.n_cols(), ctxs[i].n_dense(), blocks));
     }
     Ok(out)
 }
 
 /// The rows of some parents of one layer, in parent order.
-fn part_of(layer: usize, n_cols: usize, blocks: Vec<(u32, TaskOut)>) -> LayerPart {
+fn part_of(layer: usize, n_cols: usize, n_dense: usize, blocks: Vec<(u32, TaskOut)>) -> LayerPart {
     let children: Vec<&ChildOut> = blocks.iter().flat_map(|b| &b.1 .0).collect();
     let nnz: usize = children.iter().map(|c| c.indices.len()).sum();
     let mut indptr = Vec::with_capacity(children.len() + 1);
     let mut indices = Vec::with_capacity(nnz);
     let mut data = Vec::with_capacity(nnz);
     let mut bias = Vec::with_capacity(children.len());
+    let mut dense = Vec::with_capacity(children.len() * n_dense);
     let mut n_passes = 0u64;
     indptr.push(0u64);
     for c in &children {
@@ -164,6 +170,7 @@ fn part_of(layer: usize, n_cols: usize, blocks: Vec<(u32, TaskOut)>) -> LayerPar
         data.extend_from_slice(&c.values);
         indptr.push(indices.len() as u64);
         bias.push(c.bias);
+        dense.extend_from_slice(&c.dense);
         n_passes += u64::from(c.iters);
     }
     LayerPart {
@@ -177,6 +184,8 @@ fn part_of(layer: usize, n_cols: usize, blocks: Vec<(u32, TaskOut)>) -> LayerPar
             data,
         },
         bias,
+        dense,
+        n_dense,
         n_passes,
         seconds: blocks.iter().map(|b| b.1 .1).sum(),
     }
