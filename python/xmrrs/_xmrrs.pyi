@@ -177,7 +177,16 @@ def xr_predict_ensemble(
 ) -> TopK: ...
 def check_post_processor(name: str) -> None: ...
 
-LayerPartOut = tuple[int, npt.NDArray[np.uint32], CsrOut, npt.NDArray[np.float32], int, float]
+# (layer, parents, weights, bias, n_passes, seconds, dense weights (rows, n_dense))
+LayerPartOut = tuple[
+    int,
+    npt.NDArray[np.uint32],
+    CsrOut,
+    npt.NDArray[np.float32],
+    int,
+    float,
+    npt.NDArray[np.float32],
+]
 
 def xr_train_subtrees(
     x: CsrParts,
@@ -198,13 +207,23 @@ def xr_train_subtrees(
     seed: int = 0,
     relevance: CsrParts | None = None,
     n_jobs: int | None = None,
+    x_dense: npt.NDArray[np.float32] | None = None,
+    dense_in_ranker: bool = True,
 ) -> list[LayerPartOut]: ...
 def xr_top_sample_rows(
     seed: int, start: int, n: int, fraction: float
 ) -> npt.NDArray[np.uint32]: ...
 def xr_assemble(
     tree: TreeParts,
-    parts: list[tuple[int, npt.NDArray[np.uint32], CsrParts, npt.NDArray[np.float32]]],
+    parts: list[
+        tuple[
+            int,
+            npt.NDArray[np.uint32],
+            CsrParts,
+            npt.NDArray[np.float32],
+            npt.NDArray[np.float32],
+        ]
+    ],
     n_features: int,
 ) -> XrModel: ...
 
