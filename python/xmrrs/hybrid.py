@@ -94,12 +94,21 @@ class HybridMatrix:
         sq += np.einsum("ij,ij->i", self.dense, self.dense, dtype=np.float64)
         return np.asarray(np.sqrt(sq), dtype=np.float64)
 
+    def rows_are_unit(self) -> bool:
+        """Whether every row has unit L2 norm over both blocks (up to float32 rounding) or is
+        all zero."""
+        norms = self.row_norms()
+        return bool(np.all((norms == 0) | (np.abs(norms - 1.0) <= 1e-4)))
+
     def normalized(self) -> HybridMatrix:
         """Rows scaled to unit L2 norm over both blocks (all-zero rows stay zero); ``self``
         when every row already has unit norm (up to float32 rounding)."""
+        return self if self.rows_are_unit() else self.scaled_to_unit()
+
+    def scaled_to_unit(self) -> HybridMatrix:
+        """Every row scaled to unit L2 norm over both blocks (all-zero rows stay zero), row
+        by row: the rows of a slice come out as they do in the whole."""
         norms = self.row_norms()
-        if np.all((norms == 0) | (np.abs(norms - 1.0) <= 1e-4)):
-            return self
         scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
         s = sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ self.sparse, dtype=np.float32)
         return HybridMatrix(s, self.dense * scale.astype(np.float32)[:, None])

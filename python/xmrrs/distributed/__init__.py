@@ -3,7 +3,8 @@
 ``pip install "xmrrs[dask]"`` installs ``dask[distributed]``; ``import xmrrs`` never imports
 dask, only ``import xmrrs.distributed`` does.
 
-The data stay partitioned: a list of row blocks, each an ``(X_i, Y_i)`` pair of matrices,
+The data stay partitioned: a list of row blocks, each an ``(X_i, Y_i)`` pair of matrices
+(``X_i`` sparse, dense or a :class:`~xmrrs.hybrid.HybridMatrix`),
 a :func:`dask.delayed` object (or a pair of them) computing to such a pair, the path of an
 XC text file, or an ``(x.npz, y.npz)`` pair of paths, on storage the workers can read.
 ``Y_i`` is a 0/1 indicator, label lists or a class vector, as ``fit`` takes it (names are

@@ -1,4 +1,5 @@
 """The inputs as row blocks: each block (an ``(X, Y)`` pair or ``(X, Y, relevance)`` triple,
+``X`` sparse, dense or a :class:`~xmrrs.hybrid.HybridMatrix`,
 a dask delayed (pair), an XC file path or an ``(x.npz, y.npz[, r.npz])`` tuple of paths) is
 loaded, checked and normalised by a task, and the blocks' shapes are checked to agree. ``Y``
 blocks that are label lists or class vectors are encoded over the sorted union of their
@@ -30,7 +31,8 @@ from xmrrs.hybrid import HybridMatrix
 class Blocks(NamedTuple):
     """The prepared blocks: futures of ``(X, Y)`` or ``(X, Y, relevance)`` tuples as ``fit``
     sees them, their rows, the features and labels, the label names (``None``: indicator
-    ``Y``) and whether ``Y`` was a class vector."""
+    ``Y``), whether ``Y`` was a class vector, and the width of the dense block of
+    :class:`~xmrrs.hybrid.HybridMatrix` blocks (``None``: sparse or dense ``X``)."""
 
     futs: list[Any]
     rows: list[int]
@@ -38,6 +40,7 @@ class Blocks(NamedTuple):
     n_labels: int
     classes: np.ndarray | None
     multiclass: bool
+    n_dense: int | None
 
 
 def _load(src: Any) -> tuple[Any, ...]:
@@ -59,19 +62,22 @@ def _load_block(src: Any) -> tuple[Any, Any, bool, np.ndarray | None, bool, Any]
     a class vector, relevance or None)``: ``Y`` as a canonical 0/1 indicator, or as given
     when it names its labels (encoded once the names of every block are known)."""
     x, y, *rest = _load(src)
-    if isinstance(x, HybridMatrix):
-        raise ValueError(
-            "distributed training takes sparse or dense X blocks; HybridMatrix (dense + "
-            "sparse) blocks are not supported yet: train it with XRLinearClassifier.fit"
-        )
     x = _aligned(x)
-    if not sp.issparse(x):
-        x = sp.csr_matrix(np.asarray(x, dtype=np.float32))
-    parts = csr_parts(x, "X")
-    if parts[4].dtype.kind == "f" and not np.isfinite(parts[4]).all():
-        raise ValueError("Input X contains NaN or infinity.")
+    if isinstance(x, HybridMatrix):
+        # (its constructor checked the values)
+        if x.n_sparse < 1:
+            raise ValueError("the sparse block of a HybridMatrix needs at least 1 column")
+        n_rows, unit = len(x), x.rows_are_unit()
+    else:
+        if not sp.issparse(x):
+            x = sp.csr_matrix(np.asarray(x, dtype=np.float32))
+        parts = csr_parts(x, "X")
+        if parts[4].dtype.kind == "f" and not np.isfinite(parts[4]).all():
+            raise ValueError("Input X contains NaN or infinity.")
+        n_rows, unit = parts[0], bool(_xmrrs.csr_rows_are_unit(parts, 1))
+        x = to_scipy(parts)
     y = _aligned(y)
-    ym, names = as_indicator(y, parts[0])
+    ym, names = as_indicator(y, n_rows)
     r = None
     if rest:
         if names is not None:
@@ -79,10 +85,9 @@ def _load_block(src: Any) -> tuple[Any, Any, bool, np.ndarray | None, bool, Any]
                 "relevance needs Y as an indicator matrix, not label lists or class labels"
             )
         r = relevance_matrix(_aligned(rest[0]), ym.shape)
-    unit = bool(_xmrrs.csr_rows_are_unit(parts, 1))
     if names is None:
-        return to_scipy(parts), ym, unit, None, False, r
-    return to_scipy(parts), y, unit, names, is_class_vector(y), r
+        return x, ym, unit, None, False, r
+    return x, y, unit, names, is_class_vector(y), r
 
 
 def _normalized(
@@ -92,7 +97,9 @@ def _normalized(
     over the global label names, and the relevance when given."""
     x, y, _, _, multiclass, r = block
     x = _aligned(x)
-    if normalize:
+    if normalize and isinstance(x, HybridMatrix):
+        x = x.scaled_to_unit()
+    elif normalize:
         x = to_scipy(_xmrrs.csr_normalize_rows(csr_parts(x, "X"), 1))
     if classes is not None:
         y = (encode_classes if multiclass else encode_label_lists)(y, classes)[0]
@@ -123,9 +130,10 @@ def _info(block: tuple[Any, ...]) -> tuple[bool, np.ndarray | None, bool, bool]:
     return block[2], block[3], block[4], block[5] is not None
 
 
-def _meta(block: tuple[Any, ...]) -> tuple[int, int, int]:
+def _meta(block: tuple[Any, ...]) -> tuple[int, int, int, int | None]:
     x, y = block[0], block[1]
-    return int(x.shape[0]), int(x.shape[1]), int(y.shape[1])
+    n_dense = x.n_dense if isinstance(x, HybridMatrix) else None
+    return int(x.shape[0]), int(x.shape[1]), int(y.shape[1]), n_dense
 
 
 def _source(client: Any, b: Any) -> Any:
@@ -162,6 +170,12 @@ def _prepare(run: _Run, blocks: Sequence[Any], normalize: bool) -> Blocks:
     ]
     meta = run.client.gather([run.submit(f"meta{i}", _meta, f) for i, f in enumerate(futs)])
     del raw
+    n_dense = {m[3] for m in meta}
+    if len(n_dense) != 1:
+        raise ValueError(
+            "blocks mix HybridMatrix and plain X, or dense blocks of different widths "
+            f"({sorted(n_dense, key=str)})"
+        )
     n_features = {m[1] for m in meta}
     n_labels = {m[2] for m in meta}
     if len(n_features) != 1 or len(n_labels) != 1:
@@ -169,4 +183,12 @@ def _prepare(run: _Run, blocks: Sequence[Any], normalize: bool) -> Blocks:
             f"blocks disagree on the number of features {sorted(n_features)} or labels "
             f"{sorted(n_labels)}"
         )
-    return Blocks(futs, [m[0] for m in meta], n_features.pop(), n_labels.pop(), classes, multiclass)
+    return Blocks(
+        futs,
+        [m[0] for m in meta],
+        n_features.pop(),
+        n_labels.pop(),
+        classes,
+        multiclass,
+        n_dense.pop(),
+    )

@@ -19,6 +19,14 @@ from xmrrs.distributed._train import _top_sample, _train_tree
 from xmrrs.distributed._worker import _aligned
 from xmrrs.estimator import XRLinearClassifier, check_representation, top_fraction
 from xmrrs.indexing import ClusterTree, HierarchicalKMeans, label_representation
+from xmrrs.sparse import normalize_rows
+
+
+def _tree_rows(block: tuple[Any, ...], normalize: bool) -> tuple[Any, Any]:
+    """``(rows, Y)`` of a HybridMatrix block for the label representation: its sparse block,
+    rows renormalised alone when ``normalize`` (fit's tree input with dense_in_tree=False)."""
+    x = _aligned(block[0]).sparse
+    return (normalize_rows(x, n_jobs=1) if normalize else x), block[1]
 
 
 def _build_tree(
@@ -66,7 +74,9 @@ def fit(
         fitted in place and returned. ``n_jobs`` sets the threads of each task (None: the
         worker's thread count).
     blocks : sequence
-        Row blocks, in order: ``(X_i, Y_i)`` pairs or ``(X_i, Y_i, relevance_i)`` triples,
+        Row blocks, in order: ``(X_i, Y_i)`` pairs or ``(X_i, Y_i, relevance_i)`` triples
+        (``X_i`` sparse, dense or a :class:`~xmrrs.hybrid.HybridMatrix`; with hybrid
+        blocks the trees come from the sparse block, ``dense_in_tree=True`` is refused),
         dask delayed objects (or pairs of them), XC file paths, or ``(x.npz, y.npz)``
         (``, r.npz``) path tuples. ``Y_i``: indicator, label lists or class vector.
     client : distributed.Client, optional
@@ -116,6 +126,21 @@ def fit(
     t0 = time.perf_counter()
     prep = _prepare(run, blocks, bool(estimator.normalize))
     futs, block_rows, n_features, n_labels = prep.futs, prep.rows, prep.n_features, prep.n_labels
+    if prep.n_dense is not None and estimator.dense_in_tree:
+        raise ValueError(
+            "distributed training builds the trees from the sparse block of HybridMatrix "
+            "blocks: dense_in_tree=True is not supported"
+        )
+    # the rows the label representation is built from: a hybrid block's sparse block
+    # (normalised alone, as fit's dense_in_tree=False does), else the block itself
+    tree_rows = (
+        futs
+        if prep.n_dense is None
+        else [
+            run.submit(f"tree-rows{b}", _tree_rows, f, bool(estimator.normalize))
+            for b, f in enumerate(futs)
+        ]
+    )
     timings["blocks"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     y_all: sp.csr_matrix | None = None
@@ -138,7 +163,9 @@ def fit(
             )
         Z = None
     elif isinstance(rep, str) and rep == "pifa":
-        Z, source = _pifa_of(run, futs, exact_representation, estimator.n_jobs, n_labels, n_parts)
+        Z, source = _pifa_of(
+            run, tree_rows, exact_representation, estimator.n_jobs, n_labels, n_parts
+        )
     elif isinstance(rep, str):
         Z = label_representation(
             None,
@@ -180,10 +207,11 @@ def fit(
                 i == on_z[-1],  # the last tree to read Z's pieces releases them
             )
         )
-    del Z, Z_pii, y_all, source
+    del Z, Z_pii, y_all, source, tree_rows
     timings["trees"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     models, n_iter = [], []
+    n_sparse = n_features - (prep.n_dense or 0)  # the models' sparse columns
     for i, tree in enumerate(trees):
         kw = {
             "loss": p["loss"],
@@ -196,11 +224,12 @@ def fit(
             "negatives": "tfn",
             "seed": p["seed"] + i,
             "n_jobs": estimator.n_jobs,
+            "dense_in_ranker": bool(estimator.dense_in_ranker),
         }
         fraction = top_fraction(p["top_max_samples"], sum(block_rows))
         top = _top_sample(run, futs, block_rows, p["seed"] + i, fraction, i)
         model, passes = _train_tree(
-            run, futs, top, tree, kw, i, n_features, n_parts, progress, timings
+            run, futs, top, tree, kw, i, n_sparse, n_parts, progress, timings
         )
         models.append(model)
         n_iter.append(passes)

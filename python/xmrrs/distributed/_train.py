@@ -18,14 +18,19 @@ from xmrrs._validation import csr_parts
 from xmrrs.distributed._parts import _lpt
 from xmrrs.distributed._run import _Run
 from xmrrs.distributed._worker import _aligned, _delay, _worker_threads
+from xmrrs.hybrid import HybridMatrix
 from xmrrs.indexing import ClusterTree
 
 
 def _costs(block: tuple[Any, ...], node_of_label: np.ndarray, n_nodes: int) -> np.ndarray:
     """Per level-1 node: label entries of the block's rows under it, each weighted by the
-    row's feature count (the work of the sub-tree's label layer, roughly)."""
+    row's feature count (the work of the sub-tree's label layer, roughly; a dense block
+    counts its width)."""
     x, y = _aligned(block[0]), _aligned(block[1])
-    nnz = np.diff(x.indptr).astype(np.float64)
+    if isinstance(x, HybridMatrix):
+        nnz = np.diff(x.sparse.indptr).astype(np.float64) + x.n_dense
+    else:
+        nnz = np.diff(x.indptr).astype(np.float64)
     rows = np.repeat(np.arange(y.shape[0]), np.diff(y.indptr))
     return np.bincount(node_of_label[y.indices], weights=nnz[rows], minlength=n_nodes)
 
@@ -66,12 +71,22 @@ def _top_sample(
     ]
 
 
-def _stack(blocks: Sequence[tuple[Any, ...]]) -> tuple[sp.csr_matrix, ...]:
+def _stack(blocks: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
     """The blocks' ``X``, ``Y`` (and relevance) stacked."""
-    out = []
+    out: list[Any] = []
     for m in zip(*blocks, strict=True):
         mats = [_aligned(a) for a in m]
-        out.append(mats[0] if len(mats) == 1 else sp.vstack(mats, format="csr"))
+        if len(mats) == 1:
+            out.append(mats[0])
+        elif isinstance(mats[0], HybridMatrix):
+            out.append(
+                HybridMatrix(
+                    sp.vstack([h.sparse for h in mats], format="csr"),
+                    np.vstack([h.dense for h in mats]),
+                )
+            )
+        else:
+            out.append(sp.vstack(mats, format="csr"))
     return tuple(out)
 
 
@@ -94,6 +109,9 @@ def _train_part(
         _aligned(tree_parts[2]),
     )
     roots = _aligned(roots)
+    xd = None
+    if isinstance(x, HybridMatrix):
+        x, xd = x.sparse, x.dense
     parts = _xmrrs.xr_train_subtrees(
         csr_parts(x, "X"),
         csr_parts(y, "Y"),
@@ -103,6 +121,7 @@ def _train_part(
         last_layer,
         n_jobs=_worker_threads(kw.pop("n_jobs", None)),
         relevance=csr_parts(r[0], "relevance") if r else None,
+        x_dense=xd,
         **kw,
     )
     return parts, time.perf_counter() - t0
@@ -195,7 +214,10 @@ def _train_tree(
         parts.extend(p)
     model = _xmrrs.xr_assemble(
         tree_parts,
-        [(p[0], _aligned(p[1]), tuple(_aligned(a) for a in p[2]), _aligned(p[3])) for p in parts],
+        [
+            (p[0], _aligned(p[1]), tuple(_aligned(a) for a in p[2]), _aligned(p[3]), _aligned(p[6]))
+            for p in parts
+        ],
         n_features,
     )
     passes = np.zeros(depth + 1)

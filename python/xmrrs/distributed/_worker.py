@@ -40,6 +40,10 @@ def _worker_threads(n_jobs: int | None) -> int | None:
 def _aligned(m: Any) -> Any:
     """``m`` with aligned arrays: Dask may hand a task arrays deserialised at odd offsets,
     which numpy marks unaligned and the core's buffer views refuse; those are copied."""
+    from xmrrs.hybrid import HybridMatrix
+
+    if isinstance(m, HybridMatrix):
+        return HybridMatrix(_aligned(m.sparse), _aligned(m.dense))
     if not sp.issparse(m):
         return np.require(m, requirements=("C", "A")) if isinstance(m, np.ndarray) else m
     m = sp.csr_matrix(m)
