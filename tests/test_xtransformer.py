@@ -174,6 +174,47 @@ def test_frozen_encoder_equals_encoding_then_xr_linear(tiny_bert: Path) -> None:
     np.testing.assert_allclose(got[1], want[1], rtol=1e-5)
 
 
+def test_embedding_components_rotate_the_embeddings(tiny_bert: Path, tmp_path: Path) -> None:
+    """``embedding_components=k``: the ranker's dense block is the embeddings on their first
+    k principal axes (frozen: encoding, rotating, then XR-Linear on the concatenation); the
+    axes are saved (safetensors) and the loaded model answers the same."""
+    from xmrrs.xtransformer import principal_axes
+
+    xt = _xt(tiny_bert, epochs=0, embedding_components=5).fit(*TRAIN)
+    assert xt.axes_.shape == (32, 5) and xt.ranker_.models_[0].n_dense == 5
+    tfidf = TfidfVectorizer(sublinear_tf=True, min_df=2)
+    Xtr = tfidf.fit_transform(TRAIN[0])
+    Etr = encode(TRAIN[0], tiny_bert, max_length=32, batch_size=64, device="cpu")
+    axes = principal_axes(Etr, 5, 0)
+    np.testing.assert_allclose(np.abs(axes), np.abs(xt.axes_), atol=1e-5)
+    # orthonormal columns, the largest eigenvalues first
+    np.testing.assert_allclose(axes.T @ axes, np.eye(5), atol=1e-5)
+    energy = np.linalg.norm(Etr @ principal_axes(Etr, 32, 0), axis=0)
+    assert np.all(np.diff(energy) <= 1e-4)
+    ref = XRLinearClassifier(random_state=0, n_jobs=1)
+    ref.fit(ranker_features(Xtr, Etr @ xt.axes_, 1.0), TRAIN[1])
+    Ete = encode(TEST[0], tiny_bert, max_length=32, device="cpu")
+    want = ref.predict_topk(ranker_features(tfidf.transform(TEST[0]), Ete @ xt.axes_), k=5)
+    got = xt.predict_topk(TEST[0], k=5)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5)
+    xt.save(tmp_path / "m")
+    loaded = XRTransformer.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.axes_, xt.axes_)
+    b = loaded.predict_topk(TEST[0], k=5)
+    np.testing.assert_array_equal(b[0], got[0])
+    np.testing.assert_array_equal(b[1], got[1])
+    # a corrupt axes file is named in the error
+    (axes_file,) = (tmp_path / "m").glob("projection-*/axes.safetensors")
+    axes_file.write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="principal axes"):
+        XRTransformer.load(tmp_path / "m")
+    with pytest.raises(ValueError, match="hidden size 32"):
+        _xt(tiny_bert, epochs=0, embedding_components=33).fit(*TRAIN)
+    with pytest.raises(ValueError, match="embedding_components"):
+        _xt(tiny_bert, epochs=0, embedding_components=0).fit(*TRAIN)
+
+
 def test_fully_frozen_encoder_trains_only_the_heads(tiny_bert: Path) -> None:
     from transformers import AutoModel
 
