@@ -131,16 +131,6 @@ def fit(
             "distributed training builds the trees from the sparse block of HybridMatrix "
             "blocks: dense_in_tree=True is not supported"
         )
-    # the rows the label representation is built from: a hybrid block's sparse block
-    # (normalised alone, as fit's dense_in_tree=False does), else the block itself
-    tree_rows = (
-        futs
-        if prep.n_dense is None
-        else [
-            run.submit(f"tree-rows{b}", _tree_rows, f, bool(estimator.normalize))
-            for b, f in enumerate(futs)
-        ]
-    )
     timings["blocks"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     y_all: sp.csr_matrix | None = None
@@ -163,9 +153,20 @@ def fit(
             )
         Z = None
     elif isinstance(rep, str) and rep == "pifa":
+        # the rows PIFA is built from: a hybrid block's sparse block (normalised alone, as
+        # fit's dense_in_tree=False does), else the block itself
+        tree_rows = (
+            futs
+            if prep.n_dense is None
+            else [
+                run.submit(f"tree-rows{b}", _tree_rows, f, bool(estimator.normalize))
+                for b, f in enumerate(futs)
+            ]
+        )
         Z, source = _pifa_of(
             run, tree_rows, exact_representation, estimator.n_jobs, n_labels, n_parts
         )
+        del tree_rows
     elif isinstance(rep, str):
         Z = label_representation(
             None,
@@ -207,7 +208,7 @@ def fit(
                 i == on_z[-1],  # the last tree to read Z's pieces releases them
             )
         )
-    del Z, Z_pii, y_all, source, tree_rows
+    del Z, Z_pii, y_all, source
     timings["trees"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     models, n_iter = [], []
