@@ -336,6 +336,17 @@ def test_hybrid_blocks_train_the_one_process_model(client: Any, data: Any, tmp_p
         dist = dxm.fit(XRLinearClassifier(**kw), hblocks, client=client)
         same_models(one, dist)
         assert [m.n_dense for m in dist.models_] == [6, 6]
+    # with a relevance matrix and an empty block
+    R = Y.copy()
+    R.data = np.random.default_rng(1).uniform(0.5, 2.0, R.nnz).astype(np.float32)
+    kw = params(n_estimators=1)
+    rblocks = [(H[:0], Y[:0], R[:0])] + [
+        (H[a:b], Y[a:b], R[a:b]) for a, b in itertools.pairwise(SPLITS)
+    ]
+    same_models(
+        XRLinearClassifier(**kw).fit(H, Y, relevance=R),
+        dxm.fit(XRLinearClassifier(**kw), rblocks, client=client),
+    )
     one.save(tmp_path / "h")
     ids, scores = dxm.predict_topk(tmp_path / "h", [H[:300], H[300:]], k=5, client=client)
     want_ids, want_scores = one.predict_topk(H, k=5)
