@@ -17,6 +17,11 @@ import scipy.sparse as sp
 from xmrrs._validation import dense_finite
 
 
+def _all_unit(norms: npt.NDArray[np.float64]) -> bool:
+    """Every norm is 1 (up to float32 rounding) or 0."""
+    return bool(np.all((norms == 0) | (np.abs(norms - 1.0) <= 1e-4)))
+
+
 class HybridMatrix:
     """Rows made of a sparse block and a dense block.
 
@@ -97,18 +102,21 @@ class HybridMatrix:
     def rows_are_unit(self) -> bool:
         """Whether every row has unit L2 norm over both blocks (up to float32 rounding) or is
         all zero."""
-        norms = self.row_norms()
-        return bool(np.all((norms == 0) | (np.abs(norms - 1.0) <= 1e-4)))
+        return _all_unit(self.row_norms())
 
     def normalized(self) -> HybridMatrix:
         """Rows scaled to unit L2 norm over both blocks (all-zero rows stay zero); ``self``
         when every row already has unit norm (up to float32 rounding)."""
-        return self if self.rows_are_unit() else self.scaled_to_unit()
+        norms = self.row_norms()
+        return self if _all_unit(norms) else self._scaled(norms)
 
     def scaled_to_unit(self) -> HybridMatrix:
         """Every row scaled to unit L2 norm over both blocks (all-zero rows stay zero), row
         by row: the rows of a slice come out as they do in the whole."""
-        norms = self.row_norms()
+        return self._scaled(self.row_norms())
+
+    def _scaled(self, norms: npt.NDArray[np.float64]) -> HybridMatrix:
+        """Every row divided by its ``norms`` entry (rows of norm 0 stay zero)."""
         scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
         s = sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ self.sparse, dtype=np.float32)
         return HybridMatrix(s, self.dense * scale.astype(np.float32)[:, None])
