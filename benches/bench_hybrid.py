@@ -4,7 +4,8 @@ Usage::
 
     python benches/bench_hybrid.py ../shared/data/debian/texts \\
         --emb-train E_train.npy --emb-test E_test.npy --labels tags --weight 1.0 \\
-        [--trees 1 2] [--threads 2] [--out benches/results/hybrid_debian_tags.md]
+        [--trees 1 2] [--threads 2] [--tol 1.0] [--only TF-IDF ...]
+        [--out benches/results/hybrid_debian_tags.md]
 
 The embeddings are float32 arrays with one row per line of ``train.jsonl`` / ``test.jsonl``
 (for example mean-pooled, L2-normalised all-MiniLM-L6-v2 at max length 64; see
@@ -14,9 +15,11 @@ block is scaled by ``--weight``. Rows: TF-IDF alone, TF-IDF + embeddings as one 
 (the dense block stored as explicit entries), the same features as a ``HybridMatrix`` (the
 dense block kept dense; the default tree from the TF-IDF block), that with
 ``dense_in_tree=True`` (the tree from both blocks) and with ``dense_in_ranker=False`` (the
-label layer trained on TF-IDF alone). Each row reports fit and batch-predict seconds (best of
-``--repeat``), P@1/3/5 on the test split and the model's bytes; the hybrid's time ratios are
-against TF-IDF alone.
+label layer trained on TF-IDF alone); ``--tol T`` adds the ``HybridMatrix`` with the solver's
+tolerance ``tol=T`` (default 0.1), and ``--only`` keeps the rows named. Each row reports fit
+and batch-predict seconds (best of ``--repeat``), P@1/3/5 on the test split and the model's
+bytes; the hybrid's time ratios are against the first row (TF-IDF alone unless ``--only``
+leaves it out).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ def main() -> int:
     p.add_argument("--trees", type=int, nargs="+", default=[1, 3])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--tol", type=float, nargs="*", default=[])
+    p.add_argument("--only", nargs="*", default=None, help="row names to keep")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -74,6 +79,10 @@ def main() -> int:
         "TF-IDF + emb, HybridMatrix, dense_in_tree=True": (h_tr, h_te),
         "TF-IDF + emb, HybridMatrix, dense_in_ranker=False": (h_tr, h_te),
     }
+    if args.only is not None:
+        inputs = {k: v for k, v in inputs.items() if k in args.only}
+    for tol in args.tol:
+        inputs[f"TF-IDF + emb, HybridMatrix, tol={tol:g}"] = (h_tr, h_te)
     load, busy = check_load("bench_hybrid")
     lines = [
         f"# TF-IDF + embeddings on {args.texts} ({args.labels}), weight {args.weight}",
@@ -97,6 +106,7 @@ def main() -> int:
                     n_jobs=args.threads,
                     dense_in_ranker="dense_in_ranker=False" not in name,
                     dense_in_tree="dense_in_tree=True" in name,
+                    tol=float(name.split("tol=")[1]) if "tol=" in name else 0.1,
                 )
                 t0 = time.perf_counter()
                 est.fit(a, y_tr)
@@ -120,6 +130,7 @@ def main() -> int:
                     "weight": args.weight,
                     "features": name,
                     "trees": trees,
+                    "tol": float(name.split("tol=")[1]) if "tol=" in name else 0.1,
                     "fit_s": fit_s,
                     "predict_s": pred_s,
                     "p_at": pk,

@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python benches/hybrid_tree_study.py ../shared/data/debian/texts \\
         --emb-train E_train.npy --labels deps --weight 0.5 [--trees 1 2] [--threads 2] \\
-        [--pca 64 128] [--only TF-IDF "one CSR" ...]
+        [--pca 64 128] [--tol 0.5 1.0] [--reps 5] [--only TF-IDF "one CSR" ...]
 
 The training rows are split by the suite's fixed rule (a ``numpy.random.default_rng(0)``
 permutation; its first ceil(0.2 n) rows validate, the rest fit; the test file is not read).
@@ -15,7 +15,11 @@ blocks (``dense_in_tree=True``) or from the TF-IDF block (``dense_in_tree=False`
 and without ``dense_in_ranker``. Prints one Markdown row per fit: fit seconds, the ratio to
 TF-IDF's, and P@1/3/5 on the validation rows. ``--pca K`` adds a row per K: the dense block
 rotated onto the top K eigenvectors of its uncentred second moment (from 10,000 fit rows) and cut
-there, tree from TF-IDF; ``--only`` keeps the rows named (the PCA rows always run).
+there, tree from TF-IDF; ``--tol T`` adds a row per T: the whole dense block, tree from TF-IDF,
+the solver's stopping tolerance ``tol=T`` (the default is 0.1); ``--only`` keeps the rows named
+(the PCA and tol rows always run). ``--reps R`` fits every row R times, the rows taken in turn
+within each round so that a slower or faster spell of the machine touches them alike; the fit
+time is the median (P@k is the same in every round: the fits are deterministic).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ def main() -> None:
     p.add_argument("--trees", type=int, nargs="+", default=[1, 2])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pca", type=int, nargs="*", default=[])
+    p.add_argument("--tol", type=float, nargs="*", default=[])
+    p.add_argument("--reps", type=int, default=1)
     p.add_argument("--only", nargs="*", default=None)
     a = p.parse_args()
 
@@ -90,19 +96,32 @@ def main() -> None:
                 HybridMatrix(x_val, np.ascontiguousarray(emb[val] @ top)),
                 {"dense_in_tree": False},
             )
+    for tol in a.tol:
+        configs[f"Hybrid, tree from TF-IDF, tol={tol:g}"] = (
+            h_fit,
+            h_val,
+            {"dense_in_tree": False, "tol": tol},
+        )
     print(f"{a.labels}: {len(fit)} fit rows, {len(val)} validation rows")
     print("| labels | trees | features | fit s | fit / TF-IDF | P@1 | P@3 | P@5 |")
     print("|---|---|---|---|---|---|---|---|")
     for trees in a.trees:
+        times: dict[str, list[float]] = {name: [] for name in configs}
+        fitted = {}
+        for _ in range(max(1, a.reps)):
+            for name, (xf, _xv, kw) in configs.items():
+                est = XRLinearClassifier(n_estimators=trees, random_state=0, n_jobs=a.threads, **kw)
+                t0 = time.perf_counter()
+                est.fit(xf, y_fit)
+                times[name].append(time.perf_counter() - t0)
+                fitted[name] = est
         base = None
-        for name, (xf, xv, kw) in configs.items():
-            est = XRLinearClassifier(n_estimators=trees, random_state=0, n_jobs=a.threads, **kw)
-            t0 = time.perf_counter()
-            est.fit(xf, y_fit)
-            t = time.perf_counter() - t0
+        for name, (_xf, xv, _kw) in configs.items():
+            est = fitted[name]
             ids, _ = est.predict_topk(xv, 5)
             truth = truth_indicator(y_val, est.classes_, len(y_val))
             pk = [precision_at_k(truth, ids, k=k) for k in (1, 3, 5)]
+            t = float(np.median(times[name]))
             base = base or t
             print(
                 f"| {a.labels} | {trees} | {name} | {t:.2f} | {t / base:.2f}x | "
