@@ -358,6 +358,63 @@ def test_hybrid_blocks_train_the_one_process_model(client: Any, data: Any, tmp_p
         dxm.fit(XRLinearClassifier(**params(dense_in_tree=True)), hblocks, client=client)
 
 
+def test_hybrid_shard_files(client: Any, data: Any, tmp_path: Path) -> None:
+    """``(x.npz, dense.npy, y.npz[, r.npz])`` shards train the model of ``fit`` on the whole
+    ``HybridMatrix``, ``(x.npz, dense.npy)`` blocks predict as ``predict_topk``, and a bad
+    ``.npy`` file (pickled objects, wrong rows, 1-D, a header larger than the file, an
+    archive) is refused with an error naming it."""
+    X, Y = data
+    D = np.random.default_rng(5).standard_normal((N, 4))  # float64: converted to float32
+    H = HybridMatrix(X, D)
+    R = Y.copy()
+    R.data = np.random.default_rng(6).uniform(0.5, 2.0, R.nnz).astype(np.float32)
+    kw = params(n_estimators=2)
+    shards, triples, pred = [], [], []
+    for i, (a, b) in enumerate(itertools.pairwise(SPLITS)):
+        xp, dp = tmp_path / f"x{i}.npz", tmp_path / f"d{i}.npy"
+        yp, rp = tmp_path / f"y{i}.npz", tmp_path / f"r{i}.npz"
+        save_npz(xp, yp, X[a:b], Y[a:b])
+        np.save(dp, D[a:b])
+        sp.save_npz(rp, R[a:b])
+        shards.append((str(xp), str(dp), str(yp)))
+        triples.append((str(xp), str(dp), str(yp), str(rp)))
+        pred.append((str(xp), str(dp)))
+    one = XRLinearClassifier(**kw).fit(H, Y)
+    dist = dxm.fit(XRLinearClassifier(**kw), shards, client=client)
+    same_models(one, dist)
+    assert [m.n_dense for m in dist.models_] == [4, 4]
+    same_models(
+        XRLinearClassifier(**kw).fit(H, Y, relevance=R),
+        dxm.fit(XRLinearClassifier(**kw), triples, client=client),
+    )
+    one.save(tmp_path / "hm")
+    ids, scores = dxm.predict_topk(tmp_path / "hm", pred, k=5, client=client)
+    want_ids, want_scores = one.predict_topk(H, k=5)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(scores, want_scores)
+
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}] * SPLITS[1], dtype=object))
+    np.save(tmp_path / "short.npy", D[:10])
+    np.save(tmp_path / "flat.npy", D[: SPLITS[1], 0])
+    big = tmp_path / "big.npy"
+    np.save(big, D[: SPLITS[1]])
+    big.write_bytes(big.read_bytes()[:200])  # the header promises more rows than the file
+    with open(tmp_path / "arch.npy", "wb") as f:
+        np.savez(f, d=D[: SPLITS[1]])  # an .npz archive under a .npy name
+    for name, match in (
+        ("obj.npy", "obj.npy: not a readable"),
+        ("short.npy", "short.npy holds a float64 array of shape"),
+        ("flat.npy", "flat.npy holds"),
+        ("big.npy", "big.npy: not a readable"),
+        ("arch.npy", "arch.npy: not a readable"),
+    ):
+        bad = [(shards[0][0], str(tmp_path / name), shards[0][2])]
+        with pytest.raises(ValueError, match=re.escape(match)):
+            dxm.fit(XRLinearClassifier(**kw), bad, client=client, retries=0)
+    with pytest.raises(ValueError, match=re.escape("needs a y.npz")):
+        dxm.fit(XRLinearClassifier(**kw), [pred[0]], client=client, retries=0)
+
+
 def test_batch_inference_over_blocks(client: Any, data: Any, tmp_path: Path) -> None:
     X, Y = data
     clf = XRLinearClassifier(**params(n_estimators=2)).fit(X[:700], Y[:700])

@@ -6,7 +6,8 @@ dask, only ``import xmrrs.distributed`` does.
 The data stay partitioned: a list of row blocks, each an ``(X_i, Y_i)`` pair of matrices
 (``X_i`` sparse, dense or a :class:`~xmrrs.hybrid.HybridMatrix`),
 a :func:`dask.delayed` object (or a pair of them) computing to such a pair, the path of an
-XC text file, or an ``(x.npz, y.npz)`` pair of paths, on storage the workers can read.
+XC text file, or an ``(x.npz, y.npz)`` pair of paths, on storage the workers can read
+(``(x.npz, dense.npy, y.npz)``: a ``HybridMatrix`` whose dense block is the ``.npy`` file).
 ``Y_i`` is a 0/1 indicator, label lists or a class vector, as ``fit`` takes it (names are
 encoded over the sorted union of every block's names, the ``classes_`` of one-process
 ``fit``); an ``(X_i, Y_i, R_i)`` triple (or ``(x.npz, y.npz, r.npz)``) adds the relevance

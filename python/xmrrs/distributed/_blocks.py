@@ -1,9 +1,10 @@
 """The inputs as row blocks: each block (an ``(X, Y)`` pair or ``(X, Y, relevance)`` triple,
 ``X`` sparse, dense or a :class:`~xmrrs.hybrid.HybridMatrix`,
-a dask delayed (pair), an XC file path or an ``(x.npz, y.npz[, r.npz])`` tuple of paths) is
-loaded, checked and normalised by a task, and the blocks' shapes are checked to agree. ``Y``
-blocks that are label lists or class vectors are encoded over the sorted union of their
-names (the ``classes_`` one-process ``fit`` finds on the stacked blocks)."""
+a dask delayed (pair), an XC file path or an ``(x.npz[, dense.npy], y.npz[, r.npz])`` tuple
+of paths, a ``.npy`` dense block making ``X`` a ``HybridMatrix``) is loaded, checked and
+normalised by a task, and the blocks' shapes are checked to agree. ``Y`` blocks that are
+label lists or class vectors are encoded over the sorted union of their names (the
+``classes_`` one-process ``fit`` finds on the stacked blocks)."""
 
 from __future__ import annotations
 
@@ -43,18 +44,53 @@ class Blocks(NamedTuple):
     n_dense: int | None
 
 
+def _is_path(v: Any) -> bool:
+    return isinstance(v, str | os.PathLike)
+
+
+def _dense_file(path: Any, n_rows: int) -> np.ndarray:
+    """The dense block in the ``.npy`` file ``path``: mapped (no pickles), checked to hold
+    ``n_rows`` rows of finite numbers (``HybridMatrix`` checks the values)."""
+    try:
+        d = np.load(os.fspath(path), mmap_mode="r", allow_pickle=False)
+    except ValueError as e:
+        raise ValueError(f"{os.fspath(path)}: not a readable .npy array ({e})") from None
+    if not isinstance(d, np.ndarray):  # an .npz archive under a .npy name
+        d.close()
+        raise ValueError(f"{os.fspath(path)}: not a readable .npy array (an archive)")
+    if d.ndim != 2 or d.dtype.kind not in "fiu" or d.shape[0] != n_rows:
+        raise ValueError(
+            f"{os.fspath(path)} holds a {d.dtype} array of shape {d.shape}; the dense block "
+            f"must be a 2-D array of numbers with one row per row of X ({n_rows})"
+        )
+    return d
+
+
+def _load_paths(paths: Sequence[Any]) -> tuple[Any, ...]:
+    """``(X, Y or None, *rest)`` from ``x.npz[, dense.npy][, y.npz[, r.npz]]``."""
+    from xmrrs.datasets import load_npz
+    from xmrrs.sparse import canonicalize
+
+    x_path, *rest = paths
+    d_path = rest.pop(0) if rest and os.fspath(rest[0]).endswith(".npy") else None
+    if rest:
+        x, y = load_npz(x_path, rest[0])
+        tail = [sp.load_npz(r) for r in rest[1:]]
+    else:
+        x, y, tail = sp.csr_matrix(canonicalize(sp.load_npz(os.fspath(x_path)))), None, []
+    if d_path is not None:
+        x = HybridMatrix(x, _dense_file(d_path, x.shape[0]))
+    return (x, y, *tail)
+
+
 def _load(src: Any) -> tuple[Any, ...]:
-    if isinstance(src, str | os.PathLike):
+    if _is_path(src):
         from xmrrs.datasets import load_xc
 
         return load_xc(src, n_jobs=1)
-    x, y, *rest = src
-    if isinstance(x, str | os.PathLike):
-        from xmrrs.datasets import load_npz
-
-        x, y = load_npz(x, y)
-        rest = [sp.load_npz(r) for r in rest]
-    return (x, y, *rest)
+    if len(src) > 0 and all(_is_path(v) for v in src):
+        return _load_paths(src)
+    return tuple(src)
 
 
 def _load_block(src: Any) -> tuple[Any, Any, bool, np.ndarray | None, bool, Any]:
@@ -62,6 +98,8 @@ def _load_block(src: Any) -> tuple[Any, Any, bool, np.ndarray | None, bool, Any]
     a class vector, relevance or None)``: ``Y`` as a canonical 0/1 indicator, or as given
     when it names its labels (encoded once the names of every block are known)."""
     x, y, *rest = _load(src)
+    if y is None:
+        raise ValueError("a training block of paths needs a y.npz after x.npz (and dense.npy)")
     x = _aligned(x)
     if isinstance(x, HybridMatrix):
         # (its constructor checked the values)
@@ -142,12 +180,14 @@ def _source(client: Any, b: Any) -> Any:
         return client.compute(b)
     if isinstance(b, tuple | list) and len(b) in (2, 3):
         return tuple(client.compute(v) if _is_delayed(v) else v for v in b)
-    if isinstance(b, str | os.PathLike):
+    if isinstance(b, tuple | list) and len(b) == 4 and all(_is_path(v) for v in b):
+        return tuple(b)
+    if _is_path(b):
         return b
     raise ValueError(
         "each block must be an (X, Y) pair or (X, Y, relevance) triple, a dask delayed "
-        "(pair), an XC file path or an (x.npz, y.npz[, r.npz]) tuple of paths; got "
-        f"{type(b).__name__}"
+        "(pair), an XC file path or an (x.npz[, dense.npy], y.npz[, r.npz]) tuple of paths; "
+        f"got {type(b).__name__}"
     )
 
 

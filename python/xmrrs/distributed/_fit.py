@@ -78,7 +78,9 @@ def fit(
         (``X_i`` sparse, dense or a :class:`~xmrrs.hybrid.HybridMatrix`; with hybrid
         blocks the trees come from the sparse block, ``dense_in_tree=True`` is refused),
         dask delayed objects (or pairs of them), XC file paths, or ``(x.npz, y.npz)``
-        (``, r.npz``) path tuples. ``Y_i``: indicator, label lists or class vector.
+        (``, r.npz``) path tuples; ``(x.npz, dense.npy, y.npz[, r.npz])`` makes ``X_i`` a
+        ``HybridMatrix`` (the ``.npy`` file is mapped, never unpickled). ``Y_i``:
+        indicator, label lists or class vector.
     client : distributed.Client, optional
         Default: the current client (``distributed.get_client()``).
     retries : int, default=2

@@ -59,7 +59,8 @@ def predict_topk(
     """Top-``k`` labels of every row of the row blocks, with the model saved at ``path``.
 
     ``blocks`` are feature matrices, dask delayed objects computing to one, XC file paths
-    or ``(x.npz, y.npz)`` path pairs (labels ignored). Returns ``(ids, scores)`` stacked in
+    or ``(x.npz[, dense.npy][, y.npz])`` path tuples (labels ignored; a ``.npy`` dense
+    block makes the rows a ``HybridMatrix``). Returns ``(ids, scores)`` stacked in
     block order, as :meth:`XRLinearClassifier.predict_topk` on the stacked blocks would, or
     with ``gather=False`` one future per block (each resolving to ``(ids, scores)``).
     """
