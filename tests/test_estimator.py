@@ -185,9 +185,20 @@ def test_bad_input_raises_clear_errors(data: tuple, fitted: XRLinearClassifier) 
         ({"top_max_samples": 0}, "top_max_samples"),
         ({"top_max_samples": True}, "top_max_samples"),
         ({"top_max_samples": float("nan")}, "top_max_samples"),
+        ({"verbose": -1}, "verbose"),
+        ({"verbose": 0.5}, "verbose"),
     ]:
         with pytest.raises(ValueError, match=match):
             XRLinearClassifier(**params).fit(Xtr[:50], Ytr[:50])
+
+
+def test_verbose_takes_a_bool(data: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+    """``verbose=True`` (scikit-learn's convention) reports the stages; False is silent."""
+    Xtr, Ytr, _, _ = data
+    XRLinearClassifier(**SMALL, verbose=False).fit(Xtr, Ytr)
+    assert capsys.readouterr().err == ""
+    XRLinearClassifier(**SMALL, verbose=True).fit(Xtr, Ytr)
+    assert "models of" in capsys.readouterr().err
 
 
 def test_all_zero_rows_and_unseen_labels_are_handled(data: tuple) -> None:

@@ -269,8 +269,8 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         Threads (None or -1: all cores). Results do not depend on it.
     random_state : int, RandomState or None, default=0
         Seed of the indexer and the solver.
-    verbose : int, default=0
-        When > 0: a progress bar over the stages and their times on stderr.
+    verbose : int or bool, default=0
+        When > 0 (or True): a progress bar over the stages and their times on stderr.
 
     Attributes
     ----------
@@ -318,7 +318,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         top_max_samples: float | None = None,
         n_jobs: int | None = None,
         random_state: int | np.random.RandomState | None = 0,
-        verbose: int = 0,
+        verbose: int | bool = 0,
     ) -> None:
         self.representation = representation
         self.indexer = indexer
@@ -381,7 +381,8 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 f"representation must be one of {_REPRESENTATIONS}, a callable or a matrix, "
                 f"got {self.representation!r}"
             )
-        _integer(self.verbose, "verbose", 0)
+        if not isinstance(self.verbose, bool | np.bool_):  # True / False as in scikit-learn
+            _integer(self.verbose, "verbose", 0)
         return {
             "branching": check_branching(self.branching),
             "max_leaf_size": _integer(self.max_leaf_size, "max_leaf_size", 1),

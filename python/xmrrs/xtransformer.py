@@ -179,8 +179,8 @@ class XRTransformer(BaseEstimator):  # type: ignore[misc]
     random_state : int, default=0
         Seed of the tree, the heads, dropout and the batch order. Two CPU fits with one
         seed give the same model.
-    verbose : int, default=0
-        > 0: progress bars and stage times on stderr.
+    verbose : int or bool, default=0
+        > 0 (or True): progress bars and stage times on stderr.
     n_jobs : int, optional
         Threads of the TF-IDF, tree and ranker (None: all cores).
 
@@ -224,7 +224,7 @@ class XRTransformer(BaseEstimator):  # type: ignore[misc]
         device: str = "auto",
         encode_batch_size: int = 64,
         random_state: int = 0,
-        verbose: int = 0,
+        verbose: int | bool = 0,
         n_jobs: int | None = None,
     ) -> None:
         self.encoder = encoder
@@ -273,7 +273,8 @@ class XRTransformer(BaseEstimator):  # type: ignore[misc]
             epochs_t = tuple(_nonneg_int(e, "epochs") for e in epochs)
         else:
             epochs_t = (_nonneg_int(epochs, "epochs"),)
-        _nonneg_int(self.verbose, "verbose")
+        if not isinstance(self.verbose, bool | np.bool_):  # True / False as in scikit-learn
+            _nonneg_int(self.verbose, "verbose")
         return {
             "pooling": check_pooling(self.pooling),
             "max_length": check_positive_int(self.max_length, "max_length"),
