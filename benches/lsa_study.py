@@ -8,13 +8,13 @@ Usage::
 
 Each set's training rows are split by the suite's fixed rule (``suite.validation_rows``:
 20% validate, the rest fit; the test file is not read). Rows: the defaults on the sparse
-features (one and two trees), and the defaults on ``HybridMatrix(X, D)`` where ``D`` is
-``sklearn.decomposition.TruncatedSVD(k)`` of the fit rows (randomized, seeded), L2-normalised
-per row (one and two trees); ``--label-space`` adds the same with the SVD of the labels'
-PIFA centroids (``label_representation(X_fit, Y_fit, "pifa")``, labels x features) instead
-of the rows: X projected onto their top right singular vectors. ``fit s`` includes the SVD
-(its time is also shown alone); P@k is the mean over ``--seeds`` seeds of the estimator (the
-SVD's seed is fixed). Prints one Markdown row per configuration.
+features (one and two trees), and the defaults on ``xmrrs.svd_features.SVDFeatures(k)``'s
+output: the rows beside their projection onto the top ``k`` right singular vectors of the fit
+rows (randomized, seeded), L2-normalised per row; ``--label-space`` adds the same with the
+singular vectors of the labels' PIFA centroids (``source="labels"``). ``fit s`` includes the
+SVD and the projection of the fit rows (their time is also shown alone); P@k is the mean over
+``--seeds`` seeds of the estimator (the SVD's seed is fixed). Prints one Markdown row per
+configuration.
 """
 
 from __future__ import annotations
@@ -40,14 +40,12 @@ def main() -> None:
     a = p.parse_args()
 
     import scipy.sparse as sp
-    from sklearn.decomposition import TruncatedSVD
     from sklearn.preprocessing import normalize
 
     from xmrrs import XRLinearClassifier
     from xmrrs.datasets import load_xc
-    from xmrrs.hybrid import HybridMatrix
-    from xmrrs.indexing import label_representation
     from xmrrs.metrics import precision_at_k
+    from xmrrs.svd_features import SVDFeatures
 
     print("| data set | features | trees | SVD s | fit s | P@1 | P@3 | P@5 |")
     print("|---|---|---|---|---|---|---|---|")
@@ -60,23 +58,13 @@ def main() -> None:
         xf, xv, yf, yv = X[fit], X[val], Y[fit], Y[val]
         inputs: list[tuple[str, float, object, object]] = [("sparse", 0.0, xf, xv)]
         for k in a.components:
-            t0 = time.perf_counter()
-            svd = TruncatedSVD(k, random_state=0).fit(xf)
-            df = normalize(svd.transform(xf)).astype(np.float32)
-            svd_s = time.perf_counter() - t0
-            dv = normalize(svd.transform(xv)).astype(np.float32)
-            inputs.append((f"+ SVD {k}", svd_s, HybridMatrix(xf, df), HybridMatrix(xv, dv)))
-            if a.label_space:
-                # the top right singular vectors of the labels' PIFA centroids instead
+            for source in ("rows", "labels") if a.label_space else ("rows",):
                 t0 = time.perf_counter()
-                z = label_representation(xf, yf, "pifa", n_jobs=a.threads)
-                svd = TruncatedSVD(min(k, min(z.shape) - 1), random_state=0).fit(z)
-                df = normalize(svd.transform(xf)).astype(np.float32)
+                svd = SVDFeatures(k, source=source).fit(xf, yf)
+                hf = svd.transform(xf)
                 svd_s = time.perf_counter() - t0
-                dv = normalize(svd.transform(xv)).astype(np.float32)
-                inputs.append(
-                    (f"+ PIFA-SVD {k}", svd_s, HybridMatrix(xf, df), HybridMatrix(xv, dv))
-                )
+                name_k = f"+ SVD {k}" if source == "rows" else f"+ PIFA-SVD {k}"
+                inputs.append((name_k, svd_s, hf, svd.transform(xv)))
         for trees in (1, 2):
             for label, svd_s, tr, te in inputs:
                 pk, ts = [], []

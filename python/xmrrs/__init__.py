@@ -8,6 +8,8 @@ Submodules are imported on first use (PEP 562), so ``import xmrrs`` stays cheap:
 - :mod:`xmrrs.indexing`: label representations (PIFA...) and the hierarchical k-means label tree.
 - :mod:`xmrrs.estimator`: :class:`XRLinearClassifier`, the scikit-learn estimator.
 - :mod:`xmrrs.hybrid`: :class:`~xmrrs.hybrid.HybridMatrix`, sparse and dense feature blocks.
+- :mod:`xmrrs.svd_features`: :class:`~xmrrs.svd_features.SVDFeatures`, a dense block from the
+  sparse features' singular vectors.
 - :mod:`xmrrs.modelfile`: the model directory format (no pickle; optional memory mapping).
 - :mod:`xmrrs.baseline`: a label-centroid baseline (not the XR-Linear model).
 - :mod:`xmrrs.text`: :class:`~xmrrs.text.TfidfVectorizer`, raw text to tf-idf in Rust.
@@ -54,6 +56,9 @@ if TYPE_CHECKING:  # static view of the lazy attributes
         sparse as sparse,
     )
     from xmrrs import (
+        svd_features as svd_features,
+    )
+    from xmrrs import (
         text as text,
     )
     from xmrrs import (
@@ -77,6 +82,7 @@ _SUBMODULES = frozenset(
         "metrics",
         "modelfile",
         "sparse",
+        "svd_features",
         "text",
         "textmodel",
         "xtransformer",
