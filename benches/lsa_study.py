@@ -4,7 +4,7 @@ buy accuracy on the shared sets, and at what cost? Chosen on validation splits, 
 Usage::
 
     .venv/bin/python benches/lsa_study.py --data ../shared/data/bibtex --data ... \\
-        [--components 64 128] [--seeds 2] [--threads 2]
+        [--components 64 128] [--seeds 2] [--threads 2] [--label-space] [--n-iter 5] [--test]
 
 Each set's training rows are split by the suite's fixed rule (``suite.validation_rows``:
 20% validate, the rest fit; the test file is not read). Rows: the defaults on the sparse
@@ -38,6 +38,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--label-space", action="store_true", help="also the PIFA-SVD rows")
+    p.add_argument("--n-iter", type=int, default=5, help="power iterations of the SVD")
     p.add_argument(
         "--test", action="store_true", help="fit on every training row, score the test file"
     )
@@ -69,7 +70,7 @@ def main() -> None:
         for k in a.components:
             for source in ("rows", "labels") if a.label_space else ("rows",):
                 t0 = time.perf_counter()
-                svd = SVDFeatures(k, source=source).fit(xf, yf)
+                svd = SVDFeatures(k, source=source, n_iter=a.n_iter).fit(xf, yf)
                 hf = svd.transform(xf)
                 svd_s = time.perf_counter() - t0
                 name_k = f"+ SVD {k}" if source == "rows" else f"+ PIFA-SVD {k}"
