@@ -38,7 +38,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--label-space", action="store_true", help="also the PIFA-SVD rows")
-    p.add_argument("--n-iter", type=int, default=5, help="power iterations of the SVD")
+    p.add_argument(
+        "--n-iter", type=int, default=5, help="power iterations of the SVD (runs 1-3: 5)"
+    )
     p.add_argument(
         "--test", action="store_true", help="fit on every training row, score the test file"
     )

@@ -68,8 +68,9 @@ class SVDFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     source : {"rows", "labels"}, default="rows"
         Whose singular vectors: the training rows' (``fit(X)``), or the PIFA centroids of the
         labels (``fit(X, Y)``; labels x features).
-    n_iter : int, default=5
-        Power iterations of the randomized SVD.
+    n_iter : int, default=1
+        Power iterations of the randomized SVD (1 was as accurate as 5 for the models on the
+        six shared sets' validation splits, at about half the time).
     normalize : bool, default=True
         L2-normalise the rows of ``X`` first (the sparse block is returned normalised too).
     random_state : int, default=0
@@ -88,7 +89,7 @@ class SVDFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         n_components: int = 64,
         *,
         source: str = "rows",
-        n_iter: int = 5,
+        n_iter: int = 1,
         normalize: bool = True,
         random_state: int = 0,
     ) -> None:
