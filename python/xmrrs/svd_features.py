@@ -152,8 +152,18 @@ class SVDFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
                 f"X has {Xn.shape[1]} features, but SVDFeatures is expecting "
                 f"{self.n_features_in_} features as input"
             )
-        block = np.asarray(Xn @ self.components_.T, dtype=np.float32)
+        block = np.asarray(Xn @ self._basis(), dtype=np.float32)
         return HybridMatrix(Xn, _unit_rows(block))
+
+    def _basis(self) -> npt.NDArray[np.float32]:
+        """``components_.T`` C-contiguous, made once per ``components_`` (scipy copies a
+        Fortran-ordered operand on every product: 9 MB per query at 35,000 features)."""
+        cached = getattr(self, "_basis_of", None)
+        if cached is None or cached[0] is not self.components_:
+            cached = (self.components_, np.ascontiguousarray(self.components_.T))
+            self._basis_of = cached
+        basis: npt.NDArray[np.float32] = cached[1]
+        return basis
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> HybridMatrix:
         return self.fit(X, y).transform(X)
