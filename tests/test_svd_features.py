@@ -124,6 +124,7 @@ def test_bad_input_is_refused(data: tuple) -> None:
         ({"n_components": True}, "n_components"),
         ({"n_iter": -1}, "n_iter"),
         ({"source": "cols"}, "source"),
+        ({"normalize": "yes"}, "normalize"),
         ({"n_components": 400}, "below the smaller side"),
         ({"n_components": 60, "source": "labels"}, "below the smaller side"),
     ):
@@ -142,3 +143,45 @@ def test_bad_input_is_refused(data: tuple) -> None:
         svd.transform(X[:, :10])
     with pytest.raises(ValueError, match="not fitted"):
         SVDFeatures(4).transform(X)
+
+
+def test_corrupted_files_fail_cleanly(data: tuple, tmp_path: Path) -> None:
+    """Seeded random corruption of either file (flipped, overwritten or cut bytes): ``load``
+    raises ValueError or OSError, or the loaded transformer answers with finite values (or
+    a ValueError naming non-finite ones); never another exception."""
+    import random
+    import shutil
+
+    X, _ = data
+    base = tmp_path / "base"
+    SVDFeatures(6).fit(X).save(base)
+    rng = random.Random(0)
+    outcomes = {"refused": 0, "loaded": 0}
+    for trial in range(300):
+        d = tmp_path / f"t{trial}"
+        shutil.copytree(base, d)
+        f = d / rng.choice([PARAMS_FILE, COMPONENTS_FILE])
+        b = bytearray(f.read_bytes())
+        what = rng.random()
+        if what < 0.4:
+            for _ in range(rng.randint(1, 4)):
+                b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+        elif what < 0.7:
+            i = rng.randrange(len(b))
+            b[i : i + rng.randint(1, 16)] = bytes(rng.randrange(256) for _ in range(8))
+        else:
+            del b[rng.randrange(len(b)) :]
+        f.write_bytes(bytes(b))
+        try:
+            est = SVDFeatures.load(d)
+        except (ValueError, OSError):
+            outcomes["refused"] += 1
+            continue
+        outcomes["loaded"] += 1
+        try:
+            H = est.transform(X[:5])
+        except ValueError as e:
+            assert "NaN or infinite" in str(e), e
+            continue
+        assert H.dense.shape == (5, 6) and np.isfinite(H.dense).all()
+    assert outcomes["refused"] > 100 and outcomes["loaded"] > 10, outcomes

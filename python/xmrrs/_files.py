@@ -1,10 +1,14 @@
-"""Reading files named by model directories: regular files only, never blocking."""
+"""Reading files named by model directories: regular files only, never blocking; ``.npy``
+arrays mapped, never unpickled."""
 
 from __future__ import annotations
 
 import os
 import stat
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 def read_regular(path: Path, what: str, max_bytes: int | None = None) -> bytes:
@@ -36,3 +40,28 @@ def read_regular(path: Path, what: str, max_bytes: int | None = None) -> bytes:
                 f"{path}: {st.st_size} bytes, more than a {what} can hold ({max_bytes})"
             )
         return f.read() if max_bytes is None else f.read(max_bytes + 1)
+
+
+def load_npy_mapped(path: str | os.PathLike[str]) -> np.ndarray[Any, Any]:
+    """The array of the ``.npy`` file ``path``, memory-mapped read-only: no pickles, and no
+    allocation sized by its header (a header promising more than the file is refused).
+
+    Raises
+    ------
+    ValueError
+        A corrupt header, a file shorter than its header says, or an ``.npz`` archive (numpy
+        raises several types for a corrupt header: all become this, naming the file).
+    OSError
+        The file cannot be opened or mapped.
+    """
+    name = os.fspath(path)
+    try:
+        a = np.load(name, mmap_mode="r", allow_pickle=False)
+    except (OSError, MemoryError):
+        raise
+    except Exception as e:  # ValueError, SyntaxError, tokenize.TokenError, EOFError, ...
+        raise ValueError(f"{name}: not a readable .npy array ({type(e).__name__}: {e})") from None
+    if not isinstance(a, np.ndarray):  # an .npz archive under a .npy name
+        a.close()
+        raise ValueError(f"{name}: not a readable .npy array (an archive)")
+    return a

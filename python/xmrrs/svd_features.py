@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from xmrrs._files import read_regular
+from xmrrs._files import load_npy_mapped, read_regular
 from xmrrs.hybrid import HybridMatrix
 
 PARAMS_FILE = "svd_features.json"
@@ -106,6 +106,8 @@ class SVDFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
                 raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
         if self.source not in _SOURCES:
             raise ValueError(f"source must be one of {_SOURCES}, got {self.source!r}")
+        if not isinstance(self.normalize, bool | np.bool_):
+            raise ValueError(f"normalize must be a bool, got {self.normalize!r}")
 
     def fit(self, X: Any, y: Any = None) -> SVDFeatures:
         """Find the singular vectors (``y``: the labels, needed with ``source="labels"``)."""
@@ -226,14 +228,10 @@ class SVDFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         c = d / COMPONENTS_FILE
         if not c.is_file():
             raise ValueError(f"{c}: missing, or not a regular file")
-        try:
-            m = np.load(c, mmap_mode="r", allow_pickle=False)  # no allocation from the header
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{c}: not a readable .npy array ({e})") from None
-        if not isinstance(m, np.ndarray) or m.shape != (k, n) or m.dtype != np.float32:
+        m = load_npy_mapped(c)  # no allocation from the header
+        if m.shape != (k, n) or m.dtype != np.float32:
             raise ValueError(
-                f"{c}: expected a float32 array of shape ({k}, {n}), got "
-                f"{getattr(m, 'dtype', type(m).__name__)} {getattr(m, 'shape', '')}"
+                f"{c}: expected a float32 array of shape ({k}, {n}), got {m.dtype} {m.shape}"
             )
         comps = np.array(m, dtype=np.float32)
         if not np.isfinite(comps).all():
