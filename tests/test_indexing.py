@@ -331,6 +331,37 @@ def test_save_load_round_trip_and_corruption(tmp_path: Path) -> None:
         ClusterTree.load(tmp_path / "v")
 
 
+def test_flipped_bits_in_tree_npz_fail_cleanly(tmp_path: Path) -> None:
+    """Seeded bit flips anywhere in ``tree.npz`` (zip headers included): ``load`` raises
+    ValueError or gives a valid tree, never zipfile's NotImplementedError or RuntimeError
+    ("encrypted"), which a flipped flag or method field of a zip header used to leak."""
+    import random
+    import shutil
+
+    z, _ = planted(300, 8, 16, seed=4)
+    tree = HierarchicalKMeans(4, 10).fit(z).tree_
+    tree.save(tmp_path / "base")
+    good = (tmp_path / "base" / "tree.npz").read_bytes()
+    rng = random.Random(0)
+    outcomes = {"refused": 0, "loaded": 0}
+    for trial in range(1500):
+        d = tmp_path / f"t{trial}"
+        shutil.copytree(tmp_path / "base", d)
+        b = bytearray(good)
+        for _ in range(rng.randint(1, 3)):
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+        (d / "tree.npz").write_bytes(bytes(b))
+        try:
+            back = ClusterTree.load(d)
+        except ValueError:
+            outcomes["refused"] += 1
+        else:
+            outcomes["loaded"] += 1
+            assert back.n_labels == tree.n_labels  # json and arrays agree (checked)
+        shutil.rmtree(d)
+    assert outcomes["refused"] > 1000, outcomes
+
+
 # --------------------------------------------------------------------------------------------
 # label representations
 # --------------------------------------------------------------------------------------------

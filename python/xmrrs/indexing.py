@@ -35,7 +35,6 @@ import io
 import json
 import math
 import os
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -606,10 +605,13 @@ class ClusterTree:
             with np.load(raw, allow_pickle=False) as f:
                 ptrs = [np.array(f[f"child_ptr_{t}"]) for t in range(depth)]
                 leaf_ptr, labels = np.array(f["leaf_ptr"]), np.array(f["labels"])
-        except FileNotFoundError:
+        except (FileNotFoundError, MemoryError):
             raise
-        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-            raise ValueError(f"{d / 'tree.npz'}: corrupt or incomplete ({e})") from None
+        except Exception as e:  # zipfile and numpy raise many types for a corrupt archive
+            # (BadZipFile, NotImplementedError, RuntimeError "encrypted", SyntaxError, ...)
+            raise ValueError(
+                f"{d / 'tree.npz'}: corrupt or incomplete ({type(e).__name__}: {e})"
+            ) from None
         tree = cls(ptrs, leaf_ptr, labels)
         if meta.get("n_labels") != tree.n_labels or meta.get("n_nodes_per_level") != (
             tree.n_nodes_per_level
