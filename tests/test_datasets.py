@@ -154,3 +154,48 @@ def test_load_split(tmp_path: Path) -> None:
     (Xtr, Ytr), (Xte, Yte) = xd.load_split(tmp_path)
     assert Xtr.shape == Xte.shape == (1, 3)
     assert Ytr.indices.tolist() == [1] and Yte.indices.tolist() == [0]
+
+
+def test_corrupt_sparse_npz_files_fail_cleanly(tmp_path: Path) -> None:
+    """``read_sparse_npz`` (and ``load_npz``, the CLI, distributed shards): a corrupt archive
+    is a ValueError naming the file, whatever zipfile or numpy raise (BadZipFile,
+    NotImplementedError, RuntimeError, tokenize errors...), and a member whose header
+    promises more than the archive holds is refused before anything is allocated."""
+    import io
+    import random
+    import zipfile
+
+    from xmrrs.datasets import read_sparse_npz
+
+    X, _ = xd.make_xmc(200, 100, 20, random_state=0)
+    for compressed in (False, True):
+        sp.save_npz(tmp_path / "x.npz", X, compressed=compressed)
+        assert (read_sparse_npz(tmp_path / "x.npz") != X).nnz == 0
+        good = (tmp_path / "x.npz").read_bytes()
+        rng = random.Random(int(compressed))
+        refused = 0
+        for _ in range(600):
+            b = bytearray(good)
+            for _ in range(rng.randint(1, 3)):
+                b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+            (tmp_path / "bad.npz").write_bytes(bytes(b))
+            try:
+                read_sparse_npz(tmp_path / "bad.npz")
+            except ValueError as e:
+                assert "bad.npz: not a readable scipy .npz file" in str(e)
+                refused += 1
+        assert refused > 500
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        for name, arr in np.load(tmp_path / "x.npz").items():
+            h = io.BytesIO()
+            if name == "data":  # a header promising 4 TB, then 64 bytes
+                header = {"descr": "<f4", "fortran_order": False, "shape": (10**12,)}
+                np.lib.format.write_array_header_1_0(h, header)
+                h.write(b"\0" * 64)
+            else:
+                np.lib.format.write_array(h, arr)
+            z.writestr(name + ".npy", h.getvalue())
+    with pytest.raises(ValueError, match="promises 4000000000000 bytes"):
+        read_sparse_npz(tmp_path / "huge.npz")
+    with pytest.raises(FileNotFoundError):
+        read_sparse_npz(tmp_path / "missing.npz")

@@ -87,10 +87,10 @@ def _read(path: str, fmt: str, labels: str | None, n_jobs: int | None) -> tuple[
                 head = f.readline().split()
             fmt = "xc" if len(head) == 3 and all(t.isdigit() for t in head) else "libsvm"
     if fmt == "npz":
-        import scipy.sparse as sp
+        from xmrrs.datasets import read_sparse_npz
 
-        X = sp.load_npz(p).tocsr()
-        Y = sp.load_npz(labels).tocsr() if labels else None
+        X = read_sparse_npz(p).tocsr()
+        Y = read_sparse_npz(labels).tocsr() if labels else None
         return X, Y
     if labels:
         raise ValueError("--labels is only for .npz features; text files hold their labels")
@@ -286,7 +286,9 @@ def _read_predictions(path: str, n_labels: int) -> Any:
     import scipy.sparse as sp
 
     if path.endswith(".npz"):
-        return sp.load_npz(path).tocsr()
+        from xmrrs.datasets import read_sparse_npz
+
+        return read_sparse_npz(path).tocsr()
     rows: list[list[tuple[int, float]]] = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):

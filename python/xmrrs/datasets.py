@@ -4,7 +4,8 @@
   (header ``n_samples n_features n_labels``, lines ``l1,l2 f:v f:v``, 0-based ids, a sample
   without labels starts with a space), parsed in parallel by the Rust core.
 - :func:`load_libsvm` / :func:`dump_libsvm`: LIBSVM multilabel text (no header).
-- :func:`load_npz` / :func:`save_npz`: a pair of scipy ``.npz`` files.
+- :func:`load_npz` / :func:`save_npz`: a pair of scipy ``.npz`` files (one:
+  :func:`read_sparse_npz`).
 - :func:`load_split`: ``train.txt`` and ``test.txt`` of a data folder.
 - :func:`make_xmc`: a seeded synthetic XMC data set.
 
@@ -33,6 +34,7 @@ __all__ = [
     "load_split",
     "load_xc",
     "make_xmc",
+    "read_sparse_npz",
     "save_npz",
 ]
 
@@ -93,10 +95,49 @@ def dump_libsvm(path: PathLike, X: Any, Y: Any, *, n_jobs: int | None = None) ->
     _xmrrs.write_xc(os.fspath(path), csr_parts(X, "X"), csr_parts(Y, "Y"), False, n_jobs)
 
 
+def read_sparse_npz(path: PathLike) -> Any:
+    """The scipy sparse matrix of an ``.npz`` file written by ``scipy.sparse.save_npz``.
+
+    Every ``.npy`` member's header is checked against the member's stored size before an
+    array is allocated (numpy sizes the array of a compressed member by its header alone),
+    and a corrupt archive, whatever zipfile or numpy raise for it, is a ``ValueError`` naming
+    the file. A missing file is ``FileNotFoundError``.
+    """
+    import zipfile
+
+    fmt = np.lib.format
+    name = os.fspath(path)
+    try:
+        with zipfile.ZipFile(name) as z:
+            for info in z.infolist():
+                with z.open(info) as f:
+                    version = fmt.read_magic(f)
+                    header = (
+                        fmt.read_array_header_1_0
+                        if version == (1, 0)
+                        else (fmt.read_array_header_2_0)
+                    )
+                    shape, _, dtype = header(f)
+                    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                    if dtype.hasobject or need > info.file_size - f.tell():
+                        raise ValueError(
+                            f"member {info.filename} promises {need} bytes of {dtype}, the "
+                            f"archive holds {info.file_size}"
+                        )
+        return sp.load_npz(name)
+    except (FileNotFoundError, MemoryError):
+        raise
+    except Exception as e:  # BadZipFile, NotImplementedError, RuntimeError, SyntaxError, ...
+        raise ValueError(
+            f"{name}: not a readable scipy .npz file ({type(e).__name__}: {e})"
+        ) from None
+
+
 def load_npz(x_path: PathLike, y_path: PathLike) -> Pair:
-    """Read a pair of scipy ``.npz`` files, checking that they fit together."""
-    X = sp.load_npz(os.fspath(x_path))
-    Y = sp.load_npz(os.fspath(y_path))
+    """Read a pair of scipy ``.npz`` files, checking that they fit together (and each as
+    :func:`read_sparse_npz` does)."""
+    X = read_sparse_npz(x_path)
+    Y = read_sparse_npz(y_path)
     if X.shape[0] != Y.shape[0]:
         raise ValueError(f"{x_path} has {X.shape[0]} rows but {y_path} has {Y.shape[0]}")
     from xmrrs.sparse import canonicalize

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from xmrrs import _xmrrs
+from xmrrs._files import load_npy_mapped
 from xmrrs._targets import (
     as_indicator,
     encode_classes,
@@ -51,13 +52,7 @@ def _is_path(v: Any) -> bool:
 def _dense_file(path: Any, n_rows: int) -> np.ndarray:
     """The dense block in the ``.npy`` file ``path``: mapped (no pickles), checked to hold
     ``n_rows`` rows of finite numbers (``HybridMatrix`` checks the values)."""
-    try:
-        d = np.load(os.fspath(path), mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
-        raise ValueError(f"{os.fspath(path)}: not a readable .npy array ({e})") from None
-    if not isinstance(d, np.ndarray):  # an .npz archive under a .npy name
-        d.close()
-        raise ValueError(f"{os.fspath(path)}: not a readable .npy array (an archive)")
+    d = load_npy_mapped(path)
     if d.ndim != 2 or d.dtype.kind not in "fiu" or d.shape[0] != n_rows:
         raise ValueError(
             f"{os.fspath(path)} holds a {d.dtype} array of shape {d.shape}; the dense block "
@@ -68,16 +63,16 @@ def _dense_file(path: Any, n_rows: int) -> np.ndarray:
 
 def _load_paths(paths: Sequence[Any]) -> tuple[Any, ...]:
     """``(X, Y or None, *rest)`` from ``x.npz[, dense.npy][, y.npz[, r.npz]]``."""
-    from xmrrs.datasets import load_npz
+    from xmrrs.datasets import load_npz, read_sparse_npz
     from xmrrs.sparse import canonicalize
 
     x_path, *rest = paths
     d_path = rest.pop(0) if rest and os.fspath(rest[0]).endswith(".npy") else None
     if rest:
         x, y = load_npz(x_path, rest[0])
-        tail = [sp.load_npz(r) for r in rest[1:]]
+        tail = [read_sparse_npz(r) for r in rest[1:]]
     else:
-        x, y, tail = sp.csr_matrix(canonicalize(sp.load_npz(os.fspath(x_path)))), None, []
+        x, y, tail = sp.csr_matrix(canonicalize(read_sparse_npz(x_path))), None, []
     if d_path is not None:
         x = HybridMatrix(x, _dense_file(d_path, x.shape[0]))
     return (x, y, *tail)
