@@ -1,5 +1,5 @@
 """Reading files named by model directories: regular files only, never blocking; ``.npy``
-arrays mapped, never unpickled."""
+arrays mapped, never unpickled. Writing one file of such a directory atomically."""
 
 from __future__ import annotations
 
@@ -65,3 +65,14 @@ def load_npy_mapped(path: str | os.PathLike[str]) -> np.ndarray[Any, Any]:
         a.close()
         raise ValueError(f"{name}: not a readable .npy array (an archive)")
     return a
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through ``.<name>.tmp`` beside it, synced, then renamed
+    into place: a reader sees the old file or the new one, never a part."""
+    tmp = path.parent / f".{path.name}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

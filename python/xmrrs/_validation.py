@@ -32,6 +32,17 @@ def dense_finite(a: Any, name: str) -> np.ndarray:
     return out
 
 
+def finite_csr_parts(a: Any, name: str = "X") -> CsrParts:
+    """:func:`csr_parts` of ``a`` (a dense ``a`` converted to float32 first), with
+    scikit-learn's error for NaN or infinite values raised here rather than by the core."""
+    if not sp.issparse(a):
+        a = sp.csr_matrix(np.asarray(a, dtype=np.float32))
+    parts = csr_parts(a, name)
+    if parts[4].dtype.kind == "f" and not np.isfinite(parts[4]).all():
+        raise ValueError(f"Input {name} contains NaN or infinity.")
+    return parts
+
+
 def csr_parts(a: Any, name: str = "X") -> CsrParts:
     """Return ``(n_rows, n_cols, indptr, indices, data)`` of ``a`` as a CSR matrix.
 

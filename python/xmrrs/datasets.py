@@ -112,12 +112,10 @@ def read_sparse_npz(path: PathLike) -> Any:
             for info in z.infolist():
                 with z.open(info) as f:
                     version = fmt.read_magic(f)
-                    header = (
-                        fmt.read_array_header_1_0
-                        if version == (1, 0)
-                        else (fmt.read_array_header_2_0)
-                    )
-                    shape, _, dtype = header(f)
+                    read_header = fmt.read_array_header_1_0
+                    if version != (1, 0):
+                        read_header = fmt.read_array_header_2_0
+                    shape, _, dtype = read_header(f)
                     need = int(np.prod(shape, dtype=object)) * dtype.itemsize
                     if dtype.hasobject or need > info.file_size - f.tell():
                         raise ValueError(

@@ -15,6 +15,7 @@ JSON and a ``.npy`` array (no pickle).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -26,7 +27,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from xmrrs._files import load_npy_mapped, read_regular
+from xmrrs._files import load_npy_mapped, read_regular, write_atomic
 from xmrrs.hybrid import HybridMatrix
 
 PARAMS_FILE = "svd_features.json"
@@ -37,25 +38,15 @@ _SOURCES = ("rows", "labels")
 def _rows(X: Any, normalize: bool) -> sp.csr_matrix:
     """``X`` as CSR float32, rows L2-normalised (zero rows stay zero) when ``normalize``."""
     from xmrrs import _xmrrs
-    from xmrrs._validation import csr_parts, to_scipy
+    from xmrrs._validation import finite_csr_parts, to_scipy
 
     if isinstance(X, HybridMatrix):
         raise TypeError("SVDFeatures takes sparse or dense X, not a HybridMatrix")
-    if not sp.issparse(X):
-        X = sp.csr_matrix(np.asarray(X, dtype=np.float32))
-    parts = csr_parts(X, "X")
-    if parts[4].dtype.kind == "f" and not np.isfinite(parts[4]).all():
-        raise ValueError("Input X contains NaN or infinity.")
+    parts = finite_csr_parts(X, "X")
     if normalize:
         parts = _xmrrs.csr_normalize_rows(parts, 1)
-    out: sp.csr_matrix = to_scipy(parts).astype(np.float32)
+    out: sp.csr_matrix = to_scipy(parts).astype(np.float32, copy=False)
     return out
-
-
-def _unit_rows(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    norms = np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64))
-    norms[norms == 0.0] = 1.0
-    return np.ascontiguousarray(a / norms[:, None].astype(np.float32), dtype=np.float32)
 
 
 class SVDFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
@@ -100,10 +91,10 @@ class SVDFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         self.random_state = random_state
 
     def _check_params(self) -> None:
+        from xmrrs.estimator import _integer
+
         for name, low in (("n_components", 1), ("n_iter", 0), ("random_state", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+            _integer(getattr(self, name), name, low)
         if self.source not in _SOURCES:
             raise ValueError(f"source must be one of {_SOURCES}, got {self.source!r}")
         if not isinstance(self.normalize, bool | np.bool_):
@@ -154,8 +145,9 @@ class SVDFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
                 f"X has {Xn.shape[1]} features, but SVDFeatures is expecting "
                 f"{self.n_features_in_} features as input"
             )
-        block = np.asarray(Xn @ self._basis(), dtype=np.float32)
-        return HybridMatrix(Xn, _unit_rows(block))
+        from xmrrs.indexing import _normalize_dense
+
+        return HybridMatrix(Xn, _normalize_dense(np.asarray(Xn @ self._basis())))
 
     def _basis(self) -> npt.NDArray[np.float32]:
         """``components_.T`` C-contiguous, made once per ``components_`` (scipy copies a
@@ -186,18 +178,10 @@ class SVDFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             "n_features_in": self.n_features_in_,
             "shape": list(self.components_.shape),
         }
-        tmp = d / f".{COMPONENTS_FILE}.tmp"
-        with open(tmp, "wb") as f:
-            np.save(f, self.components_, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, d / COMPONENTS_FILE)
-        tmp = d / f".{PARAMS_FILE}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(json.dumps(doc).encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, d / PARAMS_FILE)
+        buf = io.BytesIO()
+        np.save(buf, self.components_, allow_pickle=False)
+        write_atomic(d / COMPONENTS_FILE, buf.getvalue())
+        write_atomic(d / PARAMS_FILE, json.dumps(doc).encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SVDFeatures:

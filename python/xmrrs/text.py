@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from xmrrs import _xmrrs
-from xmrrs._files import read_regular
+from xmrrs._files import read_regular, write_atomic
 
 __all__ = ["TfidfVectorizer", "is_text_model_dir", "read_text_file"]
 
@@ -357,12 +357,7 @@ class TfidfVectorizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     def _write_dir(self, d: Path) -> None:
         """Write ``tfidf.json`` into the existing directory ``d``, atomically and synced."""
         data = json.dumps(self._to_json(), ensure_ascii=False).encode("utf-8")
-        tmp = d / f".{VECTORIZER_FILE}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, d / VECTORIZER_FILE)
+        write_atomic(d / VECTORIZER_FILE, data)
 
     @classmethod
     def _read_dir(cls, d: Path, n_jobs: int | None = None) -> TfidfVectorizer:

@@ -24,7 +24,7 @@ from xmrrs._targets import (
     is_class_vector,
     relevance_matrix,
 )
-from xmrrs._validation import csr_parts, to_scipy
+from xmrrs._validation import csr_parts, finite_csr_parts, to_scipy
 from xmrrs.distributed._run import _is_delayed, _Run
 from xmrrs.distributed._worker import _aligned
 from xmrrs.hybrid import HybridMatrix
@@ -102,11 +102,7 @@ def _load_block(src: Any) -> tuple[Any, Any, bool, np.ndarray | None, bool, Any]
             raise ValueError("the sparse block of a HybridMatrix needs at least 1 column")
         n_rows, unit = len(x), x.rows_are_unit()
     else:
-        if not sp.issparse(x):
-            x = sp.csr_matrix(np.asarray(x, dtype=np.float32))
-        parts = csr_parts(x, "X")
-        if parts[4].dtype.kind == "f" and not np.isfinite(parts[4]).all():
-            raise ValueError("Input X contains NaN or infinity.")
+        parts = finite_csr_parts(x, "X")
         n_rows, unit = parts[0], bool(_xmrrs.csr_rows_are_unit(parts, 1))
         x = to_scipy(parts)
     y = _aligned(y)
