@@ -15,6 +15,7 @@ pub mod alloc;
 pub mod cluster;
 pub mod dense;
 pub mod error;
+pub mod half;
 pub mod io;
 pub mod parallel;
 pub mod simd;

@@ -61,8 +61,9 @@ fn tree() -> ClusterTree {
 }
 
 /// The hybrid's sparse weights and dense weights equal the CSR route's weights on the
-/// same columns (both solved to a tight tolerance: the same optimum), for both loss
-/// families and both negative samplers.
+/// same columns (both solved to a tight tolerance: the same optimum, up to the half
+/// precision of the solvers' copy of the dense rows), for both loss families and both
+/// negative samplers.
 #[test]
 fn hybrid_training_reaches_the_csr_routes_optimum() {
     let (n, d, k) = (240, 40, 6);

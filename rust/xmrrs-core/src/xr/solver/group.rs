@@ -7,8 +7,8 @@
 //! `lanes.rs`.
 
 use super::lanes::{
-    aligned_offset, axpy_lanes, collect_kept, dense_axpys, dense_dots, dot_lanes, prefetch,
-    prefetch_range, LaneState, Meta, PREFETCH_DIST,
+    aligned_offset, axpy_lanes, collect_kept, dense_axpys, dense_dots, dot_lanes, has_avx2_f16c,
+    prefetch, prefetch_range, LaneState, Meta, PREFETCH_DIST,
 };
 use super::local::LocalCsr;
 use super::single::{finish_row, SolveInfo};
@@ -164,10 +164,7 @@ impl GroupSolver {
     /// Errors: a logistic loss, or a workspace not [`reset`](GroupSolver::reset) for
     /// `x.n_rows()` rows.
     pub fn solve(&mut self, x: &LocalCsr, params: &SolverParams, seed: u64) -> Result<GroupInfo> {
-        #[cfg(target_arch = "x86_64")]
-        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-        #[cfg(not(target_arch = "x86_64"))]
-        let avx2 = false;
+        let avx2 = has_avx2_f16c();
         self.solve_dispatch(x, params, seed, avx2)
     }
 
@@ -351,7 +348,7 @@ impl GroupSolver {
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn run_avx2<const K: usize>(
         &mut self,
         x: &LocalCsr,
@@ -400,6 +397,7 @@ impl GroupSolver {
         let custom = self.custom;
         let d = x.n_sparse();
         let nd = x.n_dense();
+        let (xh, unscale) = (&x.dense.bits[..], x.dense.unscale);
         let wd = &mut self.wd[..];
         let w = if self.in_work {
             &mut self.w_work[self.work_off..self.work_off + d * K]
@@ -453,7 +451,7 @@ impl GroupSolver {
                     prefetch_range(&x.data[a..b]);
                     prefetch_range(&alpha[j * K..j * K + K]);
                     if nd > 0 {
-                        prefetch_range(&x.dense[j * nd..(j + 1) * nd]);
+                        prefetch_range(&xh[j * nd..(j + 1) * nd]);
                     }
                 }
                 if prefetch_w && s + PREFETCH_DIST < active_len {
@@ -475,10 +473,10 @@ impl GroupSolver {
                     &x.data[mi.start..mi.start + mi.len as usize],
                 );
                 let mut dots = dot_lanes::<K>(w, idx, val);
-                let xd = &x.dense[i * nd..(i + 1) * nd];
+                let xd = &xh[i * nd..(i + 1) * nd];
                 if nd > 0 {
                     // the dense part only where it is read: lanes active for this row
-                    dense_dots::<K, AVX2>(&mut dots, am, &orig, wd, xd);
+                    dense_dots::<K, AVX2>(&mut dots, am, &orig, wd, xd, unscale);
                 }
                 // Per-lane penalty terms: D_ii and the upper bound U_i.
                 let mut diag = [0f32; K];
@@ -560,7 +558,7 @@ impl GroupSolver {
                 if any {
                     axpy_lanes::<K>(&delta, idx, val, w);
                     if nd > 0 {
-                        dense_axpys::<K, AVX2>(&delta, &orig, wd, xd);
+                        dense_axpys::<K, AVX2>(&delta, &orig, wd, xd, unscale);
                     }
                 }
                 if still & live == 0 {

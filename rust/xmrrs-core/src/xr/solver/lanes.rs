@@ -2,6 +2,7 @@
 //! and kernels over `K` lanes (dot products, axpy, prefetching, the kept weights of a row).
 
 use super::group::MAX_LANES;
+use crate::half::to_f32;
 
 /// The per-instance state of a [`GroupSolver`](super::GroupSolver): lane bit masks and the squared
 /// norm.
@@ -123,10 +124,11 @@ pub(super) fn axpy_lanes<const K: usize>(
     }
 }
 
-/// `Σ_j w[j] * x[j]` over a lane's dense weights: four independent 8-wide partial sums
-/// (a fixed summation order, the same in both dispatch variants).
+/// `Σ_j w[j] * x[j]` over a lane's dense weights, `x` a row of binary16 bits (widened
+/// exactly): four independent 8-wide partial sums (a fixed summation order, the same in
+/// both dispatch variants).
 #[inline(always)]
-pub(super) fn dense_dot(w: &[f32], x: &[f32]) -> f32 {
+pub(super) fn dense_dot(w: &[f32], x: &[u16]) -> f32 {
     // the remainder below goes to a0 before a1..a3 are added, as in `dense_dot_avx2`
     let n = w.len().min(x.len());
     let (w, x) = (&w[..n], &x[..n]);
@@ -135,14 +137,14 @@ pub(super) fn dense_dot(w: &[f32], x: &[f32]) -> f32 {
     let mut cx = x.chunks_exact(32);
     for (p, q) in (&mut cw).zip(&mut cx) {
         for t in 0..8 {
-            a0[t] += p[t] * q[t];
-            a1[t] += p[8 + t] * q[8 + t];
-            a2[t] += p[16 + t] * q[16 + t];
-            a3[t] += p[24 + t] * q[24 + t];
+            a0[t] += p[t] * to_f32(q[t]);
+            a1[t] += p[8 + t] * to_f32(q[8 + t]);
+            a2[t] += p[16 + t] * to_f32(q[16 + t]);
+            a3[t] += p[24 + t] * to_f32(q[24 + t]);
         }
     }
     for (t, (p, q)) in cw.remainder().iter().zip(cx.remainder()).enumerate() {
-        a0[t % 8] += p * q;
+        a0[t % 8] += p * to_f32(*q);
     }
     for t in 0..8 {
         a0[t] = (a0[t] + a1[t]) + (a2[t] + a3[t]);
@@ -150,42 +152,42 @@ pub(super) fn dense_dot(w: &[f32], x: &[f32]) -> f32 {
     ((a0[0] + a0[4]) + (a0[1] + a0[5])) + ((a0[2] + a0[6]) + (a0[3] + a0[7]))
 }
 
-/// [`dense_dot`] with AVX2 intrinsics: the same products and sums in the same order, so the
-/// result is bit-identical (LLVM does not keep the portable form's four accumulators in
-/// registers). It is the one-lane case of [`dense_dot_multi_avx2`].
+/// [`dense_dot`] with AVX2 and F16C intrinsics: the same products and sums in the same
+/// order, so the result is bit-identical (LLVM does not keep the portable form's four
+/// accumulators in registers). It is the one-lane case of [`dense_dot_multi_avx2`].
 ///
 /// # Safety
-/// The CPU must support AVX2.
+/// The CPU must support AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) unsafe fn dense_dot_avx2(w: &[f32], x: &[f32]) -> f32 {
+pub(super) unsafe fn dense_dot_avx2(w: &[f32], x: &[u16]) -> f32 {
     let n = w.len().min(x.len());
-    // SAFETY: the caller's CPU supports AVX2; w holds at least n = x[..n].len() floats.
+    // SAFETY: the caller's CPU supports AVX2 and F16C; w holds at least n floats.
     let [d] = unsafe { dense_dot_multi_avx2::<1>([w.as_ptr()], &x[..n]) };
     d
 }
 
 /// The portable path has no AVX2 variant to call.
 #[cfg(not(target_arch = "x86_64"))]
-pub(super) unsafe fn dense_dot_avx2(w: &[f32], x: &[f32]) -> f32 {
+pub(super) unsafe fn dense_dot_avx2(w: &[f32], x: &[u16]) -> f32 {
     dense_dot(w, x)
 }
 
-/// [`dense_dot`] of `M` lanes' dense weights against one row, with AVX2, loading each block
-/// of the row once for all `M` lanes (a row visit reads the row `M` times fewer). Every lane
-/// gets [`dense_dot`]'s products and sums in its order (four 8-wide partial sums, the
-/// remainder into the first), so each result is bit-identical to it. `M` is at most 3: three lanes' four accumulators and the two operands fill the 16
-/// vector registers.
+/// [`dense_dot`] of `M` lanes' dense weights against one row, with AVX2 and F16C, widening
+/// each block of the row once for all `M` lanes (a row visit reads the row `M` times fewer).
+/// Every lane gets [`dense_dot`]'s products and sums in its order (four 8-wide partial sums,
+/// the remainder into the first), so each result is bit-identical to it. `M` is at most 3:
+/// three lanes' four accumulators and the two operands fill the 16 vector registers.
 ///
 /// # Safety
-/// The CPU must support AVX2, and every `w[m]` must hold at least `x.len()` floats.
+/// The CPU must support AVX2 and F16C, and every `w[m]` must hold at least `x.len()` floats.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(super) unsafe fn dense_dot_multi_avx2<const M: usize>(
     w: [*const f32; M],
-    x: &[f32],
+    x: &[u16],
 ) -> [f32; M] {
     use std::arch::x86_64::*;
     let n = x.len();
@@ -195,7 +197,7 @@ pub(super) unsafe fn dense_dot_multi_avx2<const M: usize>(
     while j < body {
         for q in 0..4 {
             // SAFETY: j + 8 * q + 8 <= body <= n, within x and (by the contract) every w[m].
-            let r = unsafe { _mm256_loadu_ps(x.as_ptr().add(j + 8 * q)) };
+            let r = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(j + 8 * q).cast())) };
             for m in 0..M {
                 let p = unsafe { _mm256_loadu_ps(w[m].add(j + 8 * q)) };
                 acc[m][q] = _mm256_add_ps(acc[m][q], _mm256_mul_ps(p, r));
@@ -213,7 +215,7 @@ pub(super) unsafe fn dense_dot_multi_avx2<const M: usize>(
         let mut a0 = lanes[0];
         for t in body..n {
             // SAFETY: t < n, within x and w[m].
-            a0[(t - body) % 8] += unsafe { *w[m].add(t) } * x[t];
+            a0[(t - body) % 8] += unsafe { *w[m].add(t) } * to_f32(x[t]);
         }
         for t in 0..8 {
             a0[t] = (a0[t] + lanes[1][t]) + (lanes[2][t] + lanes[3][t]);
@@ -223,18 +225,18 @@ pub(super) unsafe fn dense_dot_multi_avx2<const M: usize>(
     out
 }
 
-/// `w[m][j] += a[m] * x[j]` for `M` lanes, loading each block of `x` once for all of them;
-/// per element the product and sum of `crate::simd::axpy`, so the weights are bit-identical.
+/// `w[m][j] += a[m] * x[j]` for `M` lanes, `x` binary16 bits widened once for all of them;
+/// per element a product then a sum, as the portable path, so the weights are bit-identical.
 ///
 /// # Safety
-/// The CPU must support AVX2; every `w[m]` must hold at least `x.len()` floats, and no two
-/// may overlap.
+/// The CPU must support AVX2 and F16C; every `w[m]` must hold at least `x.len()` floats, and
+/// no two may overlap.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(super) unsafe fn dense_axpy_multi_avx2<const M: usize>(
     a: [f32; M],
-    x: &[f32],
+    x: &[u16],
     w: [*mut f32; M],
 ) {
     use std::arch::x86_64::*;
@@ -244,7 +246,7 @@ pub(super) unsafe fn dense_axpy_multi_avx2<const M: usize>(
     let mut j = 0;
     while j < body {
         // SAFETY: j + 8 <= body <= n, within x and every w[m] (the contract).
-        let r = unsafe { _mm256_loadu_ps(x.as_ptr().add(j)) };
+        let r = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(j).cast())) };
         for m in 0..M {
             unsafe {
                 let p = w[m].add(j);
@@ -257,23 +259,26 @@ pub(super) unsafe fn dense_axpy_multi_avx2<const M: usize>(
         j += 8;
     }
     for t in body..n {
+        let v = to_f32(x[t]);
         for m in 0..M {
             // SAFETY: t < n, within w[m].
-            unsafe { *w[m].add(t) += a[m] * x[t] };
+            unsafe { *w[m].add(t) += a[m] * v };
         }
     }
 }
 
-/// `dots[l] += w_l · x` for every lane `l` set in `bits`, where `w_l` is the dense weight
-/// block `wd[orig[l] * nd..][..nd]` and `nd = x.len()`. With AVX2 the lanes go three at a time
-/// through [`dense_dot_multi_avx2`] (bit-identical to one at a time).
+/// `dots[l] += (w_l · x) * unscale` for every lane `l` set in `bits`, where `w_l` is the
+/// dense weight block `wd[orig[l] * nd..][..nd]`, `nd = x.len()`, and `x` holds binary16
+/// bits of the row scaled by `1 / unscale`. With AVX2 the lanes go three at a time through
+/// [`dense_dot_multi_avx2`] (bit-identical to one at a time).
 #[inline(always)]
 pub(super) fn dense_dots<const K: usize, const AVX2: bool>(
     dots: &mut [f32; K],
     bits: u32,
     orig: &[u8; MAX_LANES],
     wd: &[f32],
-    x: &[f32],
+    x: &[u16],
+    unscale: f32,
 ) {
     let nd = x.len();
     let mut ls = [0usize; K];
@@ -291,37 +296,42 @@ pub(super) fn dense_dots<const K: usize, const AVX2: bool>(
         let mut t = 0;
         while t + 3 <= cnt {
             let (a, b, c) = (ls[t], ls[t + 1], ls[t + 2]);
-            // SAFETY: AVX2 is only true where the caller checked AVX2 and FMA; each block
-            // holds nd = x.len() floats.
+            // SAFETY: AVX2 is only true where the caller checked AVX2, FMA and F16C; each
+            // block holds nd = x.len() floats.
             let r = unsafe { dense_dot_multi_avx2::<3>([p(a), p(b), p(c)], x) };
-            (dots[a], dots[b], dots[c]) = (dots[a] + r[0], dots[b] + r[1], dots[c] + r[2]);
+            dots[a] += r[0] * unscale;
+            dots[b] += r[1] * unscale;
+            dots[c] += r[2] * unscale;
             t += 3;
         }
         if cnt - t == 2 {
             let (a, b) = (ls[t], ls[t + 1]);
             // SAFETY: as above.
             let r = unsafe { dense_dot_multi_avx2::<2>([p(a), p(b)], x) };
-            (dots[a], dots[b]) = (dots[a] + r[0], dots[b] + r[1]);
+            dots[a] += r[0] * unscale;
+            dots[b] += r[1] * unscale;
         } else if cnt - t == 1 {
             let a = ls[t];
             // SAFETY: as above.
-            dots[a] += unsafe { dense_dot_avx2(w(a), x) };
+            dots[a] += unsafe { dense_dot_avx2(w(a), x) } * unscale;
         }
         return;
     }
     for &l in &ls[..cnt] {
-        dots[l] += dense_dot(w(l), x);
+        dots[l] += dense_dot(w(l), x) * unscale;
     }
 }
 
-/// `w_l += delta[l] * x` for every lane with `delta[l] != 0`, `w_l` as in [`dense_dots`];
-/// with AVX2 three lanes at a time through [`dense_axpy_multi_avx2`] (bit-identical).
+/// `w_l += (delta[l] * unscale) * x` for every lane with `delta[l] != 0`, `w_l`, `x` and
+/// `unscale` as in [`dense_dots`]; with AVX2 three lanes at a time through
+/// [`dense_axpy_multi_avx2`] (bit-identical).
 #[inline(always)]
 pub(super) fn dense_axpys<const K: usize, const AVX2: bool>(
     delta: &[f32; K],
     orig: &[u8; MAX_LANES],
     wd: &mut [f32],
-    x: &[f32],
+    x: &[u16],
+    unscale: f32,
 ) {
     let nd = x.len();
     let mut ls = [0usize; K];
@@ -332,6 +342,7 @@ pub(super) fn dense_axpys<const K: usize, const AVX2: bool>(
             cnt += 1;
         }
     }
+    let a = |l: usize| delta[l] * unscale;
     #[cfg(target_arch = "x86_64")]
     if AVX2 {
         let base = wd.as_mut_ptr();
@@ -342,27 +353,68 @@ pub(super) fn dense_axpys<const K: usize, const AVX2: bool>(
         let p = |l: usize| unsafe { base.add(orig[l] as usize * nd) };
         let mut t = 0;
         while t + 3 <= cnt {
-            let (a, b, c) = (ls[t], ls[t + 1], ls[t + 2]);
-            // SAFETY: AVX2 checked by the caller; disjoint blocks of nd floats (above).
-            unsafe {
-                dense_axpy_multi_avx2::<3>([delta[a], delta[b], delta[c]], x, [p(a), p(b), p(c)])
-            };
+            let (l0, l1, l2) = (ls[t], ls[t + 1], ls[t + 2]);
+            // SAFETY: AVX2 and F16C checked by the caller; disjoint blocks of nd floats.
+            unsafe { dense_axpy_multi_avx2::<3>([a(l0), a(l1), a(l2)], x, [p(l0), p(l1), p(l2)]) };
             t += 3;
         }
         if cnt - t == 2 {
-            let (a, b) = (ls[t], ls[t + 1]);
+            let (l0, l1) = (ls[t], ls[t + 1]);
             // SAFETY: as above.
-            unsafe { dense_axpy_multi_avx2::<2>([delta[a], delta[b]], x, [p(a), p(b)]) };
+            unsafe { dense_axpy_multi_avx2::<2>([a(l0), a(l1)], x, [p(l0), p(l1)]) };
         } else if cnt - t == 1 {
-            let a = ls[t];
+            let l0 = ls[t];
             // SAFETY: as above.
-            unsafe { dense_axpy_multi_avx2::<1>([delta[a]], x, [p(a)]) };
+            unsafe { dense_axpy_multi_avx2::<1>([a(l0)], x, [p(l0)]) };
         }
         return;
     }
     for &l in &ls[..cnt] {
         let o = orig[l] as usize * nd;
-        crate::simd::axpy(delta[l], x, &mut wd[o..o + nd]);
+        let al = a(l);
+        for (wj, &xj) in wd[o..o + nd].iter_mut().zip(x) {
+            *wj += al * to_f32(xj);
+        }
+    }
+}
+
+/// Whether the CPU has what the AVX2 kernels use: AVX2, FMA and F16C.
+#[inline]
+pub(super) fn has_avx2_f16c() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `(w · x) * unscale` for one lane, `x` binary16 bits as in [`dense_dots`] (the scalar
+/// solver's dense part): [`dense_dot`], with AVX2 where the CPU has it (the same bits).
+#[inline]
+pub(super) fn half_dot(w: &[f32], x: &[u16], unscale: f32) -> f32 {
+    if has_avx2_f16c() {
+        // SAFETY: checked just above.
+        return unsafe { dense_dot_avx2(w, x) } * unscale;
+    }
+    dense_dot(w, x) * unscale
+}
+
+/// `w += (a * unscale) * x` for one lane, `x` as in [`half_dot`] (`w` at least as long).
+#[inline]
+pub(super) fn half_axpy(a: f32, x: &[u16], unscale: f32, w: &mut [f32]) {
+    assert!(w.len() >= x.len(), "the weights must cover the row");
+    let a = a * unscale;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_f16c() {
+        // SAFETY: checked just above; w holds at least x.len() floats (asserted).
+        unsafe { dense_axpy_multi_avx2::<1>([a], x, [w.as_mut_ptr()]) };
+        return;
+    }
+    for (wj, &xj) in w.iter_mut().zip(x) {
+        *wj += a * to_f32(xj);
     }
 }
 
@@ -400,7 +452,10 @@ mod tests {
     #[test]
     fn fused_dense_kernels_match_one_lane_at_a_time() {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
             let mut s = 11u32;
             let mut next = || {
                 s ^= s << 13;
@@ -410,13 +465,13 @@ mod tests {
             };
             for nd in [1usize, 7, 8, 31, 32, 33, 100, 384, 385] {
                 let wd: Vec<f32> = (0..MAX_LANES * nd).map(|_| next()).collect();
-                let x: Vec<f32> = (0..nd).map(|_| next()).collect();
+                let x: Vec<u16> = (0..nd).map(|_| crate::half::from_f32(next())).collect();
                 let orig: [u8; MAX_LANES] = std::array::from_fn(|l| (MAX_LANES - 1 - l) as u8);
                 for bits in [0u32, 1, 0b110, 0b1011, 0b1111_0111, 0xffff] {
                     let mut fused = [0.5f32; MAX_LANES];
-                    dense_dots::<MAX_LANES, true>(&mut fused, bits, &orig, &wd, &x);
+                    dense_dots::<MAX_LANES, true>(&mut fused, bits, &orig, &wd, &x, 0.5);
                     let mut plain = [0.5f32; MAX_LANES];
-                    dense_dots::<MAX_LANES, false>(&mut plain, bits, &orig, &wd, &x);
+                    dense_dots::<MAX_LANES, false>(&mut plain, bits, &orig, &wd, &x, 0.5);
                     assert_eq!(
                         fused.map(f32::to_bits),
                         plain.map(f32::to_bits),
@@ -430,8 +485,8 @@ mod tests {
                         }
                     });
                     let (mut a, mut b) = (wd.clone(), wd.clone());
-                    dense_axpys::<MAX_LANES, true>(&delta, &orig, &mut a, &x);
-                    dense_axpys::<MAX_LANES, false>(&delta, &orig, &mut b, &x);
+                    dense_axpys::<MAX_LANES, true>(&delta, &orig, &mut a, &x, 0.5);
+                    dense_axpys::<MAX_LANES, false>(&delta, &orig, &mut b, &x, 0.5);
                     assert_eq!(a, b, "{nd} {bits:b}");
                     assert_eq!(a == wd, bits == 0);
                 }
@@ -452,16 +507,19 @@ mod tests {
         };
         for n in [0usize, 1, 7, 31, 32, 33, 64, 100, 384, 385] {
             let w: Vec<f32> = (0..n).map(|_| next()).collect();
-            let x: Vec<f32> = (0..n).map(|_| next()).collect();
+            let x: Vec<u16> = (0..n).map(|_| crate::half::from_f32(next())).collect();
             let p = dense_dot(&w, &x);
             let r: f64 = w
                 .iter()
                 .zip(&x)
-                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .map(|(a, b)| f64::from(*a) * f64::from(to_f32(*b)))
                 .sum();
             assert!((f64::from(p) - r).abs() < 1e-4 * (1.0 + r.abs()), "{n}");
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c")
+            {
                 // SAFETY: checked just above.
                 let a = unsafe { dense_dot_avx2(&w, &x) };
                 assert_eq!(a.to_bits(), p.to_bits(), "{n}");
