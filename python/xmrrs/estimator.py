@@ -203,7 +203,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     tol : float, default=0.1
         Stopping tolerance of the solver (> 0). With a :class:`~xmrrs.hybrid.HybridMatrix`,
         ``tol=1.0`` about halves the solver's passes: on debian/texts with MiniLM embeddings
-        it fit in 1.7-2.1x TF-IDF's time (against 2.9-3.5x at 0.1), at P@k at or above the
+        it fit in 1.35-1.6x TF-IDF's time (against 2.3-2.8x at 0.1), at P@k at or above the
         same columns as one CSR matrix with two trees (see ``benches/README.md``).
     bias : float, default=1.0
         Value of the constant feature (0 disables the bias term).
@@ -248,7 +248,8 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         With a :class:`~xmrrs.hybrid.HybridMatrix`: whether the label layer (the ranker)
         also trains on the dense block. ``False`` trains it on the sparse block alone (the
         matcher layers keep the dense block): on debian/texts with MiniLM embeddings it fit
-        in 1.5-1.9x TF-IDF's time against 2.4-3.3x, at 0.05-0.4 points lower P@k (see
+        in 1.5-1.9x TF-IDF's time against 2.4-3.3x (measured before the solvers kept the
+        dense rows in half precision), at 0.05-0.4 points lower P@k (see
         ``benches/README.md``).
     dense_in_tree : bool, default=False
         With a :class:`~xmrrs.hybrid.HybridMatrix`: whether the label representation the
