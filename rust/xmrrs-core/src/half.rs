@@ -69,6 +69,25 @@ pub fn from_f32(x: f32) -> u16 {
     }
 }
 
+/// `2^k` for `k` in `-126..=127`.
+pub fn pow2(k: i32) -> f32 {
+    assert!((-126..=127).contains(&k), "2^{k} is not a normal f32");
+    f32::from_bits(((127 + k) as u32) << 23)
+}
+
+/// `k` where `x == 2^k` (a normal power of two), else `None`.
+pub fn log2_exact(x: f32) -> Option<i32> {
+    let b = x.to_bits();
+    let e = ((b >> 23) & 0xff) as i32;
+    (b & 0x807f_ffff == 0 && e > 0 && e < 255).then_some(e - 127)
+}
+
+/// Whether binary16 bits hold a finite value.
+#[inline]
+pub fn is_finite(h: u16) -> bool {
+    h & 0x7c00 != 0x7c00
+}
+
 /// Rows of `f32` values stored as binary16 after scaling by a power of two: the true
 /// values are `to_f32(bits[..]) * unscale`.
 #[derive(Clone, Debug, Default)]
@@ -92,7 +111,6 @@ impl HalfRows {
         } else {
             0
         };
-        let pow2 = |k: i32| f32::from_bits(((127 + k) as u32) << 23);
         HalfRows {
             bits: Vec::with_capacity(capacity),
             scale: pow2(e),

@@ -210,10 +210,20 @@ fn hybrid_models_search_save_and_map() {
         assert_eq!(m.n_dense(), k);
         let (i2, s2) = predict_hybrid(&m, &xs.view(), Some(&xd), &pp).unwrap();
         assert_eq!((&i2, &s2), (&ids, &scores));
-        assert_eq!(m.layer_weights(1).unwrap(), layers[1]);
+        let lw = m.layer_weights(1).unwrap();
+        assert_eq!(lw, model.layer_weights(1).unwrap());
+        assert_eq!(
+            (&lw.weights, &lw.bias),
+            (&layers[1].weights, &layers[1].bias)
+        );
+        // the dense weights are stored in half precision (under a power-of-two scale)
+        let top = layers[1].dense.iter().fold(0f32, |t, v| t.max(v.abs()));
+        for (a, b) in lw.dense.iter().zip(&layers[1].dense) {
+            assert!((a - b).abs() <= b.abs() * 4.9e-4 + top * 1e-7, "{a} {b}");
+        }
     }
     let text = std::fs::read_to_string(dir.join("xr_model.json")).unwrap();
-    assert!(text.contains("\"version\": 2") && text.contains("dense_w"));
+    assert!(text.contains("\"version\": 3") && text.contains("dense_w"));
     let _ = std::fs::remove_dir_all(&dir);
     let b = XrModel::from_bytes(&model.to_bytes().unwrap()).unwrap();
     let (i3, _) = predict_hybrid(&b, &xs.view(), Some(&xd), &pp).unwrap();

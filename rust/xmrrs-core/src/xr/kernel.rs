@@ -87,8 +87,10 @@ pub(crate) struct LayerView<'a, C> {
     pub vals: &'a [f32],
     /// Dense row-major copy of the only chunk's rows, when the layer has one chunk.
     pub dense: Option<&'a [f32]>,
-    /// The dense feature block's weights, `n_children x nd` (empty when `nd == 0`).
-    pub dw: &'a [f32],
+    /// The dense feature block's weights, `n_children x nd` binary16 bits (empty when
+    /// `nd == 0`); their values are the widened bits times `du`.
+    pub dw: &'a [u16],
+    pub du: f32,
     pub nd: usize,
 }
 
@@ -105,8 +107,10 @@ pub(crate) struct Chunk<'a, C> {
     pub bias: &'a [f32],
     /// Dense row-major copy of the rows (`feat.len()` x width), if kept.
     pub dense: Option<&'a [f32]>,
-    /// The dense feature block's weights of the chunk's children (`width x nd`).
-    pub dw: &'a [f32],
+    /// The dense feature block's weights of the chunk's children (`width x nd`, binary16
+    /// bits scaled by `1 / du`).
+    pub dw: &'a [u16],
+    pub du: f32,
     pub nd: usize,
     /// First child (node id in the layer).
     pub c0: usize,
@@ -171,6 +175,7 @@ impl<'a, C: Col> LayerView<'a, C> {
                 None
             },
             dw: self.dw.get(c0 * self.nd..c1 * self.nd).ok_or(Corrupt)?,
+            du: self.du,
             nd: self.nd,
             c0,
         })
@@ -400,7 +405,7 @@ pub(crate) fn margins<C: Col>(
         if qd.len() != chunk.nd || chunk.dw.len() != out.len() * chunk.nd {
             return Err(Corrupt);
         }
-        crate::simd::dots_add(chunk.dw, qd, out);
+        crate::simd::dots_add_half(chunk.dw, qd, chunk.du, out);
     }
     for (o, &b) in out.iter_mut().zip(chunk.bias) {
         *o = finite_margin(*o + b);

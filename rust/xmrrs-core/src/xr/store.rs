@@ -245,6 +245,7 @@ pub(crate) enum Dtype {
     U16,
     U32,
     U64,
+    F16,
     F32,
 }
 
@@ -255,13 +256,14 @@ impl Dtype {
             Dtype::U16 => "U16",
             Dtype::U32 => "U32",
             Dtype::U64 => "U64",
+            Dtype::F16 => "F16",
             Dtype::F32 => "F32",
         }
     }
     pub(crate) fn size(self) -> usize {
         match self {
             Dtype::U8 => 1,
-            Dtype::U16 => 2,
+            Dtype::U16 | Dtype::F16 => 2,
             Dtype::U32 | Dtype::F32 => 4,
             Dtype::U64 => 8,
         }
@@ -272,6 +274,7 @@ impl Dtype {
             safetensors::Dtype::U16 => Some(Dtype::U16),
             safetensors::Dtype::U32 => Some(Dtype::U32),
             safetensors::Dtype::U64 => Some(Dtype::U64),
+            safetensors::Dtype::F16 => Some(Dtype::F16),
             safetensors::Dtype::F32 => Some(Dtype::F32),
             _ => None,
         }

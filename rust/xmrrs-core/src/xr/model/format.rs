@@ -38,9 +38,11 @@ pub const ALT_DATA_FILE: &str = "xr_model.1.safetensors";
 /// The `format` field of the manifest.
 pub const FORMAT_NAME: &str = "xmrrs.xr_model";
 /// The newest manifest version this build writes and reads: 2 adds the dense feature block
-/// (`n_dense`, arrays `layer{m}.dense_w`). A model without a dense block is written as
-/// version 1, which older builds read; they refuse version 2 rather than ignore the block.
-pub const FORMAT_VERSION: u32 = 2;
+/// (`n_dense`, float32 arrays `layer{m}.dense_w`); 3 stores those weights as float16 times
+/// a power of two per layer (`dense_unscale_log2`). A model without a dense block is written
+/// as version 1, which older builds read; they refuse a newer version rather than misread
+/// it. Version 2 files still load (their dense weights are narrowed on load).
+pub const FORMAT_VERSION: u32 = 3;
 /// Largest manifest file that [`XrModel::load`] reads (a real one is a few KiB).
 const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 const BYTES_MAGIC: &[u8; 8] = b"XMRRSXR\0";
@@ -88,7 +90,7 @@ impl XrModel {
             }
             push("vals", Dtype::F32, bytemuck::cast_slice(&l.vals));
             if l.n_dense > 0 {
-                push("dense_w", Dtype::F32, bytemuck::cast_slice(&l.dense_w));
+                push("dense_w", Dtype::F16, bytemuck::cast_slice(&l.dense_w));
             }
         }
         out
@@ -114,6 +116,7 @@ impl XrModel {
                     n_buckets: l.bkt.len() as u64,
                     nnz: l.nnz as u64,
                     n_dense: l.n_dense as u64,
+                    dense_unscale_log2: crate::half::log2_exact(l.dense_unscale).unwrap_or(0),
                     col_dtype: match l.cols {
                         Cols::U8(_) => "U8".into(),
                         Cols::U16(_) => "U16".into(),
@@ -380,13 +383,27 @@ impl XrModel {
                     lm.n_dense, man.n_dense
                 )));
             }
-            let dense_w: Buf<f32> = if lm.n_dense > 0 {
+            let (dense_w, dense_unscale): (Buf<u16>, f32) = if lm.n_dense > 0 {
                 let len = lm.n_children.checked_mul(lm.n_dense).ok_or_else(|| {
                     Error::invalid(format!("layer {m}: dense weights size overflows"))
                 })?;
-                buf(&backing, get(&name("dense_w"), Dtype::F32, len)?)?
+                if man.version >= 3 {
+                    let k = lm.dense_unscale_log2;
+                    if !(-126..=126).contains(&k) {
+                        return Err(Error::invalid(format!(
+                            "layer {m}: dense weight scale 2^{k} is out of range"
+                        )));
+                    }
+                    let w = buf(&backing, get(&name("dense_w"), Dtype::F16, len)?)?;
+                    (w, crate::half::pow2(k))
+                } else {
+                    // version 2: float32 weights, narrowed as training output is
+                    let w: Buf<f32> = buf(&backing, get(&name("dense_w"), Dtype::F32, len)?)?;
+                    let h = crate::half::HalfRows::pack(&w);
+                    (h.bits.into(), h.unscale)
+                }
             } else {
-                Vec::new().into()
+                (Vec::new().into(), 1.0)
             };
             let as_usize = |v: u64| usize::try_from(v).map_err(|_| Error::invalid("size overflow"));
             let mut layer = Layer {
@@ -408,6 +425,7 @@ impl XrModel {
                 vals,
                 dense: None,
                 dense_w,
+                dense_unscale,
                 n_dense: as_usize(lm.n_dense)?,
             };
             check_small(&mut layer).map_err(|e| Error::invalid(format!("layer {m}: {e}")))?;
@@ -479,6 +497,9 @@ struct LayerMeta {
     /// Dense weights per child: the model's `n_dense` or 0 (version 2).
     #[serde(default)]
     n_dense: u64,
+    /// The dense weights are the float16 values times `2^dense_unscale_log2` (version 3).
+    #[serde(default)]
+    dense_unscale_log2: i32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -616,6 +637,73 @@ mod tests {
         assert_eq!(back.labels(), &[0, 1]);
     }
 
+    /// A version 2 model (float32 dense weights, written before version 3 stored them in
+    /// half precision) still loads, owned and mapped, and answers exactly as the same
+    /// weights saved today: its dense weights are narrowed on load as at training.
+    #[test]
+    fn version_2_dense_models_still_load() {
+        let (d, k) = (30, 5);
+        let tree = random_tree(&[3, 9], 40, 8);
+        let mut layers = random_layers(&tree, 3, d, 8);
+        let mut s = 5u32;
+        for l in &mut layers {
+            l.n_dense = k;
+            l.dense = (0..l.bias.len() * k)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 17;
+                    s ^= s << 5;
+                    (s % 2001) as f32 / 700.0 - 1.4
+                })
+                .collect();
+        }
+        let model = XrModel::new(&tree, layers.clone(), d).unwrap();
+        // the version 2 files: the float32 weights, and a manifest saying version 2
+        let mut arrays = model.arrays();
+        for a in arrays.iter_mut() {
+            if let Some(m) = a.name.strip_suffix(".dense_w") {
+                let m: usize = m.trim_start_matches("layer").parse().unwrap();
+                a.dtype = Dtype::F32;
+                a.bytes = bytemuck::cast_slice(&layers[m].dense);
+            }
+        }
+        let mut data = Vec::new();
+        let (placed, n, crc) = store::write_safetensors(&mut data, &mut arrays).unwrap();
+        let mut man = serde_json::to_value(model.manifest(DATA_FILE, &placed, n, crc)).unwrap();
+        man["version"] = 2.into();
+        for l in man["layers"].as_array_mut().unwrap() {
+            l.as_object_mut().unwrap().remove("dense_unscale_log2");
+        }
+        let dir = tmpdir("version2");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(DATA_FILE), &data).unwrap();
+        std::fs::write(dir.join(MANIFEST_FILE), man.to_string()).unwrap();
+        let x = random_queries(60, d, 8, 3);
+        let xd: Vec<f32> = (0..60 * k)
+            .map(|i| ((i * 7919) % 13) as f32 / 13.0)
+            .collect();
+        let xd = crate::dense::DenseView::new(60, k, &xd).unwrap();
+        let p = PredictParams {
+            beam_size: 4,
+            topk: 6,
+            ..Default::default()
+        };
+        let want = crate::xr::infer::predict_hybrid(&model, &x.view(), Some(&xd), &p).unwrap();
+        for mmap in [false, true] {
+            let old = XrModel::load(&dir, mmap).unwrap();
+            old.verify().unwrap();
+            let got = crate::xr::infer::predict_hybrid(&old, &x.view(), Some(&xd), &p).unwrap();
+            assert_eq!((&got.0, bits(&got.1)), (&want.0, bits(&want.1)));
+            for m in 0..3 {
+                assert_eq!(
+                    old.layer_weights(m).unwrap(),
+                    model.layer_weights(m).unwrap()
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn wrong_version_and_format_are_clear_errors() {
         let (_, _, model) = sample(6);
@@ -623,12 +711,12 @@ mod tests {
         model.save(&dir).unwrap();
         let mpath = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&mpath).unwrap();
-        let v3 = text.replace("\"version\": 1", "\"version\": 3");
-        assert_ne!(v3, text);
-        std::fs::write(&mpath, &v3).unwrap();
+        let v4 = text.replace("\"version\": 1", "\"version\": 4");
+        assert_ne!(v4, text);
+        std::fs::write(&mpath, &v4).unwrap();
         for mmap in [false, true] {
             let e = XrModel::load(&dir, mmap).unwrap_err().to_string();
-            assert!(e.contains("version 3"), "{e}");
+            assert!(e.contains("version 4"), "{e}");
         }
         std::fs::write(&mpath, text.replace(FORMAT_NAME, "pecos")).unwrap();
         let e = XrModel::load(&dir, true).unwrap_err().to_string();

@@ -117,8 +117,11 @@ pub(crate) struct Layer {
     /// [`LayoutParams::dense_copy_max_bytes`]); in memory only.
     pub dense: Option<Vec<f32>>,
     /// Weights of the dense feature block, `n_children x n_dense` row-major (empty when
-    /// `n_dense == 0`); stored in the files as `layer{m}.dense_w`.
-    pub dense_w: Buf<f32>,
+    /// `n_dense == 0`), as binary16 bits scaled by `1 / dense_unscale` (half the bytes to
+    /// store and to read per query); stored in the files as `layer{m}.dense_w`.
+    pub dense_w: Buf<u16>,
+    /// The power of two that turns the widened bits of `dense_w` into the weights.
+    pub dense_unscale: f32,
     pub n_dense: usize,
 }
 
@@ -155,6 +158,7 @@ impl Layer {
             vals: &self.vals,
             dense: self.dense.as_deref(),
             dw: &self.dense_w,
+            du: self.dense_unscale,
             nd: self.n_dense,
         }
     }
@@ -186,7 +190,7 @@ impl Layer {
             + 8 * (self.chunk_rows.len() + self.chunk_ents.len() + self.chunk_bkts.len())
             + self.chunk_shift.len()
             + cols
-            + 4 * self.dense_w.len()
+            + 2 * self.dense_w.len()
     }
 }
 
@@ -355,6 +359,7 @@ pub(super) fn build_layer(lw: &LayerWeights, lp: &LayoutParams) -> Result<Layer>
     } else {
         Cols::U8(concat_cols(&chunks, n, |x| x as u8).into())
     };
+    let half = crate::half::HalfRows::pack(&lw.dense);
     let mut layer = Layer {
         n_parents,
         n_children: lw.n_children(),
@@ -373,7 +378,8 @@ pub(super) fn build_layer(lw: &LayerWeights, lp: &LayoutParams) -> Result<Layer>
         cols,
         vals: vals.into(),
         dense: None,
-        dense_w: lw.dense.clone().into(),
+        dense_w: half.bits.into(),
+        dense_unscale: half.unscale,
         n_dense: lw.n_dense,
     };
     layer.dense = dense_copy(&layer, lp);

@@ -84,7 +84,11 @@ impl XrModel {
             if layer.vals.par_iter().any(|x| !x.is_finite()) {
                 return Err(bad("non-finite weight".into()));
             }
-            if layer.dense_w.par_iter().any(|x| !x.is_finite()) {
+            if layer
+                .dense_w
+                .par_iter()
+                .any(|&h| !crate::half::is_finite(h))
+            {
                 return Err(bad("non-finite dense weight".into()));
             }
             let nnz = layer.vals.par_iter().filter(|&&x| x != 0.0).count();

@@ -254,7 +254,11 @@ impl XrModel {
         .map_err(corrupt)?;
         let weights = Csr::from_triplets(layer.n_children, self.n_features, &trip)?;
         Ok(LayerWeights {
-            dense: layer.dense_w.to_vec(),
+            dense: layer
+                .dense_w
+                .iter()
+                .map(|&h| crate::half::to_f32(h) * layer.dense_unscale)
+                .collect(),
             n_dense: layer.n_dense,
             child_ptr: layer.child_ptr.to_vec(),
             weights,
