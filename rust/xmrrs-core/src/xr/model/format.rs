@@ -551,9 +551,11 @@ fn peek_data_file(text: &str) -> Result<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sparse::Csr;
     use crate::xr::infer::{predict, PredictParams};
     use crate::xr::model::testutil::{bits, sample, tmpdir};
     use crate::xr::testutil::{random_layers, random_queries, random_tree};
+    use crate::xr::LayerWeights;
 
     #[test]
     fn owned_mapped_and_bytes_give_identical_predictions() {
@@ -637,11 +639,8 @@ mod tests {
         assert_eq!(back.labels(), &[0, 1]);
     }
 
-    /// A version 2 model (float32 dense weights, written before version 3 stored them in
-    /// half precision) still loads, owned and mapped, and answers exactly as the same
-    /// weights saved today: its dense weights are narrowed on load as at training.
-    #[test]
-    fn version_2_dense_models_still_load() {
+    /// A three-layer model with a dense block of 5 beside 30 sparse features, its layers.
+    fn dense_model() -> (XrModel, Vec<LayerWeights>) {
         let (d, k) = (30, 5);
         let tree = random_tree(&[3, 9], 40, 8);
         let mut layers = random_layers(&tree, 3, d, 8);
@@ -657,7 +656,24 @@ mod tests {
                 })
                 .collect();
         }
-        let model = XrModel::new(&tree, layers.clone(), d).unwrap();
+        (XrModel::new(&tree, layers.clone(), d).unwrap(), layers)
+    }
+
+    /// 60 queries for [`dense_model`]: sparse rows and their dense block.
+    fn dense_queries() -> (Csr, Vec<f32>) {
+        let xd = (0..60 * 5)
+            .map(|i| ((i * 7919) % 13) as f32 / 13.0)
+            .collect();
+        (random_queries(60, 30, 8, 3), xd)
+    }
+
+    /// A version 2 model (float32 dense weights, written before version 3 stored them in
+    /// half precision) still loads, owned and mapped, and answers exactly as the same
+    /// weights saved today: its dense weights are narrowed on load as at training.
+    #[test]
+    fn version_2_dense_models_still_load() {
+        let k = 5;
+        let (model, layers) = dense_model();
         // the version 2 files: the float32 weights, and a manifest saying version 2
         let mut arrays = model.arrays();
         for a in arrays.iter_mut() {
@@ -678,10 +694,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(DATA_FILE), &data).unwrap();
         std::fs::write(dir.join(MANIFEST_FILE), man.to_string()).unwrap();
-        let x = random_queries(60, d, 8, 3);
-        let xd: Vec<f32> = (0..60 * k)
-            .map(|i| ((i * 7919) % 13) as f32 / 13.0)
-            .collect();
+        let (x, xd) = dense_queries();
         let xd = crate::dense::DenseView::new(60, k, &xd).unwrap();
         let p = PredictParams {
             beam_size: 4,
@@ -700,6 +713,55 @@ mod tests {
                     model.layer_weights(m).unwrap()
                 );
             }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Damaged half-precision weights: a scale out of range is refused at load; weights
+    /// flipped to infinity or NaN are refused by the full load (checksum) and by `verify`,
+    /// and a mapped model searched without `verify` still answers with finite scores.
+    #[test]
+    fn damaged_half_precision_weights_are_caught() {
+        let (model, _) = dense_model();
+        let dir = tmpdir("half");
+        model.save(&dir).unwrap();
+        let mpath = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&mpath).unwrap();
+        let mut man: serde_json::Value = serde_json::from_str(&text).unwrap();
+        man["layers"][1]["dense_unscale_log2"] = 500.into();
+        std::fs::write(&mpath, man.to_string()).unwrap();
+        for mmap in [false, true] {
+            let e = XrModel::load(&dir, mmap).unwrap_err().to_string();
+            assert!(e.contains("scale"), "{e}");
+        }
+        std::fs::write(&mpath, &text).unwrap();
+        let dpath = dir.join(DATA_FILE);
+        let raw = std::fs::read(&dpath).unwrap();
+        let placed = store::read_safetensors_header(&raw).unwrap();
+        let w = placed.iter().find(|p| p.name == "layer2.dense_w").unwrap();
+        let (x, xd) = dense_queries();
+        let xd = crate::dense::DenseView::new(60, 5, &xd).unwrap();
+        let p = PredictParams {
+            beam_size: 4,
+            topk: 6,
+            ..Default::default()
+        };
+        for bad in [0x7c00u16, 0xfc00, 0x7e00] {
+            let mut data = raw.clone();
+            for t in 0..w.len {
+                let at = w.offset + 2 * t;
+                data[at..at + 2].copy_from_slice(&bad.to_le_bytes());
+            }
+            std::fs::write(&dpath, &data).unwrap();
+            let e = XrModel::load(&dir, false).unwrap_err().to_string();
+            assert!(e.contains("checksum"), "{e}");
+            let mapped = XrModel::load(&dir, true).unwrap();
+            let e = mapped.verify().unwrap_err().to_string();
+            assert!(e.contains("corrupt"), "{e}");
+            let (ids, scores) =
+                crate::xr::infer::predict_hybrid(&mapped, &x.view(), Some(&xd), &p).unwrap();
+            assert_eq!(ids.len(), scores.len());
+            assert!(scores.iter().all(|s| s.is_finite()), "{bad:#x}");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
