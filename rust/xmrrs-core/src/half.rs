@@ -1,9 +1,10 @@
 //! IEEE half precision (binary16) storage for the solvers' working copies of dense rows.
 //!
 //! A dense row is read once per lane visit of the coordinate-descent solvers, so its bytes,
-//! not its arithmetic, bound a visit; half precision halves them. Values are scaled by a
-//! power of two before narrowing ([`HalfRows::pack`]), so the block's largest magnitude sits
-//! just under the format's top binade whatever the caller's scale, and widening is exact.
+//! not its arithmetic, bound a visit; half precision halves them (and halves a model's dense
+//! weights). Each row is scaled by a power of two before narrowing ([`HalfRows`]), so its
+//! largest magnitude sits just under the format's top binade whatever the caller's scale,
+//! and widening is exact.
 //! Narrowing rounds to nearest, ties to even, in both the F16C and the portable path, so a
 //! machine's answer does not depend on which one runs.
 
@@ -69,18 +70,15 @@ pub fn from_f32(x: f32) -> u16 {
     }
 }
 
-/// `2^k` for `k` in `-126..=127`.
+/// `2^k`, `k` clamped to the normal exponents `-126..=127` (total: a corrupt exponent
+/// gives a wrong scale, never a panic; loaders check the range first).
+#[inline]
 pub fn pow2(k: i32) -> f32 {
-    assert!((-126..=127).contains(&k), "2^{k} is not a normal f32");
-    f32::from_bits(((127 + k) as u32) << 23)
+    f32::from_bits(((127 + k.clamp(-126, 127)) as u32) << 23)
 }
 
-/// `k` where `x == 2^k` (a normal power of two), else `None`.
-pub fn log2_exact(x: f32) -> Option<i32> {
-    let b = x.to_bits();
-    let e = ((b >> 23) & 0xff) as i32;
-    (b & 0x807f_ffff == 0 && e > 0 && e < 255).then_some(e - 127)
-}
+/// The range of a row's [`HalfRows::unscale_log2`].
+pub const UNSCALE_LOG2: std::ops::RangeInclusive<i8> = -126..=126;
 
 /// Whether binary16 bits hold a finite value.
 #[inline]
@@ -88,22 +86,30 @@ pub fn is_finite(h: u16) -> bool {
     h & 0x7c00 != 0x7c00
 }
 
-/// Rows of `f32` values stored as binary16 after scaling by a power of two: the true
-/// values are `to_f32(bits[..]) * unscale`.
+/// Rows of `f32` values stored as binary16, each row scaled by its own power of two so that
+/// its largest magnitude maps into `[2^14, 2^15)`: nothing overflows, and every row keeps
+/// half precision's relative accuracy whatever its magnitude. Row `r`'s values are
+/// `to_f32(bits) * 2^unscale_log2[r]`.
 #[derive(Clone, Debug, Default)]
 pub struct HalfRows {
     /// The rows' binary16 bits, row-major.
     pub bits: Vec<u16>,
-    /// The factor applied before narrowing (a power of two).
-    pub scale: f32,
-    /// `1 / scale`.
-    pub unscale: f32,
+    /// Per row, `log2` of the factor that turns the widened bits into the values.
+    pub unscale_log2: Vec<i8>,
 }
 
 impl HalfRows {
-    /// No rows yet, scaled for values of largest magnitude `top` (finite): it maps into
-    /// `[2^14, 2^15)`, so nothing overflows and small values keep their relative precision.
-    pub fn for_magnitude(top: f32, capacity: usize) -> Self {
+    /// No rows yet, room for `rows` rows of `width`.
+    pub fn with_capacity(rows: usize, width: usize) -> Self {
+        HalfRows {
+            bits: Vec::with_capacity(rows.saturating_mul(width)),
+            unscale_log2: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Appends one row (finite values), scaled by its largest magnitude and narrowed.
+    pub fn push(&mut self, row: &[f32]) {
+        let top = row.iter().fold(0f32, |m, v| m.max(v.abs()));
         let e = if top > 0.0 {
             // the exponent of `top` (a subnormal counts as 2^-127)
             let ex = ((top.to_bits() >> 23) & 0xff) as i32 - 127;
@@ -111,27 +117,27 @@ impl HalfRows {
         } else {
             0
         };
-        HalfRows {
-            bits: Vec::with_capacity(capacity),
-            scale: pow2(e),
-            unscale: pow2(-e),
-        }
-    }
-
-    /// Appends `values`, scaled and narrowed. Values above the magnitude the rows were made
-    /// for may round to infinity: the caller keeps to it.
-    pub fn push(&mut self, values: &[f32]) {
         let at = self.bits.len();
-        self.bits.resize(at + values.len(), 0);
-        narrow_scaled(values, self.scale, &mut self.bits[at..]);
+        self.bits.resize(at + row.len(), 0);
+        narrow_scaled(row, pow2(e), &mut self.bits[at..]);
+        self.unscale_log2.push(-e as i8);
     }
 
-    /// Packs `values` (finite) at the scale of their largest magnitude.
-    pub fn pack(values: &[f32]) -> Self {
-        let top = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let mut h = Self::for_magnitude(top, values.len());
-        h.push(values);
+    /// Packs the rows of `values` (row-major, `width` columns, finite).
+    pub fn pack(values: &[f32], width: usize) -> Self {
+        let mut h = Self::with_capacity(values.len() / width.max(1), width);
+        if width > 0 {
+            for row in values.chunks_exact(width) {
+                h.push(row);
+            }
+        }
         h
+    }
+
+    /// Row `r`'s unscale factor.
+    #[inline]
+    pub fn unscale(&self, r: usize) -> f32 {
+        pow2(i32::from(self.unscale_log2[r]))
     }
 }
 
@@ -235,23 +241,31 @@ mod tests {
         }
     }
 
-    /// Packing scales by a power of two into the top binades and keeps every value to half
-    /// precision's relative accuracy, whatever the input's magnitude.
+    /// Packing scales each row by a power of two into the top binades and keeps every value
+    /// to half precision's relative accuracy, whatever the rows' magnitudes (here 60 orders
+    /// of magnitude apart in one block).
     #[test]
     fn packing_keeps_relative_precision_at_any_scale() {
-        for mag in [1e-30f32, 1e-6, 0.05, 1.0, 3e4, 1e30] {
-            let v: Vec<f32> = (0..101).map(|i| mag * ((i as f32) - 50.0) / 50.0).collect();
-            let p = HalfRows::pack(&v);
-            assert_eq!(p.unscale.to_bits() & 0x7f_ffff, 0, "a power of two");
-            for (&x, &h) in v.iter().zip(&p.bits) {
-                let back = to_f32(h) * p.unscale;
+        let mags = [1e-30f32, 1e-6, 0.05, 1.0, 3e4, 1e30];
+        let v: Vec<f32> = mags
+            .iter()
+            .flat_map(|&mag| (0..101).map(move |i| mag * ((i as f32) - 50.0) / 50.0))
+            .collect();
+        let p = HalfRows::pack(&v, 101);
+        assert_eq!(p.unscale_log2.len(), mags.len());
+        for (r, &mag) in mags.iter().enumerate() {
+            assert!(UNSCALE_LOG2.contains(&p.unscale_log2[r]));
+            for t in 0..101 {
+                let (x, h) = (v[r * 101 + t], p.bits[r * 101 + t]);
+                let back = to_f32(h) * p.unscale(r);
                 assert!(
                     (back - x).abs() <= x.abs() * 4.9e-4 + mag * 1e-6,
                     "{mag} {x} {back}"
                 );
             }
         }
-        let z = HalfRows::pack(&[0.0, 0.0]);
-        assert_eq!((z.bits, z.unscale), (vec![0, 0], 1.0));
+        let z = HalfRows::pack(&[0.0, 0.0], 2);
+        assert_eq!((z.bits, z.unscale_log2), (vec![0, 0], vec![0]));
+        assert_eq!(HalfRows::pack(&[], 0).unscale_log2.len(), 0);
     }
 }

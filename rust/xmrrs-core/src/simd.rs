@@ -60,28 +60,33 @@ pub fn dots_add(rows: &[f32], x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `out[r] += dot(widen(rows[r]), x) * unscale` for binary16 rows (`rows` row-major,
+/// `out[r] += dot(widen(rows[r]), x) * 2^unscale_log2[r]` for binary16 rows (`rows` row-major,
 /// `rows.len() == out.len() * x.len()`): [`dots_add`] over weights kept in half precision
 /// (half the bytes to store). Each row's terms go in [`dot`]'s order, each product and sum
 /// fused (one rounding: the widening costs an instruction, the fused step gives one back),
 /// so the AVX2 and portable paths agree bit for bit.
 #[inline]
-pub fn dots_add_half(rows: &[u16], x: &[f32], unscale: f32, out: &mut [f32]) {
+pub fn dots_add_half(rows: &[u16], x: &[f32], unscale_log2: &[i8], out: &mut [f32]) {
     assert_eq!(
         rows.len(),
         out.len() * x.len(),
         "rows must hold out.len() rows of x.len()"
     );
+    assert_eq!(unscale_log2.len(), out.len(), "one scale per row");
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx2() && std::is_x86_feature_detected!("f16c") {
             // SAFETY: the CPU supports AVX2, FMA and F16C (checked above).
-            unsafe { dots_add_half_avx2(rows, x, unscale, out) };
+            unsafe { dots_add_half_avx2(rows, x, unscale_log2, out) };
             return;
         }
     }
-    for (o, w) in out.iter_mut().zip(rows.chunks_exact(x.len().max(1))) {
-        *o += dot_half_body(w, x) * unscale;
+    for ((o, w), &k) in out
+        .iter_mut()
+        .zip(rows.chunks_exact(x.len().max(1)))
+        .zip(unscale_log2)
+    {
+        *o += dot_half_body(w, x) * crate::half::pow2(i32::from(k));
     }
 }
 
@@ -218,7 +223,7 @@ fn dot_half_body(w: &[u16], x: &[f32]) -> f32 {
 /// [`dot_half_body`]'s single 8-wide accumulator, its remainder and its final sum.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dots_add_half_avx2(rows: &[u16], x: &[f32], unscale: f32, out: &mut [f32]) {
+unsafe fn dots_add_half_avx2(rows: &[u16], x: &[f32], unscale_log2: &[i8], out: &mut [f32]) {
     use std::arch::x86_64::*;
     let n = x.len();
     if n == 0 {
@@ -234,9 +239,11 @@ unsafe fn dots_add_half_avx2(rows: &[u16], x: &[f32], unscale: f32, out: &mut [f
         }
         ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
     };
+    let u = |k: i8| crate::half::pow2(i32::from(k));
     let mut groups = rows.chunks_exact(4 * n);
     let mut outs = out.chunks_exact_mut(4);
-    for (g, o) in (&mut groups).zip(&mut outs) {
+    let mut scales = unscale_log2.chunks_exact(4);
+    for ((g, o), sc) in (&mut groups).zip(&mut outs).zip(&mut scales) {
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut j = 0;
         while j < body {
@@ -250,15 +257,16 @@ unsafe fn dots_add_half_avx2(rows: &[u16], x: &[f32], unscale: f32, out: &mut [f
             j += 8;
         }
         for (k, a) in acc.into_iter().enumerate() {
-            o[k] += finish(a, &g[k * n..(k + 1) * n]) * unscale;
+            o[k] += finish(a, &g[k * n..(k + 1) * n]) * u(sc[k]);
         }
     }
-    for (w, o) in groups
+    for ((w, o), &k) in groups
         .remainder()
         .chunks_exact(n)
         .zip(outs.into_remainder())
+        .zip(scales.remainder())
     {
-        *o += dot_half_body(w, x) * unscale;
+        *o += dot_half_body(w, x) * u(k);
     }
 }
 
@@ -337,12 +345,17 @@ mod tests {
                     .collect();
                 let x = data(n, 9);
                 let out0 = data(m, 10);
+                let ks: Vec<i8> = (0..m).map(|r| r as i8 - 3).collect();
                 let mut portable = out0.clone();
-                for (o, w) in portable.iter_mut().zip(rows.chunks_exact(n.max(1))) {
-                    *o += dot_half_body(w, &x) * 0.25;
+                for ((o, w), &k) in portable
+                    .iter_mut()
+                    .zip(rows.chunks_exact(n.max(1)))
+                    .zip(&ks)
+                {
+                    *o += dot_half_body(w, &x) * crate::half::pow2(i32::from(k));
                 }
                 let mut out = out0.clone();
-                dots_add_half(&rows, &x, 0.25, &mut out);
+                dots_add_half(&rows, &x, &ks, &mut out);
                 let b = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(b(&out), b(&portable), "{n} {m}");
                 for (r, (&o, &o0)) in out.iter().zip(&out0).enumerate() {
@@ -351,7 +364,7 @@ mod tests {
                         .zip(&x)
                         .map(|(&h, &v)| f64::from(crate::half::to_f32(h)) * f64::from(v))
                         .sum::<f64>()
-                        * 0.25
+                        * f64::from(crate::half::pow2(i32::from(ks[r])))
                         + f64::from(o0);
                     assert!(
                         (f64::from(o) - exact).abs() < 1e-3 * (1.0 + exact.abs()),

@@ -88,9 +88,9 @@ pub(crate) struct LayerView<'a, C> {
     /// Dense row-major copy of the only chunk's rows, when the layer has one chunk.
     pub dense: Option<&'a [f32]>,
     /// The dense feature block's weights, `n_children x nd` binary16 bits (empty when
-    /// `nd == 0`); their values are the widened bits times `du`.
+    /// `nd == 0`); child `c`'s values are its widened bits times `2^du[c]`.
     pub dw: &'a [u16],
-    pub du: f32,
+    pub du: &'a [i8],
     pub nd: usize,
 }
 
@@ -108,9 +108,9 @@ pub(crate) struct Chunk<'a, C> {
     /// Dense row-major copy of the rows (`feat.len()` x width), if kept.
     pub dense: Option<&'a [f32]>,
     /// The dense feature block's weights of the chunk's children (`width x nd`, binary16
-    /// bits scaled by `1 / du`).
+    /// bits, child `c`'s values its widened bits times `2^du[c]`).
     pub dw: &'a [u16],
-    pub du: f32,
+    pub du: &'a [i8],
     pub nd: usize,
     /// First child (node id in the layer).
     pub c0: usize,
@@ -175,7 +175,11 @@ impl<'a, C: Col> LayerView<'a, C> {
                 None
             },
             dw: self.dw.get(c0 * self.nd..c1 * self.nd).ok_or(Corrupt)?,
-            du: self.du,
+            du: if self.nd > 0 {
+                self.du.get(c0..c1).ok_or(Corrupt)?
+            } else {
+                &[]
+            },
             nd: self.nd,
             c0,
         })
@@ -402,7 +406,10 @@ pub(crate) fn margins<C: Col>(
         _ => chunk.lookup(qi, qv, out)?,
     }
     if chunk.nd > 0 {
-        if qd.len() != chunk.nd || chunk.dw.len() != out.len() * chunk.nd {
+        if qd.len() != chunk.nd
+            || chunk.dw.len() != out.len() * chunk.nd
+            || chunk.du.len() != out.len()
+        {
             return Err(Corrupt);
         }
         crate::simd::dots_add_half(chunk.dw, qd, chunk.du, out);

@@ -241,6 +241,7 @@ impl<T> From<Vec<T>> for Buf<T> {
 /// The element types the model stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Dtype {
+    I8,
     U8,
     U16,
     U32,
@@ -252,6 +253,7 @@ pub(crate) enum Dtype {
 impl Dtype {
     pub(crate) fn name(self) -> &'static str {
         match self {
+            Dtype::I8 => "I8",
             Dtype::U8 => "U8",
             Dtype::U16 => "U16",
             Dtype::U32 => "U32",
@@ -262,7 +264,7 @@ impl Dtype {
     }
     pub(crate) fn size(self) -> usize {
         match self {
-            Dtype::U8 => 1,
+            Dtype::U8 | Dtype::I8 => 1,
             Dtype::U16 | Dtype::F16 => 2,
             Dtype::U32 | Dtype::F32 => 4,
             Dtype::U64 => 8,
@@ -270,6 +272,7 @@ impl Dtype {
     }
     pub(crate) fn of_safetensors(d: safetensors::Dtype) -> Option<Dtype> {
         match d {
+            safetensors::Dtype::I8 => Some(Dtype::I8),
             safetensors::Dtype::U8 => Some(Dtype::U8),
             safetensors::Dtype::U16 => Some(Dtype::U16),
             safetensors::Dtype::U32 => Some(Dtype::U32),

@@ -38,8 +38,8 @@ pub const ALT_DATA_FILE: &str = "xr_model.1.safetensors";
 /// The `format` field of the manifest.
 pub const FORMAT_NAME: &str = "xmrrs.xr_model";
 /// The newest manifest version this build writes and reads: 2 adds the dense feature block
-/// (`n_dense`, float32 arrays `layer{m}.dense_w`); 3 stores those weights as float16 times
-/// a power of two per layer (`dense_unscale_log2`). A model without a dense block is written
+/// (`n_dense`, float32 arrays `layer{m}.dense_w`); 3 stores those weights as float16, each
+/// child's row times its own power of two (int8 arrays `layer{m}.dense_unscale`). A model without a dense block is written
 /// as version 1, which older builds read; they refuse a newer version rather than misread
 /// it. Version 2 files still load (their dense weights are narrowed on load).
 pub const FORMAT_VERSION: u32 = 3;
@@ -91,6 +91,11 @@ impl XrModel {
             push("vals", Dtype::F32, bytemuck::cast_slice(&l.vals));
             if l.n_dense > 0 {
                 push("dense_w", Dtype::F16, bytemuck::cast_slice(&l.dense_w));
+                push(
+                    "dense_unscale",
+                    Dtype::I8,
+                    bytemuck::cast_slice(&l.dense_unscale),
+                );
             }
         }
         out
@@ -116,7 +121,6 @@ impl XrModel {
                     n_buckets: l.bkt.len() as u64,
                     nnz: l.nnz as u64,
                     n_dense: l.n_dense as u64,
-                    dense_unscale_log2: crate::half::log2_exact(l.dense_unscale).unwrap_or(0),
                     col_dtype: match l.cols {
                         Cols::U8(_) => "U8".into(),
                         Cols::U16(_) => "U16".into(),
@@ -383,27 +387,33 @@ impl XrModel {
                     lm.n_dense, man.n_dense
                 )));
             }
-            let (dense_w, dense_unscale): (Buf<u16>, f32) = if lm.n_dense > 0 {
+            let (dense_w, dense_unscale): (Buf<u16>, Buf<i8>) = if lm.n_dense > 0 {
                 let len = lm.n_children.checked_mul(lm.n_dense).ok_or_else(|| {
                     Error::invalid(format!("layer {m}: dense weights size overflows"))
                 })?;
                 if man.version >= 3 {
-                    let k = lm.dense_unscale_log2;
-                    if !(-126..=126).contains(&k) {
+                    let w = buf(&backing, get(&name("dense_w"), Dtype::F16, len)?)?;
+                    let k: Buf<i8> = buf(
+                        &backing,
+                        get(&name("dense_unscale"), Dtype::I8, lm.n_children)?,
+                    )?;
+                    if let Some(bad) = k.iter().find(|k| !crate::half::UNSCALE_LOG2.contains(k)) {
                         return Err(Error::invalid(format!(
-                            "layer {m}: dense weight scale 2^{k} is out of range"
+                            "layer {m}: a dense weight scale of 2^{bad} is out of range: the \
+                             file is corrupt"
                         )));
                     }
-                    let w = buf(&backing, get(&name("dense_w"), Dtype::F16, len)?)?;
-                    (w, crate::half::pow2(k))
+                    (w, k)
                 } else {
                     // version 2: float32 weights, narrowed as training output is
                     let w: Buf<f32> = buf(&backing, get(&name("dense_w"), Dtype::F32, len)?)?;
-                    let h = crate::half::HalfRows::pack(&w);
-                    (h.bits.into(), h.unscale)
+                    let n_dense =
+                        usize::try_from(lm.n_dense).map_err(|_| Error::invalid("size overflow"))?;
+                    let h = crate::half::HalfRows::pack(&w, n_dense);
+                    (h.bits.into(), h.unscale_log2.into())
                 }
             } else {
-                (Vec::new().into(), 1.0)
+                (Vec::new().into(), Vec::new().into())
             };
             let as_usize = |v: u64| usize::try_from(v).map_err(|_| Error::invalid("size overflow"));
             let mut layer = Layer {
@@ -497,9 +507,6 @@ struct LayerMeta {
     /// Dense weights per child: the model's `n_dense` or 0 (version 2).
     #[serde(default)]
     n_dense: u64,
-    /// The dense weights are the float16 values times `2^dense_unscale_log2` (version 3).
-    #[serde(default)]
-    dense_unscale_log2: i32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -676,6 +683,7 @@ mod tests {
         let (model, layers) = dense_model();
         // the version 2 files: the float32 weights, and a manifest saying version 2
         let mut arrays = model.arrays();
+        arrays.retain(|a| !a.name.ends_with(".dense_unscale"));
         for a in arrays.iter_mut() {
             if let Some(m) = a.name.strip_suffix(".dense_w") {
                 let m: usize = m.trim_start_matches("layer").parse().unwrap();
@@ -687,9 +695,6 @@ mod tests {
         let (placed, n, crc) = store::write_safetensors(&mut data, &mut arrays).unwrap();
         let mut man = serde_json::to_value(model.manifest(DATA_FILE, &placed, n, crc)).unwrap();
         man["version"] = 2.into();
-        for l in man["layers"].as_array_mut().unwrap() {
-            l.as_object_mut().unwrap().remove("dense_unscale_log2");
-        }
         let dir = tmpdir("version2");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(DATA_FILE), &data).unwrap();
@@ -717,7 +722,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Damaged half-precision weights: a scale out of range is refused at load; weights
+    /// Damaged half-precision weights: a scale out of range is refused at load (mapped: by
+    /// its range; read: by the checksum); weights
     /// flipped to infinity or NaN are refused by the full load (checksum) and by `verify`,
     /// and a mapped model searched without `verify` still answers with finite scores.
     #[test]
@@ -725,19 +731,22 @@ mod tests {
         let (model, _) = dense_model();
         let dir = tmpdir("half");
         model.save(&dir).unwrap();
-        let mpath = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&mpath).unwrap();
-        let mut man: serde_json::Value = serde_json::from_str(&text).unwrap();
-        man["layers"][1]["dense_unscale_log2"] = 500.into();
-        std::fs::write(&mpath, man.to_string()).unwrap();
-        for mmap in [false, true] {
-            let e = XrModel::load(&dir, mmap).unwrap_err().to_string();
-            assert!(e.contains("scale"), "{e}");
-        }
-        std::fs::write(&mpath, &text).unwrap();
         let dpath = dir.join(DATA_FILE);
         let raw = std::fs::read(&dpath).unwrap();
         let placed = store::read_safetensors_header(&raw).unwrap();
+        let sc = placed
+            .iter()
+            .find(|p| p.name == "layer1.dense_unscale")
+            .unwrap();
+        for bad in [127u8, 0x80] {
+            let mut data = raw.clone();
+            data[sc.offset + sc.len - 1] = bad;
+            std::fs::write(&dpath, &data).unwrap();
+            let e = XrModel::load(&dir, false).unwrap_err().to_string();
+            assert!(e.contains("checksum"), "{e}");
+            let e = XrModel::load(&dir, true).unwrap_err().to_string();
+            assert!(e.contains("scale") && e.contains("corrupt"), "{e}");
+        }
         let w = placed.iter().find(|p| p.name == "layer2.dense_w").unwrap();
         let (x, xd) = dense_queries();
         let xd = crate::dense::DenseView::new(60, 5, &xd).unwrap();

@@ -117,11 +117,12 @@ pub(crate) struct Layer {
     /// [`LayoutParams::dense_copy_max_bytes`]); in memory only.
     pub dense: Option<Vec<f32>>,
     /// Weights of the dense feature block, `n_children x n_dense` row-major (empty when
-    /// `n_dense == 0`), as binary16 bits scaled by `1 / dense_unscale` (half the bytes to
-    /// store and to read per query); stored in the files as `layer{m}.dense_w`.
+    /// `n_dense == 0`), as binary16 bits, each child's row scaled by its own power of two
+    /// (half the bytes to store); stored in the files as `layer{m}.dense_w`.
     pub dense_w: Buf<u16>,
-    /// The power of two that turns the widened bits of `dense_w` into the weights.
-    pub dense_unscale: f32,
+    /// Per child, `log2` of the factor that turns its widened `dense_w` row into the
+    /// weights (in [`crate::half::UNSCALE_LOG2`]); `layer{m}.dense_unscale` in the files.
+    pub dense_unscale: Buf<i8>,
     pub n_dense: usize,
 }
 
@@ -158,7 +159,7 @@ impl Layer {
             vals: &self.vals,
             dense: self.dense.as_deref(),
             dw: &self.dense_w,
-            du: self.dense_unscale,
+            du: &self.dense_unscale,
             nd: self.n_dense,
         }
     }
@@ -191,6 +192,7 @@ impl Layer {
             + self.chunk_shift.len()
             + cols
             + 2 * self.dense_w.len()
+            + self.dense_unscale.len()
     }
 }
 
@@ -359,7 +361,7 @@ pub(super) fn build_layer(lw: &LayerWeights, lp: &LayoutParams) -> Result<Layer>
     } else {
         Cols::U8(concat_cols(&chunks, n, |x| x as u8).into())
     };
-    let half = crate::half::HalfRows::pack(&lw.dense);
+    let half = crate::half::HalfRows::pack(&lw.dense, lw.n_dense);
     let mut layer = Layer {
         n_parents,
         n_children: lw.n_children(),
@@ -379,7 +381,7 @@ pub(super) fn build_layer(lw: &LayerWeights, lp: &LayoutParams) -> Result<Layer>
         vals: vals.into(),
         dense: None,
         dense_w: half.bits.into(),
-        dense_unscale: half.unscale,
+        dense_unscale: half.unscale_log2.into(),
         n_dense: lw.n_dense,
     };
     layer.dense = dense_copy(&layer, lp);

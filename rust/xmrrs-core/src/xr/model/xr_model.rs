@@ -256,8 +256,12 @@ impl XrModel {
         Ok(LayerWeights {
             dense: layer
                 .dense_w
-                .iter()
-                .map(|&h| crate::half::to_f32(h) * layer.dense_unscale)
+                .chunks_exact(layer.n_dense.max(1))
+                .zip(layer.dense_unscale.iter())
+                .flat_map(|(row, &k)| {
+                    let u = crate::half::pow2(i32::from(k));
+                    row.iter().map(move |&h| crate::half::to_f32(h) * u)
+                })
                 .collect(),
             n_dense: layer.n_dense,
             child_ptr: layer.child_ptr.to_vec(),

@@ -397,7 +397,7 @@ impl GroupSolver {
         let custom = self.custom;
         let d = x.n_sparse();
         let nd = x.n_dense();
-        let (xh, unscale) = (&x.dense.bits[..], x.dense.unscale);
+        let xh = &x.dense.bits[..];
         let wd = &mut self.wd[..];
         let w = if self.in_work {
             &mut self.w_work[self.work_off..self.work_off + d * K]
@@ -474,6 +474,7 @@ impl GroupSolver {
                 );
                 let mut dots = dot_lanes::<K>(w, idx, val);
                 let xd = &xh[i * nd..(i + 1) * nd];
+                let unscale = if nd > 0 { x.dense.unscale(i) } else { 1.0 };
                 if nd > 0 {
                     // the dense part only where it is read: lanes active for this row
                     dense_dots::<K, AVX2>(&mut dots, am, &orig, wd, xd, unscale);

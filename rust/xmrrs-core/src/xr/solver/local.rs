@@ -125,12 +125,7 @@ impl LocalCsr {
         let mut data = Vec::with_capacity(nnz);
         let mut sq_norm = Vec::with_capacity(rows.len());
         let n_dense = xd.map_or(0, |d| d.n_cols());
-        let top = xd.map_or(0.0, |d| {
-            rows.iter().fold(0f32, |m, &r| {
-                d.row(r as usize).iter().fold(m, |m, v| m.max(v.abs()))
-            })
-        });
-        let mut dense = HalfRows::for_magnitude(top, rows.len() * n_dense);
+        let mut dense = HalfRows::with_capacity(if n_dense > 0 { rows.len() } else { 0 }, n_dense);
         indptr.push(0);
         for &r in rows {
             let (idx, val) = x.row(r as usize);
@@ -177,7 +172,7 @@ impl LocalCsr {
     pub fn n_dense(&self) -> usize {
         self.n_dense
     }
-    /// Dense values of row `r` as binary16 bits, scaled by `1 / dense_unscale()` (empty
+    /// Dense values of row `r` as binary16 bits, scaled by `1 / dense_unscale(r)` (empty
     /// without a dense block).
     #[inline]
     pub fn dense_row(&self, r: usize) -> &[u16] {
@@ -185,8 +180,8 @@ impl LocalCsr {
     }
     /// The factor that turns [`LocalCsr::dense_row`]'s widened values into the row's.
     #[inline]
-    pub fn dense_unscale(&self) -> f32 {
-        self.dense.unscale
+    pub fn dense_unscale(&self, r: usize) -> f32 {
+        self.dense.unscale(r)
     }
     /// `w · x_r` over both blocks (`w` has [`LocalCsr::n_features`] entries); the sparse
     /// part is `sparse_dot`'s, the dense part is added when there is one.
@@ -200,7 +195,7 @@ impl LocalCsr {
             s + half_dot(
                 &w[self.features.len()..],
                 self.dense_row(r),
-                self.dense.unscale,
+                self.dense.unscale(r),
             )
         }
     }
@@ -211,7 +206,7 @@ impl LocalCsr {
         super::single::sparse_axpy(a, idx, val, w);
         if self.n_dense > 0 {
             let ns = self.features.len();
-            half_axpy(a, self.dense_row(r), self.dense.unscale, &mut w[ns..]);
+            half_axpy(a, self.dense_row(r), self.dense.unscale(r), &mut w[ns..]);
         }
     }
     /// Global id of each local feature.
