@@ -203,7 +203,7 @@ class XRLinearClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     tol : float, default=0.1
         Stopping tolerance of the solver (> 0). With a :class:`~xmrrs.hybrid.HybridMatrix`,
         ``tol=1.0`` about halves the solver's passes: on debian/texts with MiniLM embeddings
-        it fit in 1.35-1.6x TF-IDF's time (against 2.3-2.8x at 0.1), at P@k at or above the
+        it fit in 1.25-1.85x TF-IDF's time (against 2.3-2.8x at 0.1), at P@k at or above the
         same columns as one CSR matrix with two trees (see ``benches/README.md``).
     bias : float, default=1.0
         Value of the constant feature (0 disables the bias term).
