@@ -1,4 +1,5 @@
-//! IEEE half precision (binary16) storage for the solvers' working copies of dense rows.
+//! IEEE half precision (binary16) storage of dense rows: the solvers' working copies of the
+//! dense feature block, and a model's dense weights.
 //!
 //! A dense row is read once per lane visit of the coordinate-descent solvers, so its bytes,
 //! not its arithmetic, bound a visit; half precision halves them (and halves a model's dense
