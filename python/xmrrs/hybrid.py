@@ -3,7 +3,9 @@
 :class:`HybridMatrix` is the input type of a dense-plus-sparse XR-Linear model, for example
 TF-IDF next to a text encoder's embedding. The core trains and searches the two blocks
 without converting the dense one to CSR: its weights are stored densely and scored with
-SIMD (column ``j < n_sparse`` is sparse column ``j``, the rest are the dense columns).
+SIMD (column ``j < n_sparse`` is sparse column ``j``, the rest are the dense columns). The
+solvers' copy of the dense rows and the model's dense weights are kept in half precision
+(binary16, each row scaled by its own power of two), which halves their bytes.
 """
 
 from __future__ import annotations
