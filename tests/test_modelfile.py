@@ -406,3 +406,42 @@ def test_extras_round_trip_and_are_checked_before_anything_is_written(
     save(model, path)
     assert read_extras(path) == Extras()
     _only_model_files(path)
+
+
+def test_damaged_half_precision_dense_weights_are_rejected(tmp_path: Path, split: tuple) -> None:
+    """A HybridMatrix model stores its dense weights as float16 with a power-of-two scale
+    per child (format version 3). A scale byte out of range is a ValueError at load, mapped
+    or not; weights flipped to infinity are refused by the checksum, and by ``verify`` on a
+    mapped model, which still answers with finite scores."""
+    from xmrrs.hybrid import HybridMatrix
+
+    Xtr, Ytr, Xte = split
+    rng = np.random.default_rng(0)
+    H = HybridMatrix(Xtr, rng.standard_normal((Xtr.shape[0], 8)).astype(np.float32))
+    Hte = HybridMatrix(Xte, rng.standard_normal((Xte.shape[0], 8)).astype(np.float32))
+    clf = XRLinearClassifier(n_jobs=1, max_leaf_size=20, n_estimators=1).fit(H, Ytr)
+    path = _saved(tmp_path, clf)
+    (target,) = [p for p in _array_files(path) if p.suffix == ".safetensors"]
+    assert json.loads((target.parent / "xr_model.json").read_text())["version"] == 3
+    raw = target.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    assert header["layer1.dense_w"]["dtype"] == "F16"
+    start, _ = header["layer1.dense_unscale"]["data_offsets"]
+    bad = bytearray(raw)
+    bad[8 + n + start] = 127  # 2^127: outside the range a row's scale may take
+    target.write_bytes(bytes(bad))
+    for mmap in (False, True):
+        with pytest.raises(ValueError):
+            XRLinearClassifier.load(path, mmap=mmap)
+    start, end = header["layer1.dense_w"]["data_offsets"]
+    bad = bytearray(raw)
+    bad[8 + n + start : 8 + n + end] = b"\x00\x7c" * ((end - start) // 2)  # +infinity
+    target.write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match="checksum"):
+        XRLinearClassifier.load(path, mmap=False)
+    mapped = XRLinearClassifier.load(path, mmap=True)
+    with pytest.raises(ValueError, match="checksum"):
+        mapped.models_[0].verify()
+    ids, scores = mapped.predict_topk(Hte, k=3)
+    assert np.isfinite(scores).all() and ids.shape == (Xte.shape[0], 3)
