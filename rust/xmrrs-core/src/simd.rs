@@ -205,22 +205,32 @@ unsafe fn dots_add_avx2(rows: &[f32], x: &[f32], out: &mut [f32]) {
 fn dot_half_body(w: &[u16], x: &[f32]) -> f32 {
     let n = w.len().min(x.len());
     let (w, x) = (&w[..n], &x[..n]);
-    let mut acc = [0.0f32; 8];
+    // two 8-wide accumulators: even 8-blocks into the first, odd ones into the second (two
+    // independent chains per row hide the fused step's latency), the tail into the first
+    let mut acc = [[0.0f32; 8]; 2];
     let mut wc = w.chunks_exact(8);
     let mut xc = x.chunks_exact(8);
-    for (a, b) in (&mut wc).zip(&mut xc) {
+    for (b, (a, c)) in (&mut wc).zip(&mut xc).enumerate() {
+        let s = &mut acc[b & 1];
         for l in 0..8 {
-            acc[l] = crate::half::to_f32(a[l]).mul_add(b[l], acc[l]);
+            s[l] = crate::half::to_f32(a[l]).mul_add(c[l], s[l]);
         }
     }
-    for (l, (a, b)) in wc.remainder().iter().zip(xc.remainder()).enumerate() {
-        acc[l] = crate::half::to_f32(*a).mul_add(*b, acc[l]);
+    for (l, (a, c)) in wc.remainder().iter().zip(xc.remainder()).enumerate() {
+        acc[0][l] = crate::half::to_f32(*a).mul_add(*c, acc[0][l]);
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    sum_halves(acc)
+}
+
+/// `acc[0] + acc[1]` lane by lane, then the lanes in [`dot_body`]'s order.
+#[inline(always)]
+fn sum_halves(acc: [[f32; 8]; 2]) -> f32 {
+    let a: [f32; 8] = std::array::from_fn(|l| acc[0][l] + acc[1][l]);
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 
 /// [`dots_add_half`] with AVX2, FMA and F16C intrinsics: rows four at a time, each with
-/// [`dot_half_body`]'s single 8-wide accumulator, its remainder and its final sum.
+/// [`dot_half_body`]'s two 8-wide accumulators, its tail and its final sum.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dots_add_half_avx2(rows: &[u16], x: &[f32], unscale_log2: &[i8], out: &mut [f32]) {
@@ -230,31 +240,47 @@ unsafe fn dots_add_half_avx2(rows: &[u16], x: &[f32], unscale_log2: &[i8], out: 
         return;
     }
     let body = n - n % 8;
-    let finish = |acc: __m256, w: &[u16]| -> f32 {
-        let mut a = [0f32; 8];
-        // SAFETY: a holds 8 floats.
-        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), acc) };
-        for (l, (p, q)) in w[body..].iter().zip(&x[body..]).enumerate() {
-            a[l] = crate::half::to_f32(*p).mul_add(*q, a[l]);
+    let pairs = n - n % 16;
+    let finish = |acc: [__m256; 2], w: &[u16]| -> f32 {
+        let mut a = [[0f32; 8]; 2];
+        for (s, v) in a.iter_mut().zip(acc) {
+            // SAFETY: s holds 8 floats.
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) };
         }
-        ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+        for (l, (p, q)) in w[body..].iter().zip(&x[body..]).enumerate() {
+            a[0][l] = crate::half::to_f32(*p).mul_add(*q, a[0][l]);
+        }
+        sum_halves(a)
     };
     let u = |k: i8| crate::half::pow2(i32::from(k));
     let mut groups = rows.chunks_exact(4 * n);
     let mut outs = out.chunks_exact_mut(4);
     let mut scales = unscale_log2.chunks_exact(4);
     for ((g, o), sc) in (&mut groups).zip(&mut outs).zip(&mut scales) {
-        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+        // SAFETY (every load below): j + 8 <= body <= n, within x and each of the 4 rows of g.
+        let load = |k: usize, j: usize| unsafe {
+            _mm256_cvtph_ps(_mm_loadu_si128(g.as_ptr().add(k * n + j).cast()))
+        };
         let mut j = 0;
-        while j < body {
-            // SAFETY: j + 8 <= body <= n: within x and within each of the 4 rows of g.
-            let r = unsafe { _mm256_loadu_ps(x.as_ptr().add(j)) };
+        while j < pairs {
+            let (r0, r1) = unsafe {
+                (
+                    _mm256_loadu_ps(x.as_ptr().add(j)),
+                    _mm256_loadu_ps(x.as_ptr().add(j + 8)),
+                )
+            };
             for (k, a) in acc.iter_mut().enumerate() {
-                let w =
-                    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(g.as_ptr().add(k * n + j).cast())) };
-                *a = _mm256_fmadd_ps(w, r, *a);
+                a[0] = _mm256_fmadd_ps(load(k, j), r0, a[0]);
+                a[1] = _mm256_fmadd_ps(load(k, j + 8), r1, a[1]);
             }
-            j += 8;
+            j += 16;
+        }
+        if j < body {
+            let r0 = unsafe { _mm256_loadu_ps(x.as_ptr().add(j)) };
+            for (k, a) in acc.iter_mut().enumerate() {
+                a[0] = _mm256_fmadd_ps(load(k, j), r0, a[0]);
+            }
         }
         for (k, a) in acc.into_iter().enumerate() {
             o[k] += finish(a, &g[k * n..(k + 1) * n]) * u(sc[k]);
