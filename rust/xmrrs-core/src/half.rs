@@ -146,8 +146,8 @@ impl HalfRows {
 /// (the same bits: both round to nearest even).
 fn narrow_scaled(values: &[f32], scale: f32, out: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx") && std::is_x86_feature_detected!("f16c") {
-        // SAFETY: the CPU supports AVX and F16C (checked just above).
+    if crate::simd::has_avx2_f16c() {
+        // SAFETY: the CPU supports AVX2 and F16C (checked just above).
         unsafe { narrow_scaled_f16c(values, scale, out) };
         return;
     }
@@ -233,7 +233,7 @@ mod tests {
             }
         }
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx") && std::is_x86_feature_detected!("f16c") {
+        if crate::simd::has_avx2_f16c() {
             let mut hw = vec![0u16; xs.len()];
             // SAFETY: checked just above.
             unsafe { narrow_scaled_f16c(&xs, 1.0, &mut hw) };

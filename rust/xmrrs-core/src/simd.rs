@@ -75,7 +75,7 @@ pub fn dots_add_half(rows: &[u16], x: &[f32], unscale_log2: &[i8], out: &mut [f3
     assert_eq!(unscale_log2.len(), out.len(), "one scale per row");
     #[cfg(target_arch = "x86_64")]
     {
-        if has_avx2() && std::is_x86_feature_detected!("f16c") {
+        if has_avx2_f16c() {
             // SAFETY: the CPU supports AVX2, FMA and F16C (checked above).
             unsafe { dots_add_half_avx2(rows, x, unscale_log2, out) };
             return;
@@ -111,6 +111,18 @@ pub mod reference {
 #[inline]
 fn has_avx2() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// Whether the CPU has what the half-precision kernels use: AVX2, FMA and F16C (the one
+/// check for them: the solvers', the queries' and the narrowing's).
+#[inline]
+pub fn has_avx2_f16c() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx2() && std::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 #[inline(always)]

@@ -407,9 +407,7 @@ impl XrModel {
                 } else {
                     // version 2: float32 weights, narrowed as training output is
                     let w: Buf<f32> = buf(&backing, get(&name("dense_w"), Dtype::F32, len)?)?;
-                    let n_dense =
-                        usize::try_from(lm.n_dense).map_err(|_| Error::invalid("size overflow"))?;
-                    let h = crate::half::HalfRows::pack(&w, n_dense);
+                    let h = crate::half::HalfRows::pack(&w, as_usize_u64(lm.n_dense)?);
                     (h.bits.into(), h.unscale_log2.into())
                 }
             } else {

@@ -3,6 +3,7 @@
 
 use super::group::MAX_LANES;
 use crate::half::to_f32;
+pub(super) use crate::simd::has_avx2_f16c;
 
 /// The per-instance state of a [`GroupSolver`](super::GroupSolver): lane bit masks and the squared
 /// norm.
@@ -378,19 +379,6 @@ pub(super) fn dense_axpys<const K: usize, const AVX2: bool>(
     }
 }
 
-/// Whether the CPU has what the AVX2 kernels use: AVX2, FMA and F16C.
-#[inline]
-pub(super) fn has_avx2_f16c() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// `(w · x) * unscale` for one lane, `x` binary16 bits as in [`dense_dots`] (the scalar
 /// solver's dense part): [`dense_dot`], with AVX2 where the CPU has it (the same bits).
 #[inline]
@@ -452,10 +440,7 @@ mod tests {
     #[test]
     fn fused_dense_kernels_match_one_lane_at_a_time() {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
-        {
+        if has_avx2_f16c() {
             let mut s = 11u32;
             let mut next = || {
                 s ^= s << 13;
@@ -516,10 +501,7 @@ mod tests {
                 .sum();
             assert!((f64::from(p) - r).abs() < 1e-4 * (1.0 + r.abs()), "{n}");
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2")
-                && std::is_x86_feature_detected!("fma")
-                && std::is_x86_feature_detected!("f16c")
-            {
+            if has_avx2_f16c() {
                 // SAFETY: checked just above.
                 let a = unsafe { dense_dot_avx2(&w, &x) };
                 assert_eq!(a.to_bits(), p.to_bits(), "{n}");
