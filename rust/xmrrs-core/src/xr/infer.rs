@@ -1073,7 +1073,19 @@ mod tests {
                     dense_copy_min_fill: 0.0,
                     ..LayoutParams::default()
                 },
+                // no feature-indexed pointers (the bucket index everywhere)
+                LayoutParams {
+                    direct_max_bytes: 0,
+                    ..LayoutParams::default()
+                },
             ];
+            let direct = |m: &XrModel| m.layers.iter().filter(|l| l.direct.is_some()).count();
+            assert!(
+                direct(&base) > 0,
+                "shape {shape}: no layer has a direct pointer"
+            );
+            let plain = XrModel::with_layout(&tree, &layers, d, &layouts[7]).unwrap();
+            assert_eq!(direct(&plain), 0);
             let copied = |m: &XrModel| m.layers.iter().filter(|l| l.dense.is_some()).count();
             let all = XrModel::with_layout(&tree, &layers, d, &layouts[6]).unwrap();
             assert!(copied(&all) > 0, "shape {shape}: no layer has a dense copy");

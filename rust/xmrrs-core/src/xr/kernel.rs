@@ -11,7 +11,9 @@
 //! Three ways to find the rows a query touches, all visiting matched rows in increasing
 //! feature order (so each child's sum is accumulated in the same order and the results are
 //! bit-identical whichever runs):
-//! - [`Kernel::Lookup`]: per query feature, the bucket index;
+//! - [`Kernel::Lookup`]: per query feature, the bucket index, or the feature-indexed pointer
+//!   of a one-chunk layer where one is kept (`direct`: the feature's entries, or its row
+//!   beside a dense copy, in two adjacent loads);
 //! - [`Kernel::Merge`]: a galloping merge of the sorted query and row ids (PECOS's default);
 //! - [`Kernel::Scan`]: every row of the chunk reads the query from a dense scatter.
 //!
@@ -87,6 +89,8 @@ pub(crate) struct LayerView<'a, C> {
     pub vals: &'a [f32],
     /// Dense row-major copy of the only chunk's rows, when the layer has one chunk.
     pub dense: Option<&'a [f32]>,
+    /// Feature-indexed pointer of the only chunk, when the layer has one chunk.
+    pub direct: Option<&'a [u32]>,
     /// The dense feature block's weights, `n_children x nd` binary16 bits (empty when
     /// `nd == 0`); child `c`'s values are its widened bits times `2^du[c]`.
     pub dw: &'a [u16],
@@ -107,6 +111,9 @@ pub(crate) struct Chunk<'a, C> {
     pub bias: &'a [f32],
     /// Dense row-major copy of the rows (`feat.len()` x width), if kept.
     pub dense: Option<&'a [f32]>,
+    /// Feature-indexed pointer, if kept: rows `direct[f]..direct[f + 1]` (one or none) are
+    /// feature `f`'s when `dense` is kept, else entries `direct[f]..direct[f + 1]` are.
+    pub direct: Option<&'a [u32]>,
     /// The dense feature block's weights of the chunk's children (`width x nd`, binary16
     /// bits, child `c`'s values its widened bits times `2^du[c]`).
     pub dw: &'a [u16],
@@ -174,6 +181,11 @@ impl<'a, C: Col> LayerView<'a, C> {
             } else {
                 None
             },
+            direct: if self.n_chunks() == 1 {
+                self.direct
+            } else {
+                None
+            },
             dw: self.dw.get(c0 * self.nd..c1 * self.nd).ok_or(Corrupt)?,
             du: if self.nd > 0 {
                 self.du.get(c0..c1).ok_or(Corrupt)?
@@ -201,8 +213,12 @@ impl<C: Col> Chunk<'_, C> {
             simd::axpy(xv, d.get(r * w..(r + 1) * w).ok_or(Corrupt)?, acc);
             return Ok(());
         }
-        let s = self.ptr[r] as usize;
-        let e = self.ptr[r + 1] as usize;
+        self.add_entries(self.ptr[r] as usize, self.ptr[r + 1] as usize, xv, acc)
+    }
+
+    /// `acc += xv * entries s..e` (one row's).
+    #[inline(always)]
+    fn add_entries(&self, s: usize, e: usize, xv: f32, acc: &mut [f32]) -> Result<(), Corrupt> {
         let (Some(cols), Some(vals)) = (self.cols.get(s..e), self.vals.get(s..e)) else {
             return Err(Corrupt);
         };
@@ -223,8 +239,11 @@ impl<C: Col> Chunk<'_, C> {
         Ok(())
     }
 
-    /// Bucket-index lookup of each (sorted) query feature.
+    /// Bucket-index lookup of each (sorted) query feature (the direct pointer when kept).
     pub fn lookup(&self, qi: &[u32], qv: &[f32], acc: &mut [f32]) -> Result<(), Corrupt> {
+        if let Some(p) = self.direct {
+            return self.lookup_direct(p, qi, qv, acc);
+        }
         let nb = self.bkt.len() - 1;
         let n = self.feat.len();
         for (&f, &xv) in qi.iter().zip(qv) {
@@ -244,6 +263,35 @@ impl<C: Col> Chunk<'_, C> {
                         self.add_row(r, xv, acc)?;
                     }
                     break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lookup through the feature-indexed pointer `p` (see [`Chunk::direct`]).
+    fn lookup_direct(
+        &self,
+        p: &[u32],
+        qi: &[u32],
+        qv: &[f32],
+        acc: &mut [f32],
+    ) -> Result<(), Corrupt> {
+        let n = p.len().saturating_sub(1);
+        for (&f, &xv) in qi.iter().zip(qv) {
+            let f = f as usize;
+            if f >= n {
+                break; // the query is sorted: every later feature is beyond the last row
+            }
+            let (s, e) = (p[f] as usize, p[f + 1] as usize);
+            if s < e && xv != 0.0 {
+                if self.dense.is_some() {
+                    if s >= self.feat.len() {
+                        return Err(Corrupt);
+                    }
+                    self.add_row(s, xv, acc)?;
+                } else {
+                    self.add_entries(s, e, xv, acc)?;
                 }
             }
         }

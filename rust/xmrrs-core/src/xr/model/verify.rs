@@ -194,6 +194,7 @@ mod tests {
     use super::*;
     use crate::xr::infer::{predict, PredictParams};
     use crate::xr::model::format::{DATA_FILE, MANIFEST_FILE};
+    use crate::xr::model::layout::{direct_index, LayoutParams};
     use crate::xr::model::testutil::{sample, tmpdir};
     use crate::xr::testutil::random_queries;
     use crate::xr::PostProcessor;
@@ -272,7 +273,9 @@ mod tests {
         let (_, _, model) = sample(10);
         let x = random_queries(60, 30, 25, 11);
         let names = ["row_ptr", "cols", "row_feat", "bkt"];
-        for name in names {
+        // with and without the feature-indexed pointer, rebuilt from the damaged arrays as a
+        // load builds it
+        for (name, direct) in names.into_iter().flat_map(|n| [(n, true), (n, false)]) {
             for kernel in [
                 crate::xr::infer::Kernel::Lookup,
                 crate::xr::infer::Kernel::Scan,
@@ -313,6 +316,19 @@ mod tests {
                         l.bkt = l.bkt.iter().map(|b| b + 1000).collect::<Vec<_>>().into();
                     }
                 }
+                let l = &mut m.layers[2];
+                l.direct = if direct {
+                    direct_index(l, &LayoutParams::default())
+                } else {
+                    None
+                };
+                if direct && name == "cols" {
+                    assert!(
+                        l.direct.is_some(),
+                        "the damaged layer keeps its direct pointer"
+                    );
+                }
+                let has_direct = l.direct.is_some();
                 assert!(m.verify().is_err(), "{name}");
                 let p = PredictParams {
                     beam_size: 8,
@@ -324,7 +340,7 @@ mod tests {
                 // pointers only to the lookup kernel
                 let must_fail = match name {
                     "row_feat" => kernel == crate::xr::infer::Kernel::Scan,
-                    "bkt" => kernel == crate::xr::infer::Kernel::Lookup,
+                    "bkt" => kernel == crate::xr::infer::Kernel::Lookup && !has_direct,
                     _ => true,
                 };
                 if must_fail {
