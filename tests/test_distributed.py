@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,50 @@ def test_top_layer_on_a_sample_is_bit_identical_and_gathers_only_the_sample(
     for bad in ((0, 10, 0.0), (0, 10, 1.5), (2**64 - 5, 10, 0.5), (0, 2**33, 0.5)):
         with pytest.raises(ValueError):
             xmrrs._xmrrs.xr_top_sample_rows(seed, *bad)
+
+
+def test_top_task_trains_on_the_share_of_rows_that_fits_its_budget(client: Any, data: Any) -> None:
+    """``top_memory``: when the gathered blocks would not fit, the top layer trains on the
+    share that does (a warning says so), and the model is the one-process model with
+    ``top_max_samples`` set to that share; "auto" on this cluster (GiBs per worker) gathers
+    every row; a budget too small for 1% of the rows is an error before any training."""
+    from xmrrs.distributed import _budget
+
+    X, Y = data
+    kw = params(n_estimators=2)
+    auto = dxm.fit(XRLinearClassifier(**kw), blocks(X, Y), client=client)
+    assert auto.timings_["top_share"] == 1.0
+    limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
+    assert _budget.worker_budget(client) == min(limits) // 2
+    # the blocks as the tasks hold them: float32 values, int32 indices
+    Xn = sp.csr_matrix(X / sp.linalg.norm(X, axis=1)[:, None], dtype=np.float32)
+    size = sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in (Xn, Y.tocsr()))
+    budget = int(_budget.TOP_COPIES * size * 0.5)
+    with pytest.warns(UserWarning, match="sample of the rows"):
+        dist = dxm.fit(XRLinearClassifier(**kw), blocks(X, Y), client=client, top_memory=budget)
+    share = dist.timings_["top_share"]
+    assert 0.3 < share < 0.7, share
+    one = XRLinearClassifier(**params(n_estimators=2, top_max_samples=share)).fit(X, Y)
+    same_models(one, dist)
+    assert auto.models_[0].to_bytes() != dist.models_[0].to_bytes()
+    # the estimator's own top_max_samples wins over the budget, without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        own = dxm.fit(
+            XRLinearClassifier(**params(n_estimators=2, top_max_samples=0.4)),
+            blocks(X, Y),
+            client=client,
+            top_memory=budget,
+        )
+    assert own.timings_["top_share"] == 0.4
+    with pytest.raises(ValueError, match="top_memory"):
+        dxm.fit(XRLinearClassifier(**kw), blocks(X, Y), client=client, top_memory=size // 100)
+    for bad in (0, -5, 1.5, "all", True):
+        with pytest.raises(ValueError, match="top_memory"):
+            dxm.fit(XRLinearClassifier(**kw), blocks(X, Y), client=client, top_memory=bad)
+    assert _budget.top_share(10, None) == 1.0
+    assert _budget.top_share(10, 20) == 1.0
+    assert _budget.top_share(100, 50) == 0.25
 
 
 def test_subtree_kmeans_runs_in_tasks(

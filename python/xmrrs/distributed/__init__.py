@@ -49,6 +49,10 @@ of ``fit(X, Y, relevance=R)``, sliced with the rows wherever they go.
    With the estimator's ``top_max_samples`` it trains on a sample of the rows instead, and
    each block sends only its sampled rows (chosen where the block lives, by the same
    per-row hash as one-process ``fit``): the task then holds that share of ``X``.
+   Without ``top_max_samples`` the task gathers what fits ``fit``'s ``top_memory`` (default:
+   half of the smallest worker ``memory_limit``): every row when two copies of the blocks
+   fit, else the share that does, with a warning (the model is then one-process ``fit``'s
+   with ``top_max_samples`` set to that share), so the task does not outgrow its worker.
    Every node of tree level 1 roots a sub-tree; the sub-trees are bundled into parts
    balanced by their cost (label entries of their rows, weighted by the rows' feature
    counts; largest first into the least loaded part), and each part is one task that
@@ -75,7 +79,8 @@ map-reduce), ``_kmeans`` (the sub-tree k-means tasks and their rounds), ``_parts
 sub-trees into parts by cost), ``_train`` (the sub-tree training tasks and the assembly of a
 tree's model), ``_fit`` (the stages of :func:`fit`), ``_predict`` (batch inference and the
 per-process model cache), ``_run`` (submitting and gathering tasks on the client) and
-``_worker`` (what every task does on its worker).
+``_worker`` (what every task does on its worker) and ``_budget`` (the share of the rows the top
+task may gather).
 """
 
 from __future__ import annotations

@@ -33,8 +33,9 @@ from xmrrs.hybrid import HybridMatrix
 class Blocks(NamedTuple):
     """The prepared blocks: futures of ``(X, Y)`` or ``(X, Y, relevance)`` tuples as ``fit``
     sees them, their rows, the features and labels, the label names (``None``: indicator
-    ``Y``), whether ``Y`` was a class vector, and the width of the dense block of
-    :class:`~xmrrs.hybrid.HybridMatrix` blocks (``None``: sparse or dense ``X``)."""
+    ``Y``), whether ``Y`` was a class vector, the width of the dense block of
+    :class:`~xmrrs.hybrid.HybridMatrix` blocks (``None``: sparse or dense ``X``), and the
+    bytes of each block's arrays."""
 
     futs: list[Any]
     rows: list[int]
@@ -43,6 +44,7 @@ class Blocks(NamedTuple):
     classes: np.ndarray | None
     multiclass: bool
     n_dense: int | None
+    nbytes: list[int]
 
 
 def _is_path(v: Any) -> bool:
@@ -159,10 +161,20 @@ def _info(block: tuple[Any, ...]) -> tuple[bool, np.ndarray | None, bool, bool]:
     return block[2], block[3], block[4], block[5] is not None
 
 
-def _meta(block: tuple[Any, ...]) -> tuple[int, int, int, int | None]:
+def _nbytes(m: Any) -> int:
+    """Bytes of a block matrix's arrays (sparse, dense or hybrid)."""
+    if isinstance(m, HybridMatrix):
+        return _nbytes(m.sparse) + int(m.dense.nbytes)
+    if sp.issparse(m):
+        return sum(int(getattr(m, a).nbytes) for a in ("data", "indices", "indptr"))
+    return int(np.asarray(m).nbytes)
+
+
+def _meta(block: tuple[Any, ...]) -> tuple[int, int, int, int | None, int]:
     x, y = block[0], block[1]
     n_dense = x.n_dense if isinstance(x, HybridMatrix) else None
-    return int(x.shape[0]), int(x.shape[1]), int(y.shape[1]), n_dense
+    nbytes = sum(_nbytes(m) for m in block if m is not None)
+    return int(x.shape[0]), int(x.shape[1]), int(y.shape[1]), n_dense, nbytes
 
 
 def _source(client: Any, b: Any) -> Any:
@@ -222,4 +234,5 @@ def _prepare(run: _Run, blocks: Sequence[Any], normalize: bool) -> Blocks:
         classes,
         multiclass,
         n_dense.pop(),
+        [m[4] for m in meta],
     )

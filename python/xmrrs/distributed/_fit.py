@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import operator
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -12,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from xmrrs.distributed._blocks import _prepare
+from xmrrs.distributed._budget import check_top_memory, top_share, worker_budget
 from xmrrs.distributed._kmeans import _cluster_tree
 from xmrrs.distributed._representation import ZPieces, _pifa_of
 from xmrrs.distributed._run import _client, _Run
@@ -64,6 +66,7 @@ def fit(
     n_parts: int | None = None,
     exact_representation: bool = True,
     progress: bool = False,
+    top_memory: int | str | None = "auto",
 ) -> XRLinearClassifier:
     """Fit ``estimator`` on row blocks with a Dask client (see the module docs).
 
@@ -94,12 +97,20 @@ def fit(
         one-process ``fit``; ``False`` sums partial products in parallel (tolerance 1e-6).
     progress : bool, default=False
         Show ``distributed.progress`` bars of the training tasks.
+    top_memory : "auto", int or None, default="auto"
+        Bytes the top layer's task may hold when the estimator's ``top_max_samples`` is
+        None: ``"auto"``, half of the smallest worker ``memory_limit``; None, no bound (it
+        gathers every row). When the gathered rows would not fit (2 copies of the blocks'
+        arrays), the top layer trains on the share of the rows that does, with a warning:
+        the model is then one-process ``fit`` with ``top_max_samples`` = that share
+        (``timings_["top_share"]``).
 
     Returns
     -------
     estimator
         With ``models_``, ``tree_``, ``classes_``, ``n_iter_``, ``n_features_in_`` and
-        ``timings_`` (seconds of the stages; ``tasks``: ``(name, seconds)`` of each training
+        ``timings_`` (seconds of the stages; ``top_share``: the share of the rows the top
+        layer trained on; ``tasks``: ``(name, seconds)`` of each training
         task; ``kmeans``: the same for each sub-tree clustering task; ``subtrees``: per tree,
         the cost estimate of each level-1 sub-tree and its part).
     """
@@ -110,6 +121,7 @@ def fit(
         raise ValueError(
             f"distributed training supports negatives='tfn' only, got {p['negatives']!r}"
         )
+    top_memory = check_top_memory(top_memory)
     rep = estimator.representation
     if callable(rep) and not isinstance(rep, str):
         raise ValueError("distributed training needs a named or precomputed representation")
@@ -134,6 +146,22 @@ def fit(
             "blocks: dense_in_tree=True is not supported"
         )
     timings["blocks"] = time.perf_counter() - t0
+    n_rows = sum(block_rows)
+    if p["top_max_samples"] is None:
+        budget = worker_budget(run.client) if top_memory == "auto" else top_memory
+        fraction = top_share(sum(prep.nbytes), cast(int | None, budget))
+        if fraction < 1.0:
+            warnings.warn(
+                f"the top layer trains on a {fraction:.1%} sample of the rows: all "
+                f"{sum(prep.nbytes) / 2**20:.0f} MiB of the blocks would not fit its task's "
+                f"budget of {cast(int, budget) / 2**20:.0f} MiB; the model is fit's with "
+                f"top_max_samples={fraction!r} (set top_max_samples or top_memory to choose)",
+                UserWarning,
+                stacklevel=2,
+            )
+    else:
+        fraction = top_fraction(p["top_max_samples"], n_rows)
+    timings["top_share"] = fraction
     t1 = time.perf_counter()
     y_all: sp.csr_matrix | None = None
 
@@ -229,7 +257,6 @@ def fit(
             "n_jobs": estimator.n_jobs,
             "dense_in_ranker": bool(estimator.dense_in_ranker),
         }
-        fraction = top_fraction(p["top_max_samples"], sum(block_rows))
         top = _top_sample(run, futs, block_rows, p["seed"] + i, fraction, i)
         model, passes = _train_tree(
             run, futs, top, tree, kw, i, n_sparse, n_parts, progress, timings
