@@ -399,8 +399,39 @@ def test_hybrid_blocks_train_the_one_process_model(client: Any, data: Any, tmp_p
     np.testing.assert_array_equal(scores, want_scores)
     with pytest.raises(ValueError, match="mix HybridMatrix"):
         dxm.fit(XRLinearClassifier(**params()), [hblocks[0], (X[250:], Y[250:])], client=client)
-    with pytest.raises(ValueError, match="dense_in_tree"):
-        dxm.fit(XRLinearClassifier(**params(dense_in_tree=True)), hblocks, client=client)
+    # the trees from both blocks (dense_in_tree=True): PIFA chained over the pair of sums
+    for kw in (params(n_estimators=2, dense_in_tree=True), params(dense_in_tree=True)):
+        one = XRLinearClassifier(**kw).fit(H, Y)
+        dist = dxm.fit(XRLinearClassifier(**kw), hblocks, client=client)
+        same_models(one, dist)
+        sparse_tree = XRLinearClassifier(**params(n_estimators=2)).fit(H, Y).tree_
+        assert one.tree_ != sparse_tree, "the dense block must change the tree"
+    Hn = H.scaled_to_unit()
+    for n_parts in (None, 1, 5):
+        z = dxm.pifa(hblocks, client=client, n_parts=n_parts)
+        ref = label_representation(Hn, Y, "pifa", n_jobs=1)
+        np.testing.assert_array_equal(z.indptr, ref.indptr)
+        np.testing.assert_array_equal(z.indices, ref.indices)
+        assert z.data.tobytes() == ref.data.tobytes()
+    loose = dxm.pifa(hblocks, client=client, exact=False)
+    np.testing.assert_allclose(loose.toarray(), ref.toarray(), rtol=1e-5, atol=1e-6)
+    # the scaling decision is Z's as a whole, as HybridMatrix.normalized takes it: label
+    # rows of norm 1 + 5e-5 (one positive row each) stay as they are, unless one label
+    # anywhere is not of unit norm; then every range scales every row, its own all-unit
+    # rows too
+    m = 120
+    Hu = HybridMatrix(Hn.sparse[:m] * (1 + 5e-5), Hn.dense[:m] * np.float32(1 + 5e-5))
+    ub = [(Hu[a:b], sp.identity(m, format="csr")[a:b]) for a, b in ((0, 50), (50, 90), (90, m))]
+    Yu = sp.identity(m, dtype=np.float32, format="lil")
+    Yu[0, 1] = 1.0  # label 1 has two rows: its sum is not of unit norm
+    mixed = [(Hu[a:b], Yu.tocsr()[a:b]) for a, b in ((0, 50), (50, 90), (90, m))]
+    for bl, y in ((ub, sp.identity(m, format="csr")), (mixed, Yu.tocsr())):
+        ref = label_representation(Hu, y, "pifa", n_jobs=1)
+        z = dxm.pifa(bl, client=client, normalize=False, n_parts=6)
+        np.testing.assert_array_equal(z.indices, ref.indices)
+        assert z.data.tobytes() == ref.data.tobytes()
+    unit = label_representation(Hu, sp.identity(m, format="csr"), "pifa", n_jobs=1)
+    assert unit.data.tobytes() != ref.data.tobytes()  # the two decisions differ here
 
 
 def test_hybrid_shard_files(client: Any, data: Any, tmp_path: Path) -> None:

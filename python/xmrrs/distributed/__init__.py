@@ -71,8 +71,9 @@ held) are recomputed by the scheduler, so the result does not change.
 once with ``mmap=True`` and caches it (keyed by path and file modification time).
 
 Not supported (``ValueError``): ``negatives="man"`` or ``"tfn+man"`` (the beam of the
-layers above on every training row would be another map over the blocks per layer),
-:class:`~xmrrs.hybrid.HybridMatrix` blocks, and a callable ``representation``.
+layers above on every training row would be another map over the blocks per layer), and a
+callable ``representation`` (it would need every row on one process; a precomputed ``Z``
+is taken).
 
 Modules: ``_blocks`` (loading and checking the row blocks), ``_representation`` (the PIFA
 map-reduce), ``_kmeans`` (the sub-tree k-means tasks and their rounds), ``_parts`` (bundling

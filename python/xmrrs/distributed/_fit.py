@@ -79,7 +79,8 @@ def fit(
     blocks : sequence
         Row blocks, in order: ``(X_i, Y_i)`` pairs or ``(X_i, Y_i, relevance_i)`` triples
         (``X_i`` sparse, dense or a :class:`~xmrrs.hybrid.HybridMatrix`; with hybrid
-        blocks the trees come from the sparse block, ``dense_in_tree=True`` is refused),
+        blocks the trees come from the sparse block, or with ``dense_in_tree=True`` from
+        both, as in ``fit``),
         dask delayed objects (or pairs of them), XC file paths, or ``(x.npz, y.npz)``
         (``, r.npz``) path tuples; ``(x.npz, dense.npy, y.npz[, r.npz])`` makes ``X_i`` a
         ``HybridMatrix`` (the ``.npy`` file is mapped, never unpickled). ``Y_i``:
@@ -140,11 +141,6 @@ def fit(
     t0 = time.perf_counter()
     prep = _prepare(run, blocks, bool(estimator.normalize))
     futs, block_rows, n_features, n_labels = prep.futs, prep.rows, prep.n_features, prep.n_labels
-    if prep.n_dense is not None and estimator.dense_in_tree:
-        raise ValueError(
-            "distributed training builds the trees from the sparse block of HybridMatrix "
-            "blocks: dense_in_tree=True is not supported"
-        )
     timings["blocks"] = time.perf_counter() - t0
     n_rows = sum(block_rows)
     if p["top_max_samples"] is None:
@@ -184,10 +180,10 @@ def fit(
         Z = None
     elif isinstance(rep, str) and rep == "pifa":
         # the rows PIFA is built from: a hybrid block's sparse block (normalised alone, as
-        # fit's dense_in_tree=False does), else the block itself
+        # fit's dense_in_tree=False does), else the block itself (both blocks of a hybrid one)
         tree_rows = (
             futs
-            if prep.n_dense is None
+            if prep.n_dense is None or estimator.dense_in_tree
             else [
                 run.submit(f"tree-rows{b}", _tree_rows, f, bool(estimator.normalize))
                 for b, f in enumerate(futs)

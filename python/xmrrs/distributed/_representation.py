@@ -1,7 +1,9 @@
 """The PIFA label representation as a map-reduce over the row blocks: chains of steps
 bit-identical to the one-process product (one chain per range of labels, so that no task
 holds more than its range's rows of the running sum), or partial products summed
-pairwise.
+pairwise. With :class:`~xmrrs.hybrid.HybridMatrix` rows, a running sum is a pair (the
+sparse block's sums, the dense block's), normalised over both blocks with the one-process
+decision (rows scaled unless every row of ``Z`` already has unit norm), then one CSR piece.
 
 The chained pieces are normalised where they live and copied into ``Z`` on the client one
 at a time, so the client holds ``Z`` once; they stay on the workers (a :class:`ZPieces`) so
@@ -12,7 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,6 +23,7 @@ from xmrrs import sparse as xs
 from xmrrs.distributed._blocks import _prepare
 from xmrrs.distributed._run import _client, _Run
 from xmrrs.distributed._worker import _aligned
+from xmrrs.hybrid import HybridMatrix, _all_unit
 from xmrrs.indexing import (
     _NO_POSITIVE,
     Fill,
@@ -32,31 +35,54 @@ from xmrrs.indexing import (
     _n_empty,
 )
 
+#: the running sum of a chain: a CSR matrix, or with HybridMatrix rows a (sparse, dense) pair
+Sums: TypeAlias = sp.csr_matrix | tuple[sp.csr_matrix, np.ndarray]
+
 
 def _pifa_step(
-    prev: sp.csr_matrix | None, block: tuple[Any, Any], lo: int = 0, hi: int | None = None
-) -> sp.csr_matrix:
+    prev: Sums | None, block: tuple[Any, Any], lo: int = 0, hi: int | None = None
+) -> Sums:
     """``prev + Yn_b^T X_b`` for labels ``lo..hi``, summed entry by entry in the order of the
     one-process product (``prev`` enters each label's sum first, multiplied by an exact 1;
-    a label's row of the product does not depend on the other labels)."""
-    x = _as_csr(_aligned(block[0]), "X")
+    a label's row of the product does not depend on the other labels). The dense block of
+    HybridMatrix rows is summed the same way, by the same sparse x dense product."""
+    x = _aligned(block[0])
     yt = xs.transpose(xs.normalize_rows(_as_csr(_aligned(block[1]), "Y"), n_jobs=1), n_jobs=1)
     if lo != 0 or hi is not None:
         yt = yt[lo:hi]
+    if isinstance(x, HybridMatrix):
+        ps, pd = (None, None) if prev is None else _aligned(prev)
+        return _chained(ps, yt, x.sparse), _chained_dense(pd, yt, x.dense)
+    return _chained(None if prev is None else _aligned(prev), yt, _as_csr(x, "X"))
+
+
+def _with_prev(yt: sp.csr_matrix) -> sp.csr_matrix:
+    """``[I, yt]``: the running sum's row enters each label's sum first, times an exact 1."""
+    eye = sp.identity(yt.shape[0], dtype=np.float32, format="csr")
+    return sp.csr_matrix(sp.hstack([eye, yt], format="csr"))
+
+
+def _chained(prev: sp.csr_matrix | None, yt: sp.csr_matrix, x: sp.csr_matrix) -> sp.csr_matrix:
     if prev is None:
         return xs.matmul(yt, x, n_jobs=1)
-    n_labels = yt.shape[0]
-    a = sp.hstack([sp.identity(n_labels, dtype=np.float32, format="csr"), yt], format="csr")
-    b = sp.vstack([_aligned(prev), x], format="csr")
-    return xs.matmul(a, b, n_jobs=1)
+    return xs.matmul(_with_prev(yt), sp.vstack([prev, x], format="csr"), n_jobs=1)
 
 
-def _pifa_partial(block: tuple[Any, Any]) -> sp.csr_matrix:
+def _chained_dense(prev: np.ndarray | None, yt: sp.csr_matrix, d: np.ndarray) -> np.ndarray:
+    if prev is None:
+        return xs.matmul_dense(yt, d, n_jobs=1)
+    return xs.matmul_dense(_with_prev(yt), np.vstack([prev, d]), n_jobs=1)
+
+
+def _pifa_partial(block: tuple[Any, Any]) -> Sums:
     return _pifa_step(None, block)
 
 
-def _add(a: sp.csr_matrix, b: sp.csr_matrix) -> sp.csr_matrix:
-    return sp.csr_matrix(_aligned(a) + _aligned(b), dtype=np.float32)
+def _add(a: Sums, b: Sums) -> Sums:
+    a, b = _aligned(a), _aligned(b)
+    if isinstance(a, tuple):
+        return sp.csr_matrix(a[0] + b[0], dtype=np.float32), a[1] + b[1]
+    return sp.csr_matrix(a + b, dtype=np.float32)
 
 
 @dataclass
@@ -75,8 +101,21 @@ class ZPieces:
         self.pieces = []
 
 
-def _normalized(z: sp.csr_matrix) -> sp.csr_matrix:
-    return xs.normalize_rows(_aligned(z), n_jobs=1)
+def _all_unit_rows(z: Sums) -> bool:
+    """Whether every row of a hybrid running sum has unit norm over both blocks (or is zero):
+    the one-process :meth:`HybridMatrix.normalized` then leaves all of ``Z`` as it is."""
+    z = _aligned(z)
+    return not isinstance(z, tuple) or _all_unit(HybridMatrix(*z).row_norms())
+
+
+def _normalized(z: Sums, scale: bool = True) -> sp.csr_matrix:
+    """A running sum's rows normalised, as one CSR piece (hybrid: over both blocks, unless
+    ``scale`` is False: every row of ``Z`` already had unit norm)."""
+    z = _aligned(z)
+    if isinstance(z, tuple):
+        h = HybridMatrix(*z)
+        return (h.scaled_to_unit() if scale else h).tocsr()
+    return xs.normalize_rows(z, n_jobs=1)
 
 
 def _shape(z: sp.csr_matrix) -> tuple[int, int, int]:
@@ -151,13 +190,26 @@ def _pifa_of(
         workers = max(1, len(run.client.scheduler_info(n_workers=-1)["workers"]))
         k = max(1, min(n_labels, n_parts if n_parts is not None else 2 * workers))
         edges = np.linspace(0, n_labels, k + 1).astype(np.int64)
-        pieces = []
+        sums = []
         for r in range(k):
             lo, hi = int(edges[r]), int(edges[r + 1])
             acc = None
             for i, f in enumerate(futs):
                 acc = run.submit(f"pifa-labels{lo}_{hi}-step{i}", _pifa_step, acc, f, lo, hi)
-            pieces.append(run.submit(f"pifa-labels{lo}_{hi}-normalized", _normalized, acc))
+            sums.append(acc)
+        # hybrid rows: scale every row unless every row of Z already has unit norm, the
+        # one-process decision (gathered from the ranges: one bool each)
+        unit = run.client.gather(
+            [run.submit(f"pifa-unit{r}", _all_unit_rows, a) for r, a in enumerate(sums)]
+        )
+        scale = not all(unit)
+        pieces = [
+            run.submit(
+                f"pifa-labels{int(edges[r])}_{int(edges[r + 1])}-normalized", _normalized, a, scale
+            )
+            for r, a in enumerate(sums)
+        ]
+        del sums
         z, fill = _assemble(run, pieces, edges, n_jobs)
         if not np.any(z.data):
             raise ValueError(_NO_POSITIVE)
@@ -173,6 +225,11 @@ def _pifa_of(
             nxt.append(level[-1])
         level, r = nxt, r + 1
     s = _aligned(run.client.gather(level[0]))
+    if isinstance(s, tuple):
+        h = HybridMatrix(*s)
+        if h.sparse.count_nonzero() == 0 and not np.any(h.dense):
+            raise ValueError(_NO_POSITIVE)
+        return sp.csr_matrix(_fill_empty(h.normalized().tocsr(), n_jobs)), None
     if s.count_nonzero() == 0:
         raise ValueError(_NO_POSITIVE)
     return sp.csr_matrix(_fill_empty(xs.normalize_rows(s, n_jobs=n_jobs), n_jobs)), None
