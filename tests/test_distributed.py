@@ -181,6 +181,41 @@ def test_top_layer_on_a_sample_is_bit_identical_and_gathers_only_the_sample(
             xmrrs._xmrrs.xr_top_sample_rows(seed, *bad)
 
 
+def _unaligned(a: np.ndarray) -> np.ndarray:
+    """A copy of ``a`` at an odd byte offset (as Dask may deserialise it)."""
+    buf = bytearray(a.nbytes + 1)
+    out = np.frombuffer(buf, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned
+    return out
+
+
+def test_a_hybrid_running_sum_deserialised_unaligned_is_realigned(data: Any) -> None:
+    """The PIFA chain of HybridMatrix blocks passes a (sparse, dense) pair between tasks;
+    arrays of both members that arrive unaligned are copied before the core reads them."""
+    from xmrrs.distributed._representation import _pifa_step
+    from xmrrs.distributed._worker import _aligned
+
+    X, Y = data
+    D = np.random.default_rng(2).standard_normal((N, 4)).astype(np.float32)
+    H = HybridMatrix(X, D)
+    first = _pifa_step(None, (H[:300], Y[:300]))
+    zs, zd = first
+    odd = (
+        sp.csr_matrix(
+            (_unaligned(zs.data), _unaligned(zs.indices), _unaligned(zs.indptr)), shape=zs.shape
+        ),
+        _unaligned(zd),
+    )
+    fixed = _aligned(odd)
+    assert fixed[0].data.flags.aligned and fixed[1].flags.aligned
+    a = _pifa_step(odd, (H[300:], Y[300:]))
+    b = _pifa_step(first, (H[300:], Y[300:]))
+    assert a[0].data.tobytes() == b[0].data.tobytes() and a[1].tobytes() == b[1].tobytes()
+    whole = _pifa_step(None, (H, Y))
+    assert whole[1].tobytes() == b[1].tobytes()  # the chain sums as the whole product does
+
+
 def test_top_task_trains_on_the_share_of_rows_that_fits_its_budget(client: Any, data: Any) -> None:
     """``top_memory``: when the gathered blocks would not fit, the top layer trains on the
     share that does (a warning says so), and the model is the one-process model with

@@ -35,7 +35,7 @@ def check_top_memory(value: Any) -> int | str | None:
 
 def worker_budget(client: Any) -> int | None:
     """Half of the smallest worker ``memory_limit`` (``None`` when no worker has one)."""
-    workers = client.scheduler_info().get("workers", {}).values()
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
     limits = [int(w.get("memory_limit") or 0) for w in workers]
     limits = [m for m in limits if m > 0]
     return min(limits) // 2 if limits else None

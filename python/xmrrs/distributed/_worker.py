@@ -39,9 +39,12 @@ def _worker_threads(n_jobs: int | None) -> int | None:
 
 def _aligned(m: Any) -> Any:
     """``m`` with aligned arrays: Dask may hand a task arrays deserialised at odd offsets,
-    which numpy marks unaligned and the core's buffer views refuse; those are copied."""
+    which numpy marks unaligned and the core's buffer views refuse; those are copied (a
+    tuple: each of its members)."""
     from xmrrs.hybrid import HybridMatrix
 
+    if isinstance(m, tuple):
+        return tuple(_aligned(v) for v in m)
     if isinstance(m, HybridMatrix):
         return HybridMatrix(_aligned(m.sparse), _aligned(m.dense))
     if not sp.issparse(m):
