@@ -78,9 +78,9 @@ pub struct LayoutParams {
     /// axpy instead of a scatter; results are bit-identical (the same products are added in
     /// the same order, plus zeros).
     pub dense_copy_min_fill: f32,
-    /// A one-chunk layer without a dense copy also gets a feature-indexed entry pointer
-    /// (in memory only) when it takes at most this many bytes: a query feature then finds
-    /// its entries with two adjacent loads instead of a bucket scan (0 disables).
+    /// A one-chunk layer also gets a feature-indexed pointer (in memory only) when it takes
+    /// at most this many bytes: a query feature then finds its row's entries (or, beside a
+    /// dense copy, its row) with two adjacent loads instead of a bucket scan (0 disables).
     pub direct_max_bytes: usize,
 }
 
@@ -131,8 +131,8 @@ pub(crate) struct Layer {
     /// Dense row-major copy (rows x width) of a one-chunk layer (see
     /// [`LayoutParams::dense_copy_max_bytes`]); in memory only.
     pub dense: Option<Vec<f32>>,
-    /// Feature-indexed entry pointer of a one-chunk layer without a dense copy (see
-    /// [`LayoutParams::direct_max_bytes`]); in memory only.
+    /// Feature-indexed pointer of a one-chunk layer, to entries or (beside a dense copy) to
+    /// rows (see [`direct_index`]); in memory only.
     pub direct: Option<Vec<u32>>,
     /// Weights of the dense feature block, `n_children x n_dense` row-major (empty when
     /// `n_dense == 0`), as binary16 bits, each child's row scaled by its own power of two
