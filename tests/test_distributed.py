@@ -435,9 +435,13 @@ def test_hybrid_blocks_train_the_one_process_model(client: Any, data: Any, tmp_p
     with pytest.raises(ValueError, match="mix HybridMatrix"):
         dxm.fit(XRLinearClassifier(**params()), [hblocks[0], (X[250:], Y[250:])], client=client)
     # the trees from both blocks (dense_in_tree=True): PIFA chained over the pair of sums
-    for kw in (params(n_estimators=2, dense_in_tree=True), params(dense_in_tree=True)):
+    # (the second time behind an empty first block)
+    for kw, bl in (
+        (params(n_estimators=2, dense_in_tree=True), hblocks),
+        (params(dense_in_tree=True), [(H[:0], Y[:0]), *hblocks]),
+    ):
         one = XRLinearClassifier(**kw).fit(H, Y)
-        dist = dxm.fit(XRLinearClassifier(**kw), hblocks, client=client)
+        dist = dxm.fit(XRLinearClassifier(**kw), bl, client=client)
         same_models(one, dist)
         sparse_tree = XRLinearClassifier(**params(n_estimators=2)).fit(H, Y).tree_
         assert one.tree_ != sparse_tree, "the dense block must change the tree"
