@@ -23,7 +23,7 @@ from xmrrs import sparse as xs
 from xmrrs.distributed._blocks import _prepare
 from xmrrs.distributed._run import _client, _Run
 from xmrrs.distributed._worker import _aligned
-from xmrrs.hybrid import HybridMatrix, _all_unit
+from xmrrs.hybrid import HybridMatrix
 from xmrrs.indexing import (
     _NO_POSITIVE,
     Fill,
@@ -50,28 +50,21 @@ def _pifa_step(
     yt = xs.transpose(xs.normalize_rows(_as_csr(_aligned(block[1]), "Y"), n_jobs=1), n_jobs=1)
     if lo != 0 or hi is not None:
         yt = yt[lo:hi]
-    if isinstance(x, HybridMatrix):
-        ps, pd = (None, None) if prev is None else _aligned(prev)
-        return _chained(ps, yt, x.sparse), _chained_dense(pd, yt, x.dense)
-    return _chained(None if prev is None else _aligned(prev), yt, _as_csr(x, "X"))
-
-
-def _with_prev(yt: sp.csr_matrix) -> sp.csr_matrix:
-    """``[I, yt]``: the running sum's row enters each label's sum first, times an exact 1."""
+    if prev is None:
+        if isinstance(x, HybridMatrix):
+            return xs.matmul(yt, x.sparse, n_jobs=1), xs.matmul_dense(yt, x.dense, n_jobs=1)
+        return xs.matmul(yt, _as_csr(x, "X"), n_jobs=1)
+    # [I, yt] against [prev; X_b]: the running sum's row enters each label's sum first
     eye = sp.identity(yt.shape[0], dtype=np.float32, format="csr")
-    return sp.csr_matrix(sp.hstack([eye, yt], format="csr"))
-
-
-def _chained(prev: sp.csr_matrix | None, yt: sp.csr_matrix, x: sp.csr_matrix) -> sp.csr_matrix:
-    if prev is None:
-        return xs.matmul(yt, x, n_jobs=1)
-    return xs.matmul(_with_prev(yt), sp.vstack([prev, x], format="csr"), n_jobs=1)
-
-
-def _chained_dense(prev: np.ndarray | None, yt: sp.csr_matrix, d: np.ndarray) -> np.ndarray:
-    if prev is None:
-        return xs.matmul_dense(yt, d, n_jobs=1)
-    return xs.matmul_dense(_with_prev(yt), np.vstack([prev, d]), n_jobs=1)
+    a = sp.csr_matrix(sp.hstack([eye, yt], format="csr"))
+    prev = _aligned(prev)
+    if isinstance(x, HybridMatrix):
+        ps, pd = prev
+        return (
+            xs.matmul(a, sp.vstack([ps, x.sparse], format="csr"), n_jobs=1),
+            xs.matmul_dense(a, np.vstack([pd, x.dense]), n_jobs=1),
+        )
+    return xs.matmul(a, sp.vstack([prev, _as_csr(x, "X")], format="csr"), n_jobs=1)
 
 
 def _pifa_partial(block: tuple[Any, Any]) -> Sums:
@@ -105,7 +98,7 @@ def _all_unit_rows(z: Sums) -> bool:
     """Whether every row of a hybrid running sum has unit norm over both blocks (or is zero):
     the one-process :meth:`HybridMatrix.normalized` then leaves all of ``Z`` as it is."""
     z = _aligned(z)
-    return not isinstance(z, tuple) or _all_unit(HybridMatrix(*z).row_norms())
+    return not isinstance(z, tuple) or HybridMatrix(*z).rows_are_unit()
 
 
 def _normalized(z: Sums, scale: bool = True) -> sp.csr_matrix:
