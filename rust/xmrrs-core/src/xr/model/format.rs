@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::layout::{dense_copy, direct_index, Cols, Layer, LayoutParams};
+use super::layout::{Cols, Layer, LayoutParams};
 use super::verify::check_small;
 use super::xr_model::XrModel;
 use crate::xr::store::{self, ArrayOut, Backing, Buf, Dtype, Placed};
@@ -438,8 +438,7 @@ impl XrModel {
                 n_dense: as_usize(lm.n_dense)?,
             };
             check_small(&mut layer).map_err(|e| Error::invalid(format!("layer {m}: {e}")))?;
-            layer.dense = dense_copy(&layer, &LayoutParams::default());
-            layer.direct = direct_index(&layer, &LayoutParams::default());
+            layer.derive_in_memory(&LayoutParams::default());
             layers.push(layer);
         }
         if n_above != man.n_labels {

@@ -152,6 +152,13 @@ pub(crate) enum LayerRef<'a> {
 }
 
 impl Layer {
+    /// Builds the arrays kept in memory only, from the stored ones: the dense copy, then
+    /// the feature-indexed pointer (which indexes rows when there is a dense copy).
+    pub(super) fn derive_in_memory(&mut self, lp: &LayoutParams) {
+        self.dense = dense_copy(self, lp);
+        self.direct = direct_index(self, lp);
+    }
+
     /// The widest chunk (the whole layer when merged).
     pub(crate) fn chunk_width(&self) -> usize {
         if self.whole {
@@ -404,8 +411,7 @@ pub(super) fn build_layer(lw: &LayerWeights, lp: &LayoutParams) -> Result<Layer>
         dense_unscale: half.unscale_log2.into(),
         n_dense: lw.n_dense,
     };
-    layer.dense = dense_copy(&layer, lp);
-    layer.direct = direct_index(&layer, lp);
+    layer.derive_in_memory(lp);
     Ok(layer)
 }
 
@@ -445,7 +451,7 @@ pub(super) fn direct_index(l: &Layer, lp: &LayoutParams) -> Option<Vec<u32>> {
 /// The dense copy of a one-chunk layer's rows (see [`LayoutParams::dense_copy_max_bytes`]),
 /// or `None` when the layer has several chunks, the copy would be too large or too empty, or
 /// the arrays are inconsistent (a corrupt mapped file: the kernels then report it).
-pub(super) fn dense_copy(l: &Layer, lp: &LayoutParams) -> Option<Vec<f32>> {
+fn dense_copy(l: &Layer, lp: &LayoutParams) -> Option<Vec<f32>> {
     if l.chunk_shift.len() != 1 {
         return None;
     }
